@@ -28,6 +28,81 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     sp.set_defaults(func=_prepare)
 
+    # --- merge (export) ---
+    sp = sub.add_parser("merge", help="merge a run's LoRA adapter into its base; check and describe the export")
+    sp.add_argument("adapter", metavar="RUN_OR_ADAPTER")
+    sp.add_argument("--out", required=True, help="folder for the merged model (written atomically)")
+    sp.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sp.add_argument("--method", default="peft", choices=["peft", "unsloth"])
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_merge)
+
+    # --- plan (hardware planner) ---
+    sp = sub.add_parser("plan", help="estimate GPU memory, time and cost of a run")
+    sp.add_argument("--config", help="a run config; its model, LoRA and batch settings are used")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--model", help="model name or folder (overrides the config)")
+    sp.add_argument("--gpu", default="a10g-24gb")
+    sp.add_argument("--tokens", type=int, help="training tokens per epoch (from `toolcall-kit tokens`)")
+    sp.add_argument("--price", type=float, help="$ per GPU hour")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_plan)
+
+    # --- train (issue 5) ---
+    sp = sub.add_parser("train", help="LoRA/QLoRA fine-tune from a run config (unsloth or hf backend)")
+    sp.add_argument("--config", help="run config YAML (configs/*.yaml); not needed with --resume")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
+    sp.add_argument("--backend", choices=["auto", "unsloth", "hf"], help="overrides the config's backend")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue runs/NAME from its last checkpoint")
+    sp.add_argument("--json", action="store_true", help="print result.json instead of the summary")
+    sp.set_defaults(func=_train)
+
+    # --- model (issue 3: models that work offline) ---
+    sp = sub.add_parser("model", help="resolve packaged:..., tiny:..., a folder or a hub id; print it")
+    sp.add_argument("name", metavar="NAME", help="e.g. packaged:smollm2-135m-instruct, tiny:qwen2")
+    sp.add_argument("--cache-dir", help="default: $TOOLCALL_KIT_CACHE/models or ~/.cache/toolcall_kit/models")
+    sp.set_defaults(func=_model)
+
+    # --- eval, score, compare (issue 6: evaluation) ---
+    sp = sub.add_parser("eval", help="generate and score tool calls on held-out data or BFCL; write runs/NAME/eval")
+    sp.add_argument("--model", help="base or merged model (folder, packaged:..., tiny:..., hub id)")
+    sp.add_argument("--adapter", help="LoRA adapter folder applied on --model (or on the base it names)")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="canonical JSONL, e.g. prepare's eval.jsonl")
+    src.add_argument("--bfcl", metavar="CATEGORY", help="BFCL categories: simple,multiple,parallel,... or all")
+    sp.add_argument("--endpoint", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1) instead of --model")
+    sp.add_argument("--endpoint-model", help="model name the endpoint serves")
+    sp.add_argument("--concurrency", type=int, default=8, help="requests in flight to --endpoint")
+    sp.add_argument("--batch-size", type=int, default=8, help="prompts per in-process generate() call")
+    sp.add_argument("--max-new-tokens", type=int, default=128)
+    sp.add_argument("--limit", type=int, help="first N records (per BFCL category)")
+    sp.add_argument("--format", choices=["hermes", "llama3_json", "mistral"],
+                    help="tool-call format of the output (default: from the model's template family; hermes for endpoints)")
+    sp.add_argument("--turns", choices=["all", "first"], default="all", help="assistant turns to evaluate")
+    sp.add_argument("--out", required=True, help="report folder, e.g. runs/NAME/eval")
+    sp.add_argument("--json", action="store_true", help="print report.json instead of the summary")
+    sp.set_defaults(func=_eval)
+
+    sp = sub.add_parser("score", help="score a predictions file (JSONL keyed by id) against --data or --bfcl")
+    sp.add_argument("--predictions", required=True, metavar="FILE",
+                    help='rows {"id", "tool_calls": [...]} ([] = no call) or {"id", "output": "raw text"}')
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="canonical JSONL the predictions answer")
+    src.add_argument("--bfcl", metavar="CATEGORY", help="BFCL categories the predictions answer")
+    sp.add_argument("--format", default="hermes", choices=["hermes", "llama3_json", "mistral", "openai"],
+                    help='parser for "output" rows (default hermes)')
+    sp.add_argument("--turns", choices=["all", "first"], default="all")
+    sp.add_argument("--json", action="store_true", help="print the report with per_example [{id, correct, reason}]")
+    sp.set_defaults(func=_score)
+
+    sp = sub.add_parser("compare", help="two evaluations side by side: metric deltas and examples that changed")
+    sp.add_argument("run_a", metavar="RUN_A", help="an eval folder or a run folder holding eval/")
+    sp.add_argument("run_b", metavar="RUN_B")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_compare)
+
     return p
 
 
@@ -37,6 +112,98 @@ def _prepare(args) -> int:
     report = prepare(args.inputs, args.out, fmt=args.format, eval_fraction=args.eval_fraction, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return 1 if (args.strict and report["rejected"]) else 0
+
+
+def _merge(args) -> int:
+    from .merge import merge, summary
+
+    report = merge(args.adapter, args.out, base=args.base, dtype=args.dtype, method=args.method)
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+    return 0
+
+
+def _plan(args) -> int:
+    from .plan import estimate, summary
+
+    kw: dict = {}
+    if args.config:
+        from .config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        kw = dict(
+            model=cfg.model.name,
+            max_seq_length=cfg.model.max_seq_length,
+            load_in_4bit=cfg.model.load_in_4bit,
+            batch_size=cfg.train.batch_size,
+            r=cfg.lora.r,
+            gradient_checkpointing=cfg.train.gradient_checkpointing,
+            epochs=cfg.train.epochs or 1.0,
+        )
+    if args.model:
+        kw["model"] = args.model
+    if "model" not in kw:
+        raise KitError("plan needs --config or --model")
+    est = estimate(gpu=args.gpu, tokens=args.tokens, price_per_hour=args.price, **kw)
+    print(json.dumps(est, indent=2) if args.json else summary(est))
+    return 0
+
+
+def _train(args) -> int:
+    import logging
+
+    from .config import load_config
+    from .train import load_run_config, summary, train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(args.overrides)
+    if args.backend:
+        overrides.append(f"backend={args.backend}")
+    if args.resume:
+        if args.config:
+            raise KitError("--resume uses the run's own config.yaml: drop --config (use --set to change values)")
+        result = train(load_run_config(args.resume, overrides), resume=args.resume)
+    elif args.config:
+        result = train(load_config(args.config, overrides))
+    else:
+        raise KitError("train: give --config CFG or --resume RUN_DIR")
+    print(json.dumps(result, indent=2) if args.json else summary(result))
+    return 0
+
+
+def _model(args) -> int:
+    from .models import resolve_model
+
+    print(resolve_model(args.name, cache_dir=args.cache_dir))
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate, summary_markdown
+
+    report = evaluate(
+        args.out, model=args.model, adapter=args.adapter, data=args.data, bfcl=args.bfcl, endpoint=args.endpoint,
+        endpoint_model=args.endpoint_model, concurrency=args.concurrency, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, limit=args.limit, fmt=args.format, turns=args.turns,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(json.dumps(report, indent=2) if args.json else summary_markdown(report) + f"\nwritten to {args.out}")
+    return 0
+
+
+def _score(args) -> int:
+    from .evaluate import score, summary_markdown
+
+    report = score(args.predictions, data=args.data, bfcl=args.bfcl, fmt=args.format, turns=args.turns)
+    print(json.dumps(report, indent=2) if args.json else summary_markdown(report))
+    return 0
+
+
+def _compare(args) -> int:
+    from .evaluate import compare, format_compare
+
+    result = compare(args.run_a, args.run_b)
+    print(json.dumps(result, indent=2) if args.json else format_compare(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
