@@ -1,0 +1,1353 @@
+"""Synthetic tool-calling conversations: `toolcall-kit synth`.
+
+    toolcall-kit synth --out data/demo/train.jsonl --n 1200 --seed 0 --split train
+    toolcall-kit synth --out data/demo/eval.jsonl --n 150 --seed 1 --split eval
+
+(the two commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce
+them byte for byte).
+
+Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with
+`kind` set (single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the
+`template_ids` of the phrasings it was built from. Variety over volume, because data variety, not
+steps, limited the SmolLM2 prototype (see ../shared/ENVIRONMENT.md):
+
+- many hand-written phrasings per intent (`synth_intents.py`), values from realistic pools, optional
+  arguments only where the words mention them, argument order following the words;
+- system prompts varied (and none); relative dates ("tomorrow") only with today's date in the prompt;
+- the needed tool plus 0-3 distractors, shuffled, at most `max_tools` offered (3 keeps a SmolLM2
+  example near 300 tokens);
+- declines as contrastive pairs: the same request once with its tool offered (a call) and once
+  without (a polite refusal), plus out-of-scope requests no tool serves;
+- `--split train|eval` holds out a share of every template group and of the open value pools
+  (cities, people, tickers, ...), so the eval file measures generalisation, not recall.
+
+A user's own catalog (a JSON list of OpenAI tool definitions) gets schema-driven values
+(enums, formats, patterns, bounds, nested objects, arrays) and generic phrasings that state every value.
+
+Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase
+the user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments
+need or breaks validation is rejected (the original is kept and the rejection counted).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import os
+import random
+import re
+import string
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import synth_intents as si
+from .errors import DataError, KitError
+from .io import write_jsonl
+from .records import DECLINED, MULTI_STEP, NO_CALL, PARALLEL_CALLS, SINGLE_CALL, Record, classify
+from .synth_intents import Chain, Ctx, Intent, Slot
+from .validate import argument_errors, check_tools, validate_record
+
+CATALOG_DIR = Path(__file__).parent / "catalogs"
+SHIPPED_CATALOGS = ("general", "customer_service")
+DEFAULT_CATALOG = "general,customer_service"
+DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15}
+MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP}
+SPLITS = ("all", "train", "eval")
+
+# Shares of examples carrying tool results and a final answer (the rest end at the call: the training target).
+P_RESULT_SINGLE = 0.35
+P_RESULT_PARALLEL = 0.3
+P_NO_SYSTEM = 0.25
+P_DATE_LINE = 0.3  # a dated system prompt even when no relative date needs it
+P_PREAMBLE = 0.08  # a chit-chat exchange before the request
+P_GREETING, P_THANKS = 0.1, 0.1
+P_OUT_OF_SCOPE = 0.3  # declines that no catalog tool could serve (the rest: the needed tool is withheld)
+
+
+# ----------------------------------------------------------------------------------------------
+# Templates: parse once, render with slots
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    text: str
+    nodes: tuple
+
+
+_TOKEN = re.compile(r"\{(\^?)([A-Za-z_][A-Za-z0-9_]*)(?:\.(\d))?\}|[\[\]<>|]")
+
+
+def parse_template(text: str) -> tuple:
+    """Nodes: ("t", str) | ("s", name, k, cap) | ("o", nodes) | ("a", (nodes, ...)). Raises ValueError."""
+    pos = 0
+    tokens: list = []
+    for m in _TOKEN.finditer(text):
+        if m.start() > pos:
+            tokens.append(("t", text[pos : m.start()]))
+        if m.group(2):
+            tokens.append(("s", m.group(2), int(m.group(3)) if m.group(3) else None, bool(m.group(1))))
+        else:
+            tokens.append(m.group(0))
+        pos = m.end()
+    if pos < len(text):
+        tokens.append(("t", text[pos:]))
+
+    def seq(i: int, stop: tuple[str, ...]) -> tuple[list, int]:
+        out: list = []
+        while i < len(tokens):
+            tok = tokens[i]
+            if isinstance(tok, str) and tok in stop:
+                return out, i
+            if tok == "[":
+                body, i = seq(i + 1, ("]",))
+                if i >= len(tokens):
+                    raise ValueError(f"unclosed [ in template {text!r}")
+                out.append(("o", tuple(body)))
+            elif tok == "<":
+                alts = []
+                while True:
+                    body, i = seq(i + 1, ("|", ">"))
+                    if i >= len(tokens):
+                        raise ValueError(f"unclosed < in template {text!r}")
+                    alts.append(tuple(body))
+                    if tokens[i] == ">":
+                        break
+                out.append(("a", tuple(alts)))
+            elif isinstance(tok, str):
+                if tok in "]>":
+                    raise ValueError(f"unbalanced {tok!r} in template {text!r}")
+                out.append(("t", tok))  # a literal '|' outside <...>
+            else:
+                out.append(tok)
+            i += 1
+        return out, i
+
+    nodes, _ = seq(0, ())
+    return tuple(nodes)
+
+
+def render(nodes: tuple, lookup: Callable[[str, int | None], Slot], rng: random.Random) -> tuple[str, list]:
+    """(text, mentioned [(slot name, call index or None)] in order of appearance)."""
+    parts: list[str] = []
+    mentioned: list = []
+
+    def walk(ns):
+        for n in ns:
+            if n[0] == "t":
+                parts.append(n[1])
+            elif n[0] == "s":
+                t = lookup(n[1], n[2]).text
+                parts.append(t[:1].upper() + t[1:] if n[3] else t)
+                if (n[1], n[2]) not in mentioned:
+                    mentioned.append((n[1], n[2]))
+            elif n[0] == "o":
+                if rng.random() < 0.5:
+                    walk(n[1])
+            else:
+                walk(n[1][rng.randrange(len(n[1]))])
+
+    walk(nodes)
+    text = re.sub(r"[ \t]+", " ", "".join(parts)).strip()
+    return text[:1].upper() + text[1:], mentioned
+
+
+def _set_path(args: dict, path: str, value: Any) -> None:
+    if path == "*":
+        args.update(copy.deepcopy(value))
+        return
+    keys = path.split(".")
+    d = args
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = copy.deepcopy(value)
+
+
+def _args_for(call: int, mentioned: list, samples: list[dict[str, Slot]]) -> dict:
+    """Arguments of call `call` (1-based): its own slots ({x.k}) and the shared ones ({x}), in mention order."""
+    args: dict = {}
+    for name, k in mentioned:
+        if k is not None and k != call:
+            continue
+        slot = samples[(k or 1) - 1][name]
+        if slot.arg:
+            _set_path(args, slot.arg, slot.value)
+    return args
+
+
+def _calls_in(t: Template) -> int:
+    ks = [1]
+
+    def walk(ns):
+        for n in ns:
+            if n[0] == "s" and n[2]:
+                ks.append(n[2])
+            elif n[0] == "o":
+                walk(n[1])
+            elif n[0] == "a":
+                for alt in n[1]:
+                    walk(alt)
+
+    walk(t.nodes)
+    return max(ks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema-driven values for user catalogs
+
+
+def _regex_sample(pattern: str, rng: random.Random) -> str:
+    """A string matching `pattern` (common constructs: classes, repeats, groups, alternation)."""
+    try:
+        import re._parser as sre  # Python >= 3.11
+    except ImportError:  # pragma: no cover
+        import sre_parse as sre  # type: ignore[no-redef]
+    alphabet = string.ascii_letters + string.digits + "-_.@"
+
+    def in_class(ch: str, items) -> bool:
+        neg, hit = False, False
+        for op, av in items:
+            name = str(op)
+            if name == "NEGATE":
+                neg = True
+            elif name == "LITERAL":
+                hit |= ord(ch) == av
+            elif name == "RANGE":
+                hit |= av[0] <= ord(ch) <= av[1]
+            elif name == "CATEGORY":
+                word = ch.isalnum() or ch == "_"
+                hit |= {"CATEGORY_DIGIT": ch.isdigit(), "CATEGORY_NOT_DIGIT": not ch.isdigit(),
+                        "CATEGORY_WORD": word, "CATEGORY_NOT_WORD": not word,
+                        "CATEGORY_SPACE": ch.isspace(), "CATEGORY_NOT_SPACE": not ch.isspace()}.get(str(av), False)  # fmt: skip
+        return hit != neg
+
+    def gen(items) -> str:
+        out = []
+        for op, av in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.append(chr(av))
+            elif name == "NOT_LITERAL":
+                out.append(rng.choice([c for c in string.ascii_lowercase if ord(c) != av]))
+            elif name == "ANY":
+                out.append(rng.choice(string.ascii_lowercase))
+            elif name == "IN":
+                allowed = [c for c in alphabet if in_class(c, av)]
+                if not allowed:
+                    raise ValueError(f"cannot sample a character class in {pattern!r}")
+                out.append(rng.choice(allowed))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                lo, hi, sub = av
+                k = rng.randint(lo, min(hi, lo + 3))
+                out.extend(gen(sub) for _ in range(k))
+            elif name == "SUBPATTERN":
+                out.append(gen(av[-1]))
+            elif name == "BRANCH":
+                out.append(gen(rng.choice(av[1])))
+            elif name == "AT":
+                continue
+            else:
+                raise ValueError(f"unsupported regex construct {name} in {pattern!r}")
+        return "".join(out)
+
+    return gen(sre.parse(pattern))
+
+
+_WORDS = ["blue widget", "spring campaign", "quarterly plan", "north garden", "team alpha", "project atlas",
+          "green tea", "weekly summary", "sample item", "river walk"]  # fmt: skip
+_COUNTRIES = [("US", "United States"), ("DE", "Germany"), ("FR", "France"), ("JP", "Japan"), ("BR", "Brazil"),
+              ("CA", "Canada"), ("IN", "India"), ("ES", "Spain")]  # fmt: skip
+_LANG_CODES = {
+    "English": "en",
+    "French": "fr",
+    "Spanish": "es",
+    "German": "de",
+    "Italian": "it",
+    "Japanese": "ja",
+}
+
+
+def _string_guess(name: str, schema: dict, c: Ctx) -> str:
+    """A natural value for a string parameter, guessed from its format and name (the pattern is checked after)."""
+    n = name.lower()
+    fmt = schema.get("format")
+    r, today = c.rng, c.today
+    if fmt == "date" or n.endswith("date") or n.startswith("date"):
+        return (today + dt.timedelta(days=r.randint(1, 60))).isoformat()
+    if fmt == "date-time" or "datetime" in n or "timestamp" in n:
+        day = (today + dt.timedelta(days=r.randint(1, 30))).isoformat()
+        return f"{day}T{r.randint(7, 20):02d}:{r.choice([0, 30]):02d}:00Z"
+    if fmt == "time" or n.endswith("time"):
+        return f"{r.randint(7, 20):02d}:{r.choice([0, 15, 30, 45]):02d}"
+    if fmt == "email" or "email" in n:
+        return si._email(c)[1]
+    if fmt in ("uri", "url") or n in ("url", "link", "website") or n.endswith("_url"):
+        return f"https://www.{c.pick('domains', si.DOMAINS)}/{c.choice(['docs', 'news', 'shop', 'about'])}"
+    if fmt == "uuid":
+        return "-".join("".join(r.choice("0123456789abcdef") for _ in range(k)) for k in (8, 4, 4, 4, 12))
+    if fmt == "ipv4":
+        return ".".join(str(r.randint(1, 254)) for _ in range(4))
+    if "country" in n:
+        code, cname = c.choice(_COUNTRIES)
+        return code if schema.get("pattern") or schema.get("maxLength") == 2 else cname
+    if "currency" in n:
+        return c.choice(list(si.CURRENCIES))
+    if "lang" in n:
+        lang = c.choice(list(_LANG_CODES))
+        return _LANG_CODES[lang] if schema.get("pattern") or schema.get("maxLength") == 2 else lang
+    if any(k in n for k in ("city", "location", "destination", "origin", "place")):
+        return c.pick("cities", si.CITIES)
+    if "ticker" in n or "symbol" in n:
+        return c.pick("tickers", si.TICKERS)[0]
+    if "first" in n and "name" in n:
+        return c.pick("first", si.FIRST)
+    if "last" in n and "name" in n:
+        return c.pick("last", si.LAST)
+    if "product" in n:
+        return c.pick("products", si.PRODUCTS)
+    if n in ("name", "full_name", "customer", "customer_name", "person", "contact", "recipient"):
+        return f"{c.pick('first', si.FIRST)} {c.pick('last', si.LAST)}"
+    if any(k in n for k in ("query", "search", "keyword", "topic")):
+        return c.pick("queries", si.SEARCH_QUERIES)
+    if any(k in n for k in ("title", "subject")):
+        return c.pick("event_titles", si.EVENT_TITLES)
+    if any(
+        k in n
+        for k in ("message", "text", "body", "content", "note", "comment", "description", "summary", "reason")
+    ):
+        return c.pick("email_topics", si.EMAIL_TOPICS)[1]
+    if "address" in n or "street" in n:
+        return c.pick("addresses", si.ADDRESSES)[0]
+    if n.endswith("id") or "number" in n or "code" in n:
+        return f"{re.sub('[^A-Za-z]', '', n)[:3].upper() or 'ID'}-{r.randint(10000, 99999)}"
+    if "user" in n:
+        return f"{si._ascii(c.pick('first', si.FIRST)).lower()}{r.randint(1, 99)}"
+    return c.pick("words", _WORDS)
+
+
+def _number_guess(name: str, schema: dict, integer: bool, c: Ctx) -> int | float:
+    n = name.lower()
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if "exclusiveMinimum" in schema:
+        lo = schema["exclusiveMinimum"] + (1 if integer else 0.01)
+    if "exclusiveMaximum" in schema:
+        hi = schema["exclusiveMaximum"] - (1 if integer else 0.01)
+    if lo is None or hi is None:
+        if any(k in n for k in ("count", "limit", "num", "quantity", "qty", "top", "size")):
+            dlo, dhi = 1, 10
+        elif "year" in n:
+            dlo, dhi = 2020, 2030
+        elif "age" in n:
+            dlo, dhi = 18, 80
+        elif any(k in n for k in ("price", "amount", "cost", "budget", "total")):
+            dlo, dhi = 5, 500
+        elif "lat" in n:
+            dlo, dhi = -60, 60
+        elif "lon" in n or "lng" in n:
+            dlo, dhi = -170, 170
+        else:
+            dlo, dhi = 1, 100
+        if lo is None:
+            lo = dlo if hi is None or dlo <= hi else hi - (dhi - dlo)
+        if hi is None:
+            hi = max(dhi, lo + 10)
+    step = schema.get("multipleOf")
+    if step:
+        v = c.rng.randint(math.ceil(lo / step), math.floor(hi / step)) * step
+        return int(v) if integer or float(v).is_integer() else round(v, 6)
+    if integer:
+        return c.rng.randint(math.ceil(lo), math.floor(hi))
+    return round(c.rng.uniform(lo, hi), 2)
+
+
+def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
+    """A plausible value for a JSON Schema (user catalogs): const/enum/examples first, then type rules."""
+    if depth > 6:
+        raise ValueError(f"schema for {name!r} nests too deeply")
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return c.choice(schema["enum"])
+    if isinstance(schema.get("examples"), list) and schema["examples"]:
+        return copy.deepcopy(c.choice(schema["examples"]))
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[
+                key
+            ]
+            return sample_value(c.choice(branches), name, c, depth + 1)
+    if isinstance(schema.get("allOf"), list) and schema["allOf"]:
+        merged: dict = {}
+        for b in schema["allOf"]:
+            merged.update(b)
+        return sample_value(merged, name, c, depth + 1)
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "string")
+    if t is None:
+        t = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if t == "boolean":
+        return c.chance(0.5)
+    if t in ("integer", "number"):
+        return _number_guess(name, schema, t == "integer", c)
+    if t == "array":
+        lo = schema.get("minItems", 1)
+        want = c.rng.randint(lo, max(lo, min(schema.get("maxItems", lo + 2), lo + 2)))
+        items = schema["items"] if isinstance(schema.get("items"), dict) else {"type": "string"}
+        out: list = []
+        for _ in range(50):
+            if len(out) >= want:
+                break
+            v = sample_value(items, name[:-1] if name.endswith("s") else name, c, depth + 1)
+            if v not in out or not schema.get("uniqueItems"):
+                out.append(v)
+        return out
+    if t == "object":
+        props = schema.get("properties") or {}
+        req = set(schema.get("required") or [])
+        obj = {}
+        for k, sub in props.items():
+            if k in req or c.chance(0.35 if depth == 0 else 0.25):
+                obj[k] = sample_value(sub if isinstance(sub, dict) else {}, k, c, depth + 1)
+        return obj
+    if t == "null":
+        return None
+    v = _string_guess(name, schema, c)
+    pat = schema.get("pattern")
+    if pat and not re.search(pat, v):
+        v = _regex_sample(pat, c.rng)
+    lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+    if len(v) < lo:
+        v = v + "x" * (lo - len(v))
+    if hi is not None and len(v) > hi:
+        v = v[:hi]
+    return v
+
+
+def _text_value(v: Any) -> str:
+    """How a user would say a value: strings as written, booleans as yes/no, objects as JSON."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, list) and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in v):
+        return si.join_words([str(x) for x in v])
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _human(key: str) -> str:
+    return key.replace("_", " ").replace("-", " ").strip()
+
+
+GENERIC_TEMPLATES = [
+    "Use {tool} with {kv_and}.",
+    "Can you run {tool}? {kv_sent}",
+    "I need you to {desc}: {kv_colon}.",
+    "{^kv_is}. Please run {tool}.",
+    "Could you run {tool} for me with {kv_eq}?",
+    "Please {desc} — {kv_and}.",
+    "Call {name} with {kv_eq}.",
+    "Go ahead and {desc}, using {kv_and}.",
+    "{^desc}, please: {kv_colon}.",
+    "Run {name}: {kv_colon}.",
+]
+GENERIC_TEMPLATES_NOARGS = [
+    "Please run {tool}.", "Can you {desc}?", "Call {name}, please.", "{^desc}.", "Go ahead and {desc}.",
+    "I need you to {desc}.",
+]  # fmt: skip
+GENERIC_PARALLEL = [
+    "Run {tool} twice: first with {kv_and.1}, then with {kv_and.2}.",
+    "Call {name} for {kv_eq.1} and also for {kv_eq.2}.",
+    "I need {tool} done two ways — {kv_colon.1}; and {kv_colon.2}.",
+    "Please {desc} for both of these: ({kv_and.1}) and ({kv_and.2}).",
+]
+
+
+def _description_verb(fn: dict) -> str:
+    d = (fn.get("description") or "").strip().split(". ")[0].rstrip(".").strip()
+    if not d:
+        return f"run {_human(fn['name'])}"
+    return d[:1].lower() + d[1:]
+
+
+def generic_intent(fn: dict) -> Intent:
+    """An intent for any tool definition: schema-driven values and phrasings that state every value."""
+    name = fn["name"]
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    desc = _description_verb(fn)
+
+    def sample(c: Ctx) -> dict[str, Slot]:
+        for _ in range(30):
+            args = sample_value(params, name, c)
+            if not isinstance(args, dict):
+                raise KitError(f"tool {name!r}: parameters must describe an object")
+            if not argument_errors(params, args):
+                break
+        else:
+            errs = "; ".join(argument_errors(params, args))
+            raise KitError(f"tool {name!r}: cannot generate arguments that pass its schema ({errs}); "
+                           "add `enum` or `examples` to the parameters that fail")  # fmt: skip
+        hk = [(_human(k), _text_value(v)) for k, v in args.items()]
+        kv = {
+            "kv_and": si.join_words([f"{k} {v}" for k, v in hk]),
+            "kv_colon": "; ".join(f"{k}: {v}" for k, v in hk),
+            "kv_eq": ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items()),
+            "kv_is": si.join_words([f"the {k} is {v}" for k, v in hk]),
+            "kv_sent": " ".join(f"The {k} is {v}." for k, v in hk),
+        }
+        slots = {k: Slot(t, "*", args) for k, t in kv.items()}
+        slots.update({"tool": Slot(_human(name)), "name": Slot(name), "desc": Slot(desc)})
+        return slots
+
+    def execute(c: Ctx, args: dict) -> dict:
+        ref = "".join(c.choice("0123456789abcdef") for _ in range(8))
+        return {"status": "success", "reference": f"{name[:3]}_{ref}", "input": args}
+
+    def summarize(c: Ctx, args: dict, result: dict) -> str:
+        return c.choice([f"Done — {_human(name)} succeeded (reference {result['reference']}).",
+                         f"{name} completed successfully; the reference is {result['reference']}."])  # fmt: skip
+
+    has_args = bool(params.get("properties"))
+    return Intent(name, desc, sample, GENERIC_TEMPLATES if has_args else GENERIC_TEMPLATES_NOARGS, execute, summarize,
+                  parallel=GENERIC_PARALLEL if has_args else [])  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Catalogs
+
+
+@dataclass
+class Catalog:
+    names: list[str]  # the catalog names / paths, for the report
+    tools: dict[str, dict]  # name -> OpenAI tool definition, in catalog order
+    intents: dict[str, Intent]
+    source: dict[str, str]  # tool name -> catalog it came from (distractors prefer the same one)
+    generic: set[str] = field(default_factory=set)  # tools phrased generically (user catalogs)
+
+    def chains(self) -> list[Chain]:
+        return [
+            ch
+            for ch in si.CHAINS.values()
+            if all(t in self.tools and t not in self.generic for t in ch.tools)
+        ]
+
+
+def _read_tools(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(path, None, f"cannot read catalog: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from e
+    if isinstance(data, dict) and "tools" in data:
+        data = data["tools"]
+    if not isinstance(data, list) or not data:
+        raise DataError(path, None, "a catalog is a non-empty JSON list of OpenAI tool definitions")
+    return data
+
+
+def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
+    """`general`, `customer_service`, a path to a JSON list of OpenAI tools, or several joined by commas."""
+    shipped = {name: _read_tools(CATALOG_DIR / f"{name}.json") for name in SHIPPED_CATALOGS}
+    shipped_defs = {t["function"]["name"]: t for tools in shipped.values() for t in tools}
+    cat = Catalog([], {}, {}, {})
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        path = CATALOG_DIR / f"{item}.json" if item in shipped else Path(item)
+        if item in shipped:
+            tools = shipped[item]
+        elif path.suffix == ".json" or path.exists():
+            if not path.exists():
+                raise DataError(path, None, "catalog file not found")
+            tools = _read_tools(path)
+        else:
+            raise KitError(
+                f"unknown catalog {item!r}: use {', '.join(SHIPPED_CATALOGS)} or a path to a JSON file"
+            )
+        _, problems = check_tools(tools)
+        if problems:
+            raise DataError(path, None, str(problems[0]))
+        cat.names.append(item)
+        for t in tools:
+            name = t["function"]["name"]
+            if name in cat.tools:
+                raise KitError(f"tool {name!r} is defined by more than one catalog in {spec!r}")
+            cat.tools[name] = t
+            cat.source[name] = item
+            if shipped_defs.get(name) == t and name in si.INTENTS:
+                cat.intents[name] = si.INTENTS[name]
+            else:  # a user's tool (or an edited copy of ours): values come from its schema
+                cat.intents[name] = generic_intent(t["function"])
+                cat.generic.add(name)
+    if not cat.tools:
+        raise KitError(f"catalog {spec!r} has no tools")
+    return cat
+
+
+# ----------------------------------------------------------------------------------------------
+# Mix
+
+
+def parse_mix(mix: str | dict | None) -> dict[str, float]:
+    """`no_call=0.15,decline=0.1,...` -> shares; keys not given keep their defaults; singles take the rest."""
+    out = dict(DEFAULT_MIX)
+    if mix is None or mix == "":
+        return out
+    if isinstance(mix, str):
+        items = []
+        for part in [p.strip() for p in mix.split(",") if p.strip()]:
+            key, sep, val = part.partition("=")
+            if not sep:
+                raise KitError(
+                    f"--mix entry {part!r} must look like KEY=SHARE (keys: {', '.join(DEFAULT_MIX)})"
+                )
+            items.append((key.strip(), val.strip()))
+    else:
+        items = list(mix.items())
+    for key, val in items:
+        if key not in DEFAULT_MIX:
+            raise KitError(
+                f"--mix: unknown key {key!r} (known: {', '.join(DEFAULT_MIX)}; single calls take the rest)"
+            )
+        try:
+            share = float(val)
+        except (TypeError, ValueError) as e:
+            raise KitError(f"--mix: {key}={val!r} is not a number") from e
+        if math.isnan(share) or not 0 <= share <= 1:
+            raise KitError(f"--mix: {key}={share} must be between 0 and 1")
+        out[key] = share
+    total = sum(out.values())
+    if total > 1 + 1e-9:
+        given = ", ".join(f"{k}={v:g}" for k, v in out.items())
+        raise KitError(f"--mix: shares sum to {total:g} > 1 ({given}); lower one of them")
+    return out
+
+
+def mix_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
+    """Exact counts per kind summing to `n` (largest remainders; single calls take what is left)."""
+    raw = {k: mix[k] * n for k in DEFAULT_MIX}
+    base = {k: math.floor(raw[k] + 1e-9) for k in raw}
+    target = min(n, round(sum(raw.values())))
+    order = sorted(raw, key=lambda k: (-(raw[k] - base[k]), list(DEFAULT_MIX).index(k)))
+    for k in order[: max(0, target - sum(base.values()))]:
+        base[k] += 1
+    counts = {SINGLE_CALL: n - sum(base.values())}
+    counts.update({MIX_KIND[k]: base[k] for k in DEFAULT_MIX})
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Building examples
+
+
+class Bank:
+    """Template groups, filtered to the split's side (train: the kept ids, eval: the held-out ids)."""
+
+    def __init__(self, side: str, fraction: float, holdout_seed: int):
+        self.side, self.fraction, self.holdout_seed = side, fraction, holdout_seed
+        self._cache: dict[str, list] = {}
+
+    def _keep(self, group: str, size: int) -> list[int]:
+        held = si.pool_partition(f"tpl:{group}", size, self.fraction, self.holdout_seed)
+        return [i for i in range(size) if self.side == "all" or (i in held) == (self.side == "eval")]
+
+    def get(self, group: str, texts: list[str]) -> list[Template]:
+        if group not in self._cache:
+            self._cache[group] = [Template(f"{group}/{i + 1:02d}", texts[i], parse_template(texts[i]))
+                                  for i in self._keep(group, len(texts))]  # fmt: skip
+        return self._cache[group]
+
+    def items(self, group: str, items: list) -> list[tuple[str, Any]]:
+        """(id, item) for groups that are not templates (chat pairs, system prompts, joiners)."""
+        return [(f"{group}/{i + 1:02d}", items[i]) for i in self._keep(group, len(items))]
+
+
+@dataclass
+class Draft:
+    """One example before it becomes a record (the offered tools and system prompt are added last)."""
+
+    kind: str
+    messages: list[dict]
+    needed: list[str]  # tools that must be offered
+    template_ids: list[str]
+    needs_today: bool = False
+    offer_min: int = 0  # offer at least this many tools
+    affinity: str = "any"  # system prompts: any | general | customer_service
+    tool_order: list[str] | None = None  # a fixed offered list (declines, "what can you do", partners)
+
+
+class Generator:
+    def __init__(self, cat: Catalog, side: str, fraction: float, holdout_seed: int, max_tools: int):
+        self.cat, self.side, self.max_tools = cat, side, max_tools
+        self.fraction, self.holdout_seed = fraction, holdout_seed
+        self.bank = Bank(side, fraction, holdout_seed)
+
+    # --- shared pieces
+    def ctx(self, rng: random.Random) -> Ctx:
+        today = dt.date(2026, 1, 5) + dt.timedelta(days=rng.randrange(340))
+        return Ctx(rng, today, self.side, self.fraction, self.holdout_seed)
+
+    def single_templates(self, tool: str) -> list[Template]:
+        intent = self.cat.intents[tool]
+        if tool not in self.cat.generic:
+            return self.bank.get(tool, intent.templates)
+        return self.bank.get(
+            "generic" if intent.templates is GENERIC_TEMPLATES else "generic0", intent.templates
+        )
+
+    def parallel_templates(self, tool: str) -> list[Template]:
+        intent = self.cat.intents[tool]
+        if not intent.parallel:
+            return []
+        return self.bank.get("generic_par" if tool in self.cat.generic else f"par.{tool}", intent.parallel)
+
+    def tools_with(self, getter: Callable[[str], list]) -> list[str]:
+        tools = [t for t in self.cat.tools if getter(t)]
+        if not tools:
+            raise KitError(f"no phrasing templates left for split {self.side!r}; lower --holdout-fraction")
+        return tools
+
+    def affinity(self, tools: list[str]) -> str:
+        if any(t in self.cat.generic for t in tools):
+            return "any"
+        srcs = sorted({self.cat.source[t] for t in tools})
+        return srcs[0] if len(srcs) == 1 else "any"
+
+    def render_single(self, c: Ctx, tool: str) -> tuple[str, dict, Template, bool, list[Slot]]:
+        intent = self.cat.intents[tool]
+        tpl = c.choice(self.single_templates(tool))
+        slots = intent.sample(c)
+        text, mentioned = render(tpl.nodes, lambda name, k: slots[name], c.rng)
+        today = any(slots[nm].needs_today for nm, _ in mentioned)
+        return text, _args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned]
+
+    def decorate(self, c: Ctx, text: str, mentioned: list[Slot]) -> str:
+        if c.chance(P_GREETING):
+            text = c.choice(si.GREETINGS) + text
+        # A closing "Thanks!" right after a value the user dictates (an e-mail body) would read as part of it.
+        if c.chance(P_THANKS) and not any(s.text and text.endswith(s.text) for s in mentioned):
+            text += c.choice(si.THANKS)
+        return text
+
+    def call_turn(
+        self, c: Ctx, calls: list[tuple[str, dict]], results: list[dict] | None, final: str | None
+    ) -> list[dict]:
+        ids: list[str] = []
+        for _ in calls:
+            cid = ""
+            while not cid or cid in ids:
+                cid = "call_" + "".join(c.choice(string.ascii_letters + string.digits) for _ in range(8))
+            ids.append(cid)
+        tcs = [{"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+               for cid, (name, args) in zip(ids, calls, strict=True)]  # fmt: skip
+        msgs: list[dict] = [{"role": "assistant", "content": None, "tool_calls": tcs}]
+        if results is not None:
+            for (name, _), cid, r in zip(calls, ids, results, strict=True):
+                msgs.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": cid,
+                        "name": name,
+                        "content": json.dumps(r, ensure_ascii=False),
+                    }
+                )
+            if final:
+                msgs.append({"role": "assistant", "content": final})
+        return msgs
+
+    def results(self, c: Ctx, calls: list[tuple[str, dict]]) -> list[dict] | None:
+        out = []
+        for name, args in calls:
+            r = self.cat.intents[name].execute(c, args)
+            if r is None:  # no plausible fake result (e.g. a translation we have no text for)
+                return None
+            out.append(r)
+        return out
+
+    # --- kinds
+    def single(self, c: Ctx, tool: str | None = None, user: tuple | None = None) -> Draft:
+        if user is None:
+            tool = tool or c.choice(self.tools_with(self.single_templates))
+            text, args, tpl, today, mentioned = self.render_single(c, tool)
+            text = self.decorate(c, text, mentioned)
+        else:  # a contrastive partner: the declined request, word for word
+            text, args, tpl, today = user
+        assert tool is not None
+        calls = [(tool, args)]
+        res = self.results(c, calls) if c.chance(P_RESULT_SINGLE) else None
+        final = self.cat.intents[tool].summarize(c, args, res[0]) if res else None
+        msgs: list[dict] = []
+        tids = [tpl.id]
+        chats = self.bank.items("chat", si.CHAT)
+        if user is None and chats and c.chance(P_PREAMBLE):
+            qid, (q, a) = c.choice(chats)
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            tids.append(qid)
+        msgs.append({"role": "user", "content": text})
+        msgs += self.call_turn(c, calls, res, final)
+        return Draft(SINGLE_CALL, msgs, [tool], tids, today, affinity=self.affinity([tool]))
+
+    def parallel(self, c: Ctx) -> Draft:
+        same = [t for t in self.cat.tools if self.parallel_templates(t)]
+        if same and (len(self.cat.tools) < 2 or c.chance(0.5)):
+            for _ in range(20):
+                d = self._parallel_same(c, c.choice(same))
+                if d:
+                    return d
+        return self._parallel_mixed(c)
+
+    def _parallel_same(self, c: Ctx, tool: str) -> Draft | None:
+        tpl = c.choice(self.parallel_templates(tool))
+        k = _calls_in(tpl)
+        samples = [self.cat.intents[tool].sample(c) for _ in range(k)]
+        text, mentioned = render(tpl.nodes, lambda name, kk: samples[(kk or 1) - 1][name], c.rng)
+        calls = [(tool, _args_for(i + 1, mentioned, samples)) for i in range(k)]
+        if any(calls[i][1] == calls[j][1] for i in range(k) for j in range(i)):
+            return None  # two identical calls (same city drawn twice): draw again
+        slots = [samples[(kk or 1) - 1][nm] for nm, kk in mentioned]
+        text = self.decorate(c, text, slots)
+        return self._parallel_draft(c, text, calls, [tpl.id], any(s.needs_today for s in slots))
+
+    def _parallel_mixed(self, c: Ctx) -> Draft:
+        tools = self.tools_with(self.single_templates)
+        m = 3 if (len(tools) >= 3 and self.max_tools >= 3 and c.chance(0.3)) else 2
+        chosen = c.rng.sample(tools, m) if len(tools) >= m else [tools[0]] * m
+        parts, calls, tids, today = [], [], [], False
+        for t in chosen:
+            for _ in range(20):
+                text, args, tpl, td, _ = self.render_single(c, t)
+                if (t, args) not in calls:
+                    break
+            parts.append(text)
+            calls.append((t, args))
+            tids.append(tpl.id)
+            today |= td
+        jid, joiner = c.choice(self.bank.items("join", si.JOINERS))
+        return self._parallel_draft(c, joiner(parts), calls, [jid, *tids], today)
+
+    def _parallel_draft(self, c: Ctx, text: str, calls: list, tids: list[str], today: bool) -> Draft:
+        res = self.results(c, calls) if c.chance(P_RESULT_PARALLEL) else None
+        final = None
+        if res:
+            final = " ".join(
+                self.cat.intents[t].summarize(c, a, r) for (t, a), r in zip(calls, res, strict=True)
+            )
+        msgs = [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
+        needed = list(dict.fromkeys(t for t, _ in calls))
+        return Draft(PARALLEL_CALLS, msgs, needed, tids, today, affinity=self.affinity(needed))
+
+    def multi_step(self, c: Ctx) -> Draft:
+        chains = [ch for ch in self.cat.chains() if self.bank.get(f"chain.{ch.name}", ch.templates)]
+        seq_ok = bool(self.cat.generic) and bool(self.bank.items("seq", si.SEQ_JOINERS))
+        if seq_ok and (not chains or c.chance(0.5)):
+            return self._multi_seq(c)
+        if not chains:
+            raise KitError(
+                f"no multi-step chain fits catalog {','.join(self.cat.names)!r} on split {self.side!r}"
+            )
+        ch = c.choice(chains)
+        tpl = c.choice(self.bank.get(f"chain.{ch.name}", ch.templates))
+        slots = ch.sample(c)
+        text, mentioned = render(tpl.nodes, lambda name, k: slots[name], c.rng)
+        text = self.decorate(c, text, [slots[nm] for nm, _ in mentioned])
+        turns, final = ch.run(c, slots, {nm for nm, _ in mentioned})
+        msgs: list[dict] = [{"role": "user", "content": text}]
+        for steps in turns:
+            msgs += self.call_turn(c, [(t, a) for t, a, _ in steps], [r for _, _, r in steps], None)
+        msgs.append({"role": "assistant", "content": final})
+        today = any(slots[nm].needs_today for nm, _ in mentioned)
+        return Draft(MULTI_STEP, msgs, list(ch.tools), [tpl.id], today, affinity=self.affinity(ch.tools))
+
+    def _multi_seq(self, c: Ctx) -> Draft:
+        """User catalogs: two requests done one after the other (their results do not feed each other)."""
+        tools = self.tools_with(self.single_templates)
+        for _ in range(20):
+            a, b = c.rng.sample(tools, 2) if len(tools) >= 2 else (tools[0], tools[0])
+            ta, aa, tpa, da, _ = self.render_single(c, a)
+            tb, ab, tpb, db, _ = self.render_single(c, b)
+            res = self.results(c, [(a, aa), (b, ab)])
+            if res is not None:  # both tools have a plausible fake result
+                break
+        else:
+            raise RuntimeError("synth: no pair of tools with fake results for a sequential example")
+        jid, joiner = c.choice(self.bank.items("seq", si.SEQ_JOINERS))
+        msgs: list[dict] = [{"role": "user", "content": joiner([ta, tb])}]
+        for t, args, r in ((a, aa, res[0]), (b, ab, res[1])):
+            msgs += self.call_turn(c, [(t, args)], [r], None)
+        final = " ".join(
+            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, aa, res[0]), (b, ab, res[1]))
+        )
+        msgs.append({"role": "assistant", "content": final})
+        needed = list(dict.fromkeys([a, b]))
+        return Draft(
+            MULTI_STEP, msgs, needed, [jid, tpa.id, tpb.id], da or db, affinity=self.affinity(needed)
+        )
+
+    def no_call(self, c: Ctx) -> Draft:
+        clar = [(i, it) for i, it in self.bank.items("clarify", si.CLARIFY)
+                if it[0] in self.cat.tools and it[0] not in self.cat.generic]  # fmt: skip
+        whatcan = self.bank.items("whatcan", si.WHAT_CAN)
+        r = c.rng.random()
+        if clar and r < 0.3:  # the tool is offered but a required value is missing: ask, do not call
+            cid, (tool, user, answer) = c.choice(clar)
+            slots = self.cat.intents[tool].sample(c)
+            u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
+            a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
+            msgs = [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+            return Draft(NO_CALL, msgs, [tool], [cid], affinity=self.affinity([tool]))
+        if whatcan and r < 0.5:  # the answer names the offered tools, so they are fixed here
+            wid, q = c.choice(whatcan)
+            offered = self.offer(c, [], set(), 1)
+            caps = si.join_words([self.cat.intents[t].capability for t in offered])
+            ans = c.choice(si.WHAT_CAN_ANSWERS).format(caps=caps)
+            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": ans}]
+            return Draft(NO_CALL, msgs, [], [wid], tool_order=offered, affinity=self.affinity(offered))
+        qid, (q, a) = c.choice(self.bank.items("chat", si.CHAT))
+        return Draft(
+            NO_CALL,
+            [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+            [],
+            [qid],
+            offer_min=1,
+        )
+
+    def declined(self, c: Ctx, partner: bool) -> tuple[Draft, Draft | None]:
+        """A request whose tool is not offered; with `partner`, the same request with its tool offered."""
+        oos = self.bank.items("oos", si.OUT_OF_SCOPE)
+        withheld = [t for t in self.tools_with(self.single_templates) if self.offerable(t)]
+        if withheld and not (oos and c.chance(P_OUT_OF_SCOPE)):
+            tool = c.choice(withheld)
+            text, args, tpl, today, mentioned = self.render_single(c, tool)
+            text = self.decorate(c, text, mentioned)
+            offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
+            reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
+            d = Draft(DECLINED, [{"role": "user", "content": text}, {"role": "assistant", "content": reply}], [],
+                      [tpl.id], today, tool_order=offered, affinity=self.affinity([tool]))  # fmt: skip
+            if not partner:
+                return d, None
+            p = self.single(c, tool, user=(text, args, tpl, today))
+            keep = list(offered)
+            while len(keep) + 1 > self.max_tools:
+                keep.pop(c.rng.randrange(len(keep)))
+            order = [*keep, tool]
+            c.rng.shuffle(order)
+            p.tool_order = order
+            return d, p
+        oid, (req, cap) = c.choice(oos)
+        offered = self.offer(c, [], set(), 1)
+        msgs = [
+            {"role": "user", "content": req},
+            {"role": "assistant", "content": self.decline_reply(c, cap, offered)},
+        ]
+        return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
+
+    def offerable(self, tool: str) -> list[str]:
+        bad = {tool} | si.SUBSTITUTES.get(tool, set())
+        return [t for t in self.cat.tools if t not in bad]
+
+    def decline_reply(self, c: Ctx, cap: str, offered: list[str]) -> str:
+        offered_caps = si.join_words([self.cat.intents[t].capability for t in offered], "or")
+        return c.choice(si.DECLINE_REPLIES).format(cap=cap, offered=offered_caps)
+
+    def offer(self, c: Ctx, needed: list[str], exclude: set[str], at_least: int = 0) -> list[str]:
+        """The needed tools plus distractors (same catalog preferred: harder to tell apart), shuffled."""
+        room = max(0, self.max_tools - len(needed))
+        pool = [t for t in self.cat.tools if t not in needed and t not in exclude]
+        k = min(len(pool), c.rng.randint(min(at_least, room), room))
+        srcs = {self.cat.source[t] for t in needed}
+        chosen: list[str] = []
+        while len(chosen) < k:
+            rest = [t for t in pool if t not in chosen]
+            same = [t for t in rest if self.cat.source[t] in srcs]
+            chosen.append(c.choice(same if same and c.chance(0.75) else rest))
+        order = needed + chosen
+        c.rng.shuffle(order)
+        return order
+
+    def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
+        prompts = [
+            (i, t)
+            for i, (aff, t) in self.bank.items("system", si.SYSTEM_PROMPTS)
+            if aff in ("any", d.affinity)
+        ]
+        text, pid = None, None
+        if prompts and not c.chance(P_NO_SYSTEM):
+            pid, text = c.choice(prompts)
+        if d.needs_today or c.chance(P_DATE_LINE):  # "tomorrow" means nothing without today's date
+            t = c.today
+            line = c.choice([f"Today is {t.strftime('%A')}, {t.strftime('%B')} {t.day}, {t.year}.",
+                             f"Current date: {t.isoformat()}.", f"Today's date is {t.isoformat()} ({t.strftime('%A')})."])  # fmt: skip
+            text = f"{text} {line}" if text else line
+        return text, pid
+
+    def finish(self, c: Ctx, d: Draft) -> Record:
+        offered = d.tool_order or self.offer(c, d.needed, set(), d.offer_min)
+        system, pid = self.system(c, d)
+        msgs = ([{"role": "system", "content": system}] if system else []) + d.messages
+        tids = ([pid] if pid else []) + d.template_ids
+        return {"kind": d.kind, "tools": [copy.deepcopy(self.cat.tools[t]) for t in offered], "messages": msgs,
+                "template_ids": tids}  # fmt: skip
+
+
+def _check(record: Record) -> None:
+    """Generation asserts its own output: a failure here is a bug in synth, not in the user's data."""
+    problems = validate_record(record)
+    if problems:
+        raise RuntimeError(f"synth produced an invalid record ({record.get('template_ids')}): {problems[0]}")
+    structural = classify({k: v for k, v in record.items() if k != "kind"})
+    expect = NO_CALL if record["kind"] == DECLINED else record["kind"]
+    if structural != expect:
+        raise RuntimeError(
+            f"synth built a {structural} record labelled {record['kind']} ({record['template_ids']})"
+        )
+
+
+def generate(
+    n: int,
+    seed: int = 0,
+    catalog: str = DEFAULT_CATALOG,
+    mix: str | dict | None = None,
+    split: str = "all",
+    holdout_fraction: float = 0.2,
+    holdout_seed: int = 0,
+    max_tools: int = 3,
+    contrast: float = 1.0,
+) -> tuple[list[Record], dict]:
+    """`n` validated records and a report (counts per kind and per tool). Same arguments, same records.
+
+    `split`: "all" uses every template and value; "train" leaves out the held-out share
+    (`holdout_fraction` of each template group and open value pool, chosen by `holdout_seed`, not by
+    `seed`); "eval" uses only that share. `contrast`: the share of withheld-tool declines that get a
+    contrastive partner (the same request with the tool offered, counted as a single call)."""
+    if n < 1:
+        raise KitError(f"--n must be at least 1, got {n}")
+    if split not in SPLITS:
+        raise KitError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not 0 <= holdout_fraction < 1:
+        raise KitError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
+    if split != "all" and holdout_fraction <= 0:
+        raise KitError(f"--split {split} needs --holdout-fraction > 0")
+    if max_tools < 2:
+        raise KitError(
+            f"--max-tools must be at least 2 (parallel and multi-step examples need two), got {max_tools}"
+        )
+    if not 0 <= contrast <= 1:
+        raise KitError(f"--contrast must be in [0, 1], got {contrast}")
+    shares = parse_mix(mix)
+    counts = mix_counts(n, shares)
+    cat = load_catalog(catalog)
+    gen = Generator(cat, split, holdout_fraction, holdout_seed, max_tools)
+    rng = random.Random(seed)
+
+    def sub() -> Ctx:  # one rng per example: a retry inside one example cannot shift the others
+        return gen.ctx(random.Random(rng.getrandbits(64)))
+
+    drafts: list[tuple[Draft, Ctx]] = []
+    pairs = 0
+    singles_left = counts[SINGLE_CALL]
+    for _ in range(counts[DECLINED]):
+        c = sub()
+        d, p = gen.declined(c, singles_left > 0 and c.chance(contrast))
+        drafts.append((d, c))
+        if p is not None:
+            drafts.append((p, c))
+            singles_left -= 1
+            pairs += 1
+    for build, k in ((gen.no_call, counts[NO_CALL]), (gen.parallel, counts[PARALLEL_CALLS]),
+                     (gen.multi_step, counts[MULTI_STEP]), (gen.single, singles_left)):  # fmt: skip
+        for _ in range(k):
+            c = sub()
+            drafts.append((build(c), c))
+
+    records = [gen.finish(c, d) for d, c in drafts]
+    rng.shuffle(records)
+    prefix = f"synth-{seed}" if split == "all" else f"synth-{split}-{seed}"
+    out = []
+    for i, rec in enumerate(records):
+        rec = {"id": f"{prefix}-{i:06d}", **rec}
+        _check(rec)
+        out.append(rec)
+    return out, _report(out, seed, split, cat, shares, pairs, max_tools)
+
+
+def _report(
+    records: list[Record], seed: int, split: str, cat: Catalog, shares: dict, pairs: int, max_tools: int
+) -> dict:
+    by_kind = Counter(r["kind"] for r in records)
+    by_tool: Counter = Counter()
+    templates: set[str] = set()
+    for r in records:
+        for m in r["messages"]:
+            for call in m.get("tool_calls") or []:
+                by_tool[call["function"]["name"]] += 1
+        templates.update(r["template_ids"])
+    return {
+        "n": len(records),
+        "seed": seed,
+        "split": split,
+        "catalogs": cat.names,
+        "tools_in_catalog": len(cat.tools),
+        "max_tools": max_tools,
+        "mix": shares,
+        "by_kind": {
+            k: by_kind.get(k, 0) for k in (SINGLE_CALL, PARALLEL_CALLS, MULTI_STEP, NO_CALL, DECLINED)
+        },
+        "by_tool": dict(sorted(by_tool.items())),
+        "contrastive_pairs": pairs,
+        "with_tool_results": sum(any(m["role"] == "tool" for m in r["messages"]) for r in records),
+        "with_system_prompt": sum(r["messages"][0]["role"] == "system" for r in records),
+        "distinct_templates": len(templates),
+    }
+
+
+def split_by_template(
+    records: list[Record], eval_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Record], list[Record], int]:
+    """(train, eval, dropped) for records that already exist: eval keeps records whose template ids all
+    fall in the held-out share of their group, train those with none there; a record mixing both would
+    leak and is dropped (counted). For fresh data `generate(split=...)` leaks nothing and drops nothing."""
+    sizes: dict[str, int] = {}
+    for r in records:
+        for tid in r.get("template_ids") or []:
+            g, _, i = tid.rpartition("/")
+            sizes[g] = max(sizes.get(g, 0), int(i))
+    held = {
+        f"{g}/{i + 1:02d}"
+        for g, size in sizes.items()
+        for i in si.pool_partition(f"tpl:{g}", size, eval_fraction, seed)
+    }
+    train, evl, dropped = [], [], 0
+    for r in records:
+        inside = [t in held for t in r.get("template_ids") or []]
+        if inside and all(inside):
+            evl.append(r)
+        elif not any(inside):
+            train.append(r)
+        else:
+            dropped += 1
+    return train, evl, dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# Teacher paraphrases
+
+
+PARAPHRASE_SYSTEM = (
+    "You rewrite messages that users send to an AI assistant. Rewrite the user's message with different "
+    "wording and sentence structure but the same meaning. Keep every name, number, date, code, e-mail "
+    "address, quoted text and other specific value exactly as written. Reply with the rewritten message only."
+)
+
+
+def _chat_url(url: str) -> str:
+    u = url.rstrip("/")
+    if u.endswith("/chat/completions"):
+        return u
+    return u + ("/chat/completions" if u.endswith("/v1") else "/v1/chat/completions")
+
+
+def _leaves(v: Any) -> list[Any]:
+    if isinstance(v, dict):
+        return [x for val in v.values() for x in _leaves(val)]
+    if isinstance(v, list):
+        return [x for val in v for x in _leaves(val)]
+    return [v]
+
+
+def anchors_of(text: str, record: Record) -> list[tuple[str, bool]]:
+    """Argument values the user's words state, as (value, case-sensitive): a paraphrase must keep them all.
+    Values the words only imply ("in Fahrenheit" -> "fahrenheit" is stated; "Germany" -> "DE" is not) are
+    left to the teacher."""
+    out: list[tuple[str, bool]] = []
+    for m in record["messages"]:
+        for call in m.get("tool_calls") or []:
+            for v in _leaves(call["function"]["arguments"]):
+                if isinstance(v, bool) or v is None:
+                    continue
+                s = str(v)
+                if len(s) < 2 and not s.isdigit():
+                    continue
+                if s in text:
+                    out.append((s, True))
+                elif s.lower() in text.lower():
+                    out.append((s, False))
+    return list(dict.fromkeys(out))
+
+
+def check_paraphrase(original: str, new: str, record: Record) -> str | None:
+    """None if `new` may replace `original` in `record`, else the reason it may not."""
+    if not new.strip():
+        return "empty"
+    if new.strip() == original.strip():
+        return "unchanged"
+    if len(new) > 3 * len(original) + 60:
+        return "too_long"
+    if "<tool_call>" in new or "<|" in new or "```" in new:
+        return "markup"
+    for value, exact in anchors_of(original, record):
+        if (value not in new) if exact else (value.lower() not in new.lower()):
+            return "dropped_value"
+    return None
+
+
+def _post(url: str, body: dict, timeout: float) -> dict:
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get("TOOLCALL_KIT_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def paraphrase_with_teacher(
+    records: list[Record],
+    url: str,
+    model: str,
+    *,
+    workers: int = 4,
+    timeout: float = 60.0,
+    temperature: float = 0.8,
+) -> tuple[list[Record], dict]:
+    """Paraphrase the request turns of call examples through an OpenAI-compatible chat endpoint.
+
+    Calls, results and answers stay as they are; only user turns that state argument values are sent
+    (declines and chit-chat answers are tied to their exact wording). A paraphrase is accepted only if it
+    keeps every stated value and the record still validates; otherwise the original stays and the reason
+    is counted. At most `workers` requests are in flight. Returns (records, report)."""
+    endpoint = _chat_url(url)
+    out = copy.deepcopy(records)
+    jobs: list[tuple[int, int, str]] = []
+    not_sent: Counter = Counter()
+    for ri, r in enumerate(out):
+        if r.get("kind") in (NO_CALL, DECLINED):
+            not_sent["no_calls"] += 1
+            continue
+        for mi, m in enumerate(r["messages"]):
+            if m["role"] == "user" and m.get("content"):
+                if anchors_of(m["content"], r):
+                    jobs.append((ri, mi, m["content"]))
+                else:
+                    not_sent["no_stated_values"] += 1
+
+    def ask(job: tuple[int, int, str]) -> tuple[str | None, str | None]:
+        text = job[2]
+        body = {"model": model, "temperature": temperature, "stream": False,
+                "max_tokens": min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
+                "messages": [{"role": "system", "content": PARAPHRASE_SYSTEM}, {"role": "user", "content": text}]}  # fmt: skip
+        try:
+            resp = _post(endpoint, body, timeout)
+            return resp["choices"][0]["message"].get("content") or "", None
+        except (
+            urllib.error.URLError,
+            TimeoutError,
+            OSError,
+            KeyError,
+            IndexError,
+            TypeError,
+            ValueError,
+        ) as e:
+            return None, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        answers = list(pool.map(ask, jobs))
+
+    rejected: Counter = Counter()
+    accepted = http_ok = 0
+    first_error = None
+    for (ri, mi, original), (content, err) in zip(jobs, answers, strict=True):
+        if err is not None:
+            rejected["http_error"] += 1
+            first_error = first_error or err
+            continue
+        http_ok += 1
+        new = (content or "").strip()
+        if len(new) > 1 and new[0] in '"\u201c' and new[-1] in '"\u201d' and original[:1] not in '"\u201c':
+            new = new[1:-1].strip()  # a teacher that quotes its whole answer
+        reason = check_paraphrase(original, new, out[ri])
+        if reason is None:
+            trial = copy.deepcopy(out[ri])
+            trial["messages"][mi]["content"] = new
+            if validate_record(trial):
+                reason = "invalid_record"
+            else:
+                out[ri] = trial
+                accepted += 1
+                continue
+        rejected[reason] += 1
+    if jobs and http_ok == 0:
+        raise KitError(f"teacher at {endpoint} answered no request: {first_error}")
+    report = {
+        "endpoint": endpoint,
+        "model": model,
+        "requested": len(jobs),
+        "http_ok": http_ok,
+        "accepted": accepted,
+        "kept_original": len(jobs) - accepted,
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "not_sent": dict(sorted(not_sent.items())),
+    }
+    return out, report
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def synth(
+    out: str | os.PathLike,
+    n: int = 2000,
+    seed: int = 0,
+    catalog: str = DEFAULT_CATALOG,
+    mix: str | dict | None = None,
+    split: str = "all",
+    holdout_fraction: float = 0.2,
+    holdout_seed: int = 0,
+    max_tools: int = 3,
+    contrast: float = 1.0,
+    teacher_url: str | None = None,
+    teacher_model: str | None = None,
+    teacher_workers: int = 4,
+    teacher_timeout: float = 60.0,
+) -> dict:
+    """Generate, optionally paraphrase, write `out` (JSONL, atomically) and return the report."""
+    if bool(teacher_url) != bool(teacher_model):
+        raise KitError("--teacher-url and --teacher-model go together")
+    records, report = generate(
+        n, seed, catalog, mix, split, holdout_fraction, holdout_seed, max_tools, contrast
+    )
+    if teacher_url:
+        records, report["teacher"] = paraphrase_with_teacher(
+            records, teacher_url, teacher_model or "", workers=teacher_workers, timeout=teacher_timeout
+        )
+    write_jsonl(out, records)
+    report["out"] = str(out)
+    return report
+
+
+def summary(report: dict) -> str:
+    kinds = ", ".join(f"{k} {v}" for k, v in report["by_kind"].items())
+    tools = ", ".join(f"{k} {v}" for k, v in report["by_tool"].items())
+    lines = [
+        f"wrote {report['n']} examples to {report.get('out', '-')} "
+        f"(seed {report['seed']}, split {report['split']}, catalogs {'+'.join(report['catalogs'])})",
+        f"kinds: {kinds}",
+        f"calls per tool: {tools}",
+        f"contrastive decline pairs {report['contrastive_pairs']}, with tool results {report['with_tool_results']}, "
+        f"with a system prompt {report['with_system_prompt']}, distinct templates {report['distinct_templates']}",
+    ]
+    t = report.get("teacher")
+    if t:
+        rej = ", ".join(f"{k} {v}" for k, v in t["rejected_by_reason"].items()) or "none"
+        lines.append(f"teacher {t['model']}: {t['requested']} sent, {t['http_ok']} answered, {t['accepted']} accepted, "
+                     f"{t['kept_original']} kept the original (rejected: {rej})")  # fmt: skip
+    return "\n".join(lines)
