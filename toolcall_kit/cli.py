@@ -38,6 +38,15 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_merge)
 
+    # --- pipeline (all stages, what the notebooks run) ---
+    sp = sub.add_parser("pipeline", help="run the stages prepare, tokens, train, merge, evaluate for one config")
+    sp.add_argument("--config", required=True)
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--stages", default="prepare,tokens,train,merge,evaluate", help="comma-separated subset")
+    sp.add_argument("--inputs", nargs="*", help="raw data files to prepare (default: the config's data files)")
+    sp.add_argument("--eval-limit", type=int, help="evaluate only the first N examples")
+    sp.set_defaults(func=_pipeline)
+
     # --- plan (hardware planner) ---
     sp = sub.add_parser("plan", help="estimate GPU memory, time and cost of a run")
     sp.add_argument("--config", help="a run config; its model, LoRA and batch settings are used")
@@ -52,12 +61,49 @@ def make_parser() -> argparse.ArgumentParser:
     # --- train (issue 5) ---
     sp = sub.add_parser("train", help="LoRA/QLoRA fine-tune from a run config (unsloth or hf backend)")
     sp.add_argument("--config", help="run config YAML (configs/*.yaml); not needed with --resume")
-    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
+    sp.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=20 (repeatable)",
+    )
     sp.add_argument("--backend", choices=["auto", "unsloth", "hf"], help="overrides the config's backend")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue runs/NAME from its last checkpoint")
     sp.add_argument("--json", action="store_true", help="print result.json instead of the summary")
     sp.set_defaults(func=_train)
+
+    # --- synth (issue 3: synthetic data) ---
+    sp = sub.add_parser("synth", help="generate synthetic tool-calling conversations (validated, seeded)")
+    sp.add_argument("--out", required=True, help="output JSONL file (written atomically)")
+    sp.add_argument("--n", type=int, default=2000, help="number of examples, exactly")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument(
+        "--catalog",
+        default="general,customer_service",
+        help="general, customer_service, a JSON file of OpenAI tool definitions, or several joined by commas",
+    )
+    sp.add_argument(
+        "--mix",
+        help="shares per kind, e.g. no_call=0.15,decline=0.1,parallel=0.15,multi_step=0.15; single calls: the rest",
+    )
+    sp.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "eval"],
+        help="train: leave out the held-out phrasing templates and values; eval: use only them",
+    )
+    sp.add_argument("--holdout-fraction", type=float, default=0.2, help="share of each group held out")
+    sp.add_argument("--holdout-seed", type=int, default=0, help="picks the held-out share")
+    sp.add_argument("--max-tools", type=int, default=3, help="most tools offered (~150 tokens each)")
+    sp.add_argument("--contrast", type=float, default=1.0, help="declines paired with a call twin")
+    sp.add_argument("--teacher-url", help="OpenAI-compatible server that paraphrases user turns")
+    sp.add_argument("--teacher-model", help="model name to send to the teacher")
+    sp.add_argument("--teacher-workers", type=int, default=4, help="requests in flight at once")
+    sp.add_argument("--teacher-timeout", type=float, default=60.0, help="seconds per request")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
+    sp.set_defaults(func=_synth)
 
     # --- model (issue 3: models that work offline) ---
     sp = sub.add_parser("model", help="resolve packaged:..., tiny:..., a folder or a hub id; print it")
@@ -103,6 +149,35 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_compare)
 
+    # --- tokens, show-mask (issue 4: templates, masks, token budget) ---
+    sp = sub.add_parser("tokens", help="exact token counts, trained tokens, truncation and steps for a dataset")
+    sp.add_argument("data", metavar="DATA", help="canonical JSONL, e.g. prepare's train.jsonl")
+    sp.add_argument("--model", required=True, help="model whose tokenizer counts (folder, tiny:..., packaged:..., hub id)")
+    sp.add_argument("--max-seq-length", type=int, default=4096, help="tokens per example kept in training")
+    sp.add_argument("--batch-size", type=int, default=4, help="examples per device step")
+    sp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    sp.add_argument("--epochs", type=float, default=1)
+    sp.add_argument("--family", default="auto", help="chat-template family: auto, chatml, qwen2_5, llama3_1, mistral")
+    sp.add_argument("--parallel", default="error", choices=["error", "split"],
+                    help="Llama 3.1 parallel calls: refuse, or split into one call per assistant turn")
+    sp.add_argument("--call-text", default="error", choices=["error", "drop"],
+                    help="Llama 3.1 text beside a call: refuse, or drop the text")
+    sp.add_argument("--plot", metavar="FILE", help="write a histogram PNG of tokens per example")
+    sp.add_argument("--json", action="store_true", help="print the full report (per example too) as JSON")
+    sp.set_defaults(func=_tokens)
+
+    sp = sub.add_parser("show-mask", help="print one conversation with the trained tokens marked")
+    sp.add_argument("data", metavar="DATA", help="canonical JSONL")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--index", type=int, default=0, help="row of DATA (0-based)")
+    sp.add_argument("--family", default="auto")
+    sp.add_argument("--parallel", default="error", choices=["error", "split"], help="as for `tokens`")
+    sp.add_argument("--call-text", default="error", choices=["error", "drop"], help="as for `tokens`")
+    sp.add_argument("--max-seq-length", type=int, help="mark where truncation would cut")
+    sp.add_argument("--color", default="auto", choices=["auto", "always", "never"],
+                    help="ANSI colour (auto: on a terminal); otherwise trained text is in [[...]]")
+    sp.set_defaults(func=_show_mask)
+
     return p
 
 
@@ -119,6 +194,14 @@ def _merge(args) -> int:
 
     report = merge(args.adapter, args.out, base=args.base, dtype=args.dtype, method=args.method)
     print(json.dumps(report, indent=2) if args.json else summary(report))
+    return 0
+
+
+def _pipeline(args) -> int:
+    from .pipeline import run_all
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    run_all(args.config, args.overrides, stages=stages, inputs=args.inputs, eval_limit=args.eval_limit)
     return 0
 
 
@@ -170,6 +253,29 @@ def _train(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from .synth import summary, synth
+
+    report = synth(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        catalog=args.catalog,
+        mix=args.mix,
+        split=args.split,
+        holdout_fraction=args.holdout_fraction,
+        holdout_seed=args.holdout_seed,
+        max_tools=args.max_tools,
+        contrast=args.contrast,
+        teacher_url=args.teacher_url,
+        teacher_model=args.teacher_model,
+        teacher_workers=args.teacher_workers,
+        teacher_timeout=args.teacher_timeout,
+    )
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+    return 0
+
+
 def _model(args) -> int:
     from .models import resolve_model
 
@@ -203,6 +309,27 @@ def _compare(args) -> int:
 
     result = compare(args.run_a, args.run_b)
     print(json.dumps(result, indent=2) if args.json else format_compare(result))
+    return 0
+
+
+def _tokens(args) -> int:
+    from .tokens import summary, tokens_main
+
+    report = tokens_main(
+        args.data, args.model, max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, epochs=args.epochs, family=args.family, parallel=args.parallel,
+        content_with_calls=args.call_text, plot=args.plot,
+    )
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+    return 0
+
+
+def _show_mask(args) -> int:
+    from .tokens import show_mask_main
+
+    color = sys.stdout.isatty() if args.color == "auto" else args.color == "always"
+    print(show_mask_main(args.data, args.model, index=args.index, family=args.family, parallel=args.parallel,
+                         content_with_calls=args.call_text, color=color, max_seq_length=args.max_seq_length))
     return 0
 
 

@@ -74,10 +74,10 @@ def _probe_logits(model, tokenizer, tools: list[dict] | None):
 
 def _serve_parser(tokenizer) -> tuple[str, str]:
     """(family, vLLM --tool-call-parser) for the exported tokenizer's template."""
-    from .templates import FAMILIES, detect_family
+    from .templates import detect_family
 
     family = detect_family(tokenizer)
-    return family, FAMILIES[family].vllm_parser
+    return family.name, family.vllm_parser
 
 
 def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict) -> str:

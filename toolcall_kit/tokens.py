@@ -255,10 +255,17 @@ def verify_mask(
         elif not mask[k] and inside:
             problems.append(f"token {k} {piece!r} is trained assistant text but not trained (chars {a}-{b})")
         if mask[k]:
-            trained_text.append(piece)
+            trained_text.append((a, b))
         if len(problems) >= limit:
             return problems
-    got = "".join(trained_text)
+    # Byte-level BPE splits a multi-byte character (e.g. an em dash) over several tokens that report the
+    # same character offsets: join the covered character ranges, not the tokens' pieces.
+    got, end = [], 0
+    for a, b in trained_text:
+        if b > end:
+            got.append(text[max(a, end) : b])
+            end = b
+    got = "".join(got)
     want = "".join(text[s : min(e, kept_end)] for s, e in want_spans if s < kept_end)
     if got != want and not problems:
         problems.append(f"trained text {got[:80]!r} differs from the assistant turns' text {want[:80]!r}")

@@ -1,0 +1,59 @@
+"""The numbered notebooks: stored clean, thin over `pipeline`, and they run headless with the smoke config."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from toolcall_kit.config import load_config
+from toolcall_kit.pipeline import STAGE_FILES, STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_one_notebook_per_stage_in_order():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+    for path, stage in zip(NOTEBOOKS, STAGES, strict=True):
+        src = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+        assert f'pipeline.record(cfg, "{stage}", result)' in src, f"{path.name} does not record stage {stage!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_without_outputs_and_with_parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{path.name} cell {i} has outputs: clear them (jupyter nbconvert --clear-output) before committing"
+            )
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters' (papermill needs it)"
+    assert nb.cells[0].cell_type == "markdown" and "make " in nb.cells[0].source, (
+        f"{path.name}: the title cell must give the make command that runs it"
+    )
+    params: dict = {}
+    exec(tagged[0].source, params)  # noqa: S102 - our own notebook's literal assignments
+    load_config(ROOT / params["config"], params["overrides"])  # the default config loads
+
+
+@pytest.mark.slow
+def test_all_notebooks_run_headless_with_the_smoke_config(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    params = {"config": "configs/smoke.yaml", "overrides": {"output.dir": str(tmp_path / "runs")}}
+    for path in NOTEBOOKS:
+        extra = {"eval_limit": 6} if path.name.startswith("05") else {}
+        papermill.execute_notebook(
+            str(path), str(tmp_path / path.name), parameters={**params, **extra},
+            kernel_name="python3", cwd=str(ROOT), progress_bar=False,
+        )
+    stages = tmp_path / "runs" / "smoke" / "stages"
+    got = {name: json.loads((stages / STAGE_FILES[name]).read_text()) for name in STAGES}
+    prep = got["prepare"]
+    assert prep["read"] == prep["kept"] + prep["rejected"] + prep["duplicates"] and prep["kept"] > 0
+    assert got["tokens"]["examples"] == prep["reports"]["train"]["kept"]
+    assert got["train"]["status"] == "completed" and got["train"]["steps"] == got["train"]["max_steps"]
+    assert got["merge"]["max_abs_logit_diff"] <= got["merge"]["tolerance"]
+    assert got["evaluate"]["tuned"]["n_examples"] == 6 and got["evaluate"]["base"]["n_examples"] == 6
+    assert (tmp_path / "runs" / "smoke" / "loss.png").is_file()

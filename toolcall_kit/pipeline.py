@@ -1,0 +1,182 @@
+"""The five stages as functions: what the numbered notebooks, `toolcall-kit pipeline` and the tests call.
+
+    toolcall-kit pipeline --config configs/demo_cpu.yaml            # all stages, no Jupyter needed
+    make demo                                                        # the same through the notebooks
+
+Stage -> notebook -> what it records in `runs/NAME/stages/NN_stage.json`:
+  prepare   01_prepare_data.ipynb  the prepare report(s) and the train/eval files later stages use
+  tokens    02_count_tokens.ipynb  the token budget (lengths, trained tokens, truncation, steps)
+  train     03_train.ipynb         result.json of the training run (loss, speed, memory, backend)
+  merge     04_merge.ipynb         merge_report.json (export check, serve command)
+  evaluate  05_evaluate.ipynb      base vs fine-tuned tool-call metrics and the examples that changed
+
+The run folder is the config's `output.dir/output.name`. Stage 1 writes the cleaned data under
+`RUN/data/`; every later stage loads the config through `load()`, which points `data.train` / `data.eval`
+at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .config import RunConfig, load_config
+from .errors import KitError
+
+STAGES = ("prepare", "tokens", "train", "merge", "evaluate")
+STAGE_FILES = {name: f"{i:02d}_{name}.json" for i, name in enumerate(STAGES, 1)}
+
+
+def stage_file(cfg: RunConfig, stage: str) -> Path:
+    return cfg.run_dir / "stages" / STAGE_FILES[stage]
+
+
+def record(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
+    """Write a stage's result (atomically) where the tests and the next stages read it; the stage
+    functions below only compute, so the notebooks' last cell and `run_all` decide what is recorded."""
+    path = stage_file(cfg, stage)
+    io.write_json(path, result)
+    return path
+
+
+def recorded(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
+    path = stage_file(cfg, stage)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load(config: str | Path | None, overrides: list[str] | dict | None = None) -> RunConfig:
+    """The run config, with data paths taken from the prepare stage once it has run."""
+    cfg = load_config(config, overrides)
+    prepared = recorded(cfg, "prepare")
+    if prepared:
+        cfg.data.train = prepared["train"]
+        cfg.data.eval = prepared.get("eval")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+
+def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction: float = 0.1) -> dict[str, Any]:
+    """Clean the run's data into RUN/data. Raw `inputs` (any format) are split by `eval_fraction`; without
+    them the config's train and eval files are each validated as they are (a held-out eval file is never
+    re-split: the demo's eval set is held out by phrasing template)."""
+    from .prepare import prepare
+
+    out = cfg.run_dir / "data"
+    if inputs:
+        rep = prepare(inputs, out, eval_fraction=eval_fraction, seed=cfg.train.seed)
+        result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
+    else:
+        reports = {"train": prepare([cfg.data.train], out / "train", eval_fraction=0.0, seed=cfg.train.seed)}
+        train_file, eval_file = reports["train"]["out"]["train"], None
+        if cfg.data.eval:
+            reports["eval"] = prepare([cfg.data.eval], out / "eval", eval_fraction=0.0, seed=cfg.train.seed)
+            eval_file = reports["eval"]["out"]["train"]
+        result = {"reports": reports, "train": train_file, "eval": eval_file}
+    for rep in result["reports"].values():
+        if rep["kept"] == 0:
+            raise KitError(f"prepare kept no rows from {', '.join(rep['files'])}: see {rep['out']['rejects']}")
+    result.update(
+        read=sum(r["read"] for r in result["reports"].values()),
+        kept=sum(r["kept"] for r in result["reports"].values()),
+        rejected=sum(r["rejected"] for r in result["reports"].values()),
+        duplicates=sum(r["duplicates"] for r in result["reports"].values()),
+    )
+    cfg.data.train, cfg.data.eval = result["train"], result["eval"]
+    return result
+
+
+def tokenizer(cfg: RunConfig):
+    from .tokens import load_tokenizer
+
+    return load_tokenizer(cfg.model.name)
+
+
+def chat_template(cfg: RunConfig) -> str | None:
+    """The config's own template text, else None (the family's training template, as train.py uses)."""
+    return Path(cfg.model.chat_template).read_text(encoding="utf-8") if cfg.model.chat_template else None
+
+
+def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
+    """Exact token budget of the training file with the model's tokenizer and template."""
+    from .tokens import read_records, token_report
+
+    rep = token_report(
+        tokenizer(cfg),
+        read_records(cfg.data.train),
+        max_seq_length=cfg.model.max_seq_length,
+        batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum,
+        epochs=cfg.train.epochs or 1,
+        family=cfg.model.family,
+        chat_template=chat_template(cfg),
+        plot=cfg.run_dir / "tokens" / "lengths.png",
+    )
+    return rep
+
+
+def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
+    from .train import train
+
+    result = train(cfg, extra_callbacks=extra_callbacks)
+    return result
+
+
+def merge_stage(cfg: RunConfig, dtype: str = "float32") -> dict[str, Any]:
+    from .merge import merge
+
+    rep = merge(cfg.run_dir, cfg.run_dir / "merged", dtype=dtype)
+    return rep
+
+
+def evaluate_stage(
+    cfg: RunConfig, limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 160, base: bool = True
+) -> dict[str, Any]:
+    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's."""
+    from .evaluate import compare, evaluate
+
+    if not cfg.data.eval:
+        raise KitError("data.eval: the evaluate stage needs an eval file (prepare splits one off raw inputs)")
+    merged = cfg.run_dir / "merged"
+    if not (merged / "config.json").is_file():
+        raise KitError(f"{merged}: no merged model; run the merge stage first")
+    common = dict(data=cfg.data.eval, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
+    result: dict[str, Any] = {"tuned": evaluate(cfg.run_dir / "eval", model=str(merged), **common)}
+    if base:
+        result["base"] = evaluate(cfg.run_dir / "eval_base", model=cfg.model.name, **common)
+        result["compare"] = compare(cfg.run_dir / "eval_base", cfg.run_dir / "eval")
+    return result
+
+
+def run_all(
+    config: str | Path,
+    overrides: list[str] | dict | None = None,
+    stages: tuple[str, ...] = STAGES,
+    inputs: list[str] | None = None,
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
+    """Run the named stages in order (what `toolcall-kit pipeline` and `make demo` do)."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise KitError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    cfg = load(config, overrides)
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        print(f"== {stage}", flush=True)
+        if stage == "prepare":
+            out[stage] = prepare_stage(cfg, inputs)
+        elif stage == "tokens":
+            out[stage] = tokens_stage(cfg)
+        elif stage == "train":
+            out[stage] = train_stage(cfg)
+        elif stage == "merge":
+            out[stage] = merge_stage(cfg)
+        else:
+            out[stage] = evaluate_stage(cfg, limit=eval_limit)
+        print(f"   recorded {record(cfg, stage, out[stage])}", flush=True)
+    return out
