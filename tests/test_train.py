@@ -253,6 +253,16 @@ def test_examples_cut_off_by_max_seq_length_are_an_error(tmp_path, data):
     assert "ex-0-000" in msg  # names the examples
 
 
+def test_bfcl_records_are_never_trained_on(tmp_path, data):
+    from toolcall_kit.train import train
+
+    rows = [json.loads(line) for line in Path(data["train"]).read_text().splitlines()]
+    rows[3]["id"] = "simple_python_7"  # a BFCL id: evaluation data that slipped into the training file
+    bad = write_jsonl(tmp_path / "with_bfcl.jsonl", rows)
+    with pytest.raises(KitError, match=r"data.train .* 1 BFCL evaluation record\(s\) \(simple_python_7\)"):
+        train(cfg_for(tmp_path, {**data, "train": str(bad)}))
+
+
 def test_missing_target_module_names_it(tmp_path, data):
     from toolcall_kit.train import train
 

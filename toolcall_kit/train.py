@@ -628,8 +628,13 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
 
     def encode_split(key: str) -> Encoded:
         path = getattr(cfg.data, key)
+        records = read_records(path)
+        if key == "train":
+            from .bfcl import assert_not_bfcl
+
+            assert_not_bfcl(records, f"data.train ({path})")  # an evaluation set is never training data
         return encode_records(
-            read_records(path),
+            records,
             tokenizer,
             family,
             cfg.model.max_seq_length,
