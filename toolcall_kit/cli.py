@@ -19,11 +19,12 @@ def make_parser() -> argparse.ArgumentParser:
 
     # --- prepare (issue: foundation) ---
     sp = sub.add_parser("prepare", help="read, convert, validate, dedupe and split tool-calling data")
-    sp.add_argument("inputs", nargs="+", metavar="INPUT")
+    sp.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .json (array) or .parquet files, gzip too; or folders")
     sp.add_argument("--out", required=True, help="output folder for train/eval/rejects/report")
-    sp.add_argument("--format", default="auto", choices=["auto", "openai", "xlam", "sharegpt", "chat"])
-    sp.add_argument("--eval-fraction", type=float, default=0.1)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--format", default="auto", choices=["auto", "openai", "xlam", "sharegpt", "chat"],
+                    help="source format; auto detects it per file from its first rows and reports the choice")
+    sp.add_argument("--eval-fraction", type=float, default=0.1, help="share of kept rows held out, in [0, 1)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the (stratified) train/eval split")
     sp.add_argument("--strict", action="store_true", help="exit 1 if any row was rejected")
     sp.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     sp.set_defaults(func=_prepare)

@@ -1,0 +1,410 @@
+"""Readers: one per source format, each turning one parsed row into a canonical record (see records.py).
+
+    for row in read_file("data/train.jsonl.gz"):        # format auto-detected from the first rows
+        row.record or row.problem
+
+Containers: JSON Lines, a JSON array, Parquet; any of them gzipped (found by its magic bytes, not its name).
+A row that cannot be parsed or converted comes back as a `Row` carrying a `Problem`, never an exception;
+a file that cannot be read at all (missing, not gzip, not Parquet, a broken JSON array) raises `DataError`.
+Converted records are *not* validated here: `prepare` runs `validate.validate_record` on every one.
+
+Each format module (openai, xlam, sharegpt, chat) exposes `convert(row: dict) -> Record`, raising
+`RowError(reason, detail)` for a row it cannot convert.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib
+import io
+import itertools
+import json
+import math
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..records import Record
+from ..validate import ARGUMENTS_NOT_OBJECT, BAD_FIELD, INVALID_JSON, NOT_OBJECT, Problem
+
+FORMATS = ("openai", "xlam", "sharegpt", "chat")
+SAMPLE_ROWS = 1000  # rows `auto` looks at before choosing a file's format
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+
+
+class RowError(ValueError):
+    """A row a reader cannot convert; carries the `Problem` that goes to rejects.jsonl."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.problem = Problem(reason, detail)
+
+
+@dataclass
+class Row:
+    """One input row: where it came from, its text, and either its canonical record or why not."""
+
+    path: str
+    line: int  # 1-based: the line in JSON Lines, index + 1 in a JSON array or a Parquet file
+    source: Any  # the raw line (str) or the parsed element (array / Parquet row)
+    fmt: str
+    record: Record | None = None
+    problem: Problem | None = None
+
+    @property
+    def raw(self) -> str:
+        """The original text (JSON Lines) or the element re-serialised (arrays, Parquet); built on demand."""
+        if isinstance(self.source, str):
+            return self.source
+        return json.dumps(self.source, ensure_ascii=False, default=str)
+
+
+# ---------------------------------------------------------------- helpers shared by the readers
+
+
+class CallIds:
+    """Unique call ids (`call_0`, `call_1`, ...) for calls whose source has none, avoiding the ones it has."""
+
+    def __init__(self, taken=()):
+        self.taken = set(taken)
+        self.n = 0
+
+    def new(self) -> str:
+        while f"call_{self.n}" in self.taken:
+            self.n += 1
+        cid = f"call_{self.n}"
+        self.taken.add(cid)
+        return cid
+
+
+def loads_lenient(text: str, what: str) -> Any:
+    """JSON, or a Python literal (Hermes/Glaive data often writes `{'name': ..., 'arguments': {...}}`)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        value = ast.literal_eval(text.strip())
+        return json.loads(json.dumps(value))  # tuples -> lists; sets, bytes -> TypeError below
+    except Exception as e:  # noqa: BLE001 - literal_eval raises many types on arbitrary text
+        raise RowError(
+            BAD_FIELD, f"{what} is neither JSON nor a Python literal: {text.strip()[:80]!r}"
+        ) from e
+
+
+def decode_json_field(value: Any, field: str) -> Any:
+    """Fields that datasets store as JSON strings (`tools`, `answers`): decoded; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as e:
+        raise RowError(BAD_FIELD, f"`{field}` is a string that is not valid JSON: {e}") from None
+
+
+def decode_arguments(args: Any, where: str) -> Any:
+    """Call arguments as an object. JSON strings are decoded (twice if double-encoded); a non-object that
+    decodes is left for the validator to reject, so the reason names the tool."""
+    if args is None:
+        return {}
+    if isinstance(args, str):
+        text = args.strip()
+        if not text:
+            return {}  # some generators write "" for a call without arguments
+        try:
+            args = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise RowError(
+                ARGUMENTS_NOT_OBJECT, f"{where}: arguments are not valid JSON ({e}): {text[:80]!r}"
+            ) from None
+        if isinstance(args, str) and args.lstrip().startswith("{"):
+            try:
+                args = json.loads(args)
+            except (ValueError, RecursionError):
+                pass
+    return args
+
+
+def normalize_tools(tools: Any, field: str = "tools") -> Any:
+    """A `tools` value in the OpenAI shape; accepts a JSON string and bare `{name, description, parameters}`
+    functions. Anything it cannot make sense of is returned as is for the validator to name."""
+    tools = decode_json_field(tools, field)
+    if not isinstance(tools, list):
+        return tools
+    out = []
+    for tool in tools:
+        tool = decode_json_field(tool, field)
+        if isinstance(tool, dict) and "function" not in tool and "name" in tool:
+            tool = {"type": "function", "function": tool}
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("parameters"), str):
+            tool = {
+                **tool,
+                "function": {**fn, "parameters": decode_json_field(fn["parameters"], "parameters")},
+            }
+        out.append(tool)
+    return out
+
+
+def _from_arrow(value: Any) -> Any:
+    """A Parquet row as plain JSON values. Arrow unifies struct fields across rows, filling absent keys with
+    null (a user message gets `tool_calls: null`, a tool's schema every other tool's properties): those keys
+    are dropped. Values JSON has no form for (timestamps, decimals, bytes) become strings; NaN becomes null."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            v = _from_arrow(v)
+            if v is not None:
+                out[str(k)] = v
+        return out
+    if isinstance(value, list | tuple):
+        return [_from_arrow(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# ---------------------------------------------------------------- containers
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_line(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return Problem(INVALID_JSON, "JSON nested too deeply")
+    except ValueError as e:
+        return Problem(INVALID_JSON, f"not valid JSON: {e}")
+
+
+def _open_binary(path: Path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder; pass the data files inside it") from None
+    except FileNotFoundError:
+        raise DataError(path, None, "no such file") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot open: {e.strerror or e}") from None
+    if head[:2] == GZIP_MAGIC:
+        return gzip.open(path, "rb"), True, head
+    if path.suffix == ".gz":
+        raise DataError(path, None, "named .gz but is not a gzip file")
+    return open(path, "rb"), False, head
+
+
+def _inner_suffix(path: Path, gzipped: bool) -> str:
+    return Path(path.stem).suffix.lower() if gzipped and path.suffix == ".gz" else path.suffix.lower()
+
+
+def _iter_jsonl(f) -> Iterator[tuple[int, str, Any]]:
+    for lineno, bline in enumerate(f, 1):
+        if lineno == 1 and bline.startswith(b"\xef\xbb\xbf"):
+            bline = bline[3:]  # UTF-8 byte order mark
+        if not bline.strip():
+            continue
+        try:
+            text = bline.decode("utf-8").rstrip("\r\n")  # the original text, minus its line end
+        except UnicodeDecodeError as e:
+            yield (
+                lineno,
+                bline.decode("utf-8", "replace").rstrip("\r\n"),
+                Problem(INVALID_JSON, f"line is not UTF-8: {e}"),
+            )
+            continue
+        yield lineno, text, _parse_line(text)
+
+
+def _iter_json_text(path: Path, f, suffix: str) -> Iterator[tuple[int, str | None, Any]]:
+    """A `.json` file is an array, one object, or (BFCL, many dumps) JSON Lines under a .json name.
+    Other names (not .jsonl) get here when they start with `[`: an array if the whole parses, else lines."""
+    data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        try:
+            whole = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise DataError(path, None, "JSON nested too deeply") from None
+        except json.JSONDecodeError as e:
+            first = text.lstrip().split("\n", 1)[0]
+            if suffix == ".json" and first.startswith("[") and isinstance(_parse_line(first), Problem):
+                # An array with a syntax error cannot be split into rows reliably: the whole file is unusable.
+                raise DataError(
+                    path, e.lineno, f"not a valid JSON array: {e.msg} (column {e.colno})"
+                ) from None
+        except ValueError as e:  # NaN / Infinity
+            if suffix == ".json" and text.lstrip().startswith("["):
+                raise DataError(path, None, f"not a valid JSON array: {e}") from None
+        else:
+            if isinstance(whole, list):
+                del data, text  # the file's bytes and text (hundreds of MB for xLAM) are not needed any more
+                for i in range(len(whole)):
+                    item, whole[i] = whole[i], None  # let each row go once it is converted
+                    yield i + 1, None, item
+                return
+            yield 1, text.strip(), whole
+            return
+    yield from _iter_jsonl(io.BytesIO(data))
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, str | None, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        batches = pf.iter_batches(batch_size=4096)
+        n = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                n += 1
+                yield n, None, _from_arrow(row)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(path, None, f"not a readable Parquet file: {e}") from None
+
+
+def parsed_items(path: str | Path) -> Iterator[tuple[int, str | None, Any]]:
+    """(line, raw text or None, parsed value or Problem) for every row of a file, whatever its container."""
+    path = Path(path)
+    f, gzipped, head = _open_binary(path)
+    suffix = _inner_suffix(path, gzipped)
+    try:
+        with f:
+            if not gzipped and (head == PARQUET_MAGIC or suffix == ".parquet"):
+                if head != PARQUET_MAGIC:
+                    raise DataError(path, None, "named .parquet but is not a Parquet file")
+                f.close()
+                yield from _iter_parquet(path)
+                return
+            peek = f.peek(64)[:64] if hasattr(f, "peek") else b""
+            # The name decides where it says: .jsonl is lines even if one starts with `[`; .json may be either.
+            if suffix == ".json" or (suffix != ".jsonl" and peek.lstrip().startswith(b"[")):
+                yield from _iter_json_text(path, f, suffix)
+            else:
+                yield from _iter_jsonl(f)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(path, None, f"corrupt gzip data: {e}") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read: {e}") from None
+
+
+# ---------------------------------------------------------------- detection and conversion
+
+
+_TOOL_SPEAKERS = {"function_call", "observation", "tool", "function_response", "ipython", "function"}
+_TOOL_TAGS = ("<tool_call>", "<tools>", "<tool_response>")
+
+
+def _looks_like(row: Any) -> str | None:
+    """The format one parsed row is written in: xlam, openai, sharegpt, or chat:messages / chat:conversations
+    for tool-free rows that the openai / sharegpt readers would read as well."""
+    if not isinstance(row, dict):
+        return None
+    if "query" in row and "answers" in row:
+        return "xlam"
+    turns = row.get("conversations")
+    if isinstance(turns, list | str):
+        if row.get("tools") or isinstance(turns, str):
+            return "sharegpt"
+        for t in turns:
+            if isinstance(t, dict):
+                value = t.get("value")
+                if (isinstance(t.get("from"), str) and t["from"] in _TOOL_SPEAKERS) or (
+                    isinstance(value, str) and any(g in value for g in _TOOL_TAGS)
+                ):
+                    return "sharegpt"
+        return "chat:conversations"
+    messages = row.get("messages")
+    if isinstance(messages, list | str):
+        if row.get("tools") or row.get("functions") or isinstance(messages, str):
+            return "openai"
+        for m in messages:
+            if isinstance(m, dict) and (
+                m.get("tool_calls") or m.get("function_call") or m.get("role") in ("tool", "function")
+            ):
+                return "openai"
+        return "chat:messages"
+    if isinstance(row.get("data"), list):
+        return "chat:data"  # UltraChat's original layout: alternating user/assistant strings
+    return None
+
+
+def detect_format(path: str | Path, first_rows: list[Any]) -> tuple[str, str]:
+    """(format, a sentence saying why) for a file, from its first parsed rows.
+
+    Tool-free rows count for `openai` (messages) or `sharegpt` (conversations) as soon as one sampled row of
+    that shape has tools, since those readers read plain chat too; otherwise for `chat`. A file with no
+    recognisable row is read as `openai`, so each row is rejected with its own reason."""
+    shapes = Counter(v for v in map(_looks_like, first_rows) if v)
+    n = len(first_rows)
+    if not shapes:
+        return "openai", f"auto: none of the first {n} rows looks like a known format; read as openai"
+    votes: Counter = Counter()
+    for shape, count in shapes.items():
+        if shape == "chat:messages" and shapes.get("openai"):
+            shape = "openai"
+        elif shape == "chat:conversations" and shapes.get("sharegpt"):
+            shape = "sharegpt"
+        votes[shape.split(":")[0]] += count
+    fmt, count = votes.most_common(1)[0]
+    how = f"auto: {count} of the first {n} rows look like {fmt}"
+    others = [f"{c} like {f}" for f, c in votes.most_common() if f != fmt]
+    if others:
+        how += f" ({', '.join(others)}: mixed file, read as {fmt})"
+    return fmt, how
+
+
+def converter(fmt: str):
+    """The `convert(row) -> Record` function of one format (imported lazily: formats import this module)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    return importlib.import_module(f".{fmt}", __name__).convert
+
+
+def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> Iterator[Row]:
+    """Every row of one file as a `Row`. `info`, if given, receives `format` and `how` (what auto chose)."""
+    if fmt != "auto":
+        convert = converter(fmt)  # fail on a bad name before the file is opened
+    items = parsed_items(path)
+    how = f"given: --format {fmt}"
+    if fmt == "auto":
+        sample = list(itertools.islice(items, SAMPLE_ROWS))
+        fmt, how = detect_format(path, [v for _, _, v in sample if not isinstance(v, Problem)])
+        items = itertools.chain(sample, items)
+        convert = converter(fmt)
+    if info is not None:
+        info.update(format=fmt, how=how)
+    spath = str(path)
+    for line, text, value in items:
+        source = text if text is not None else value
+        if isinstance(value, Problem):
+            yield Row(spath, line, source, fmt, problem=value)
+        elif not isinstance(value, dict):
+            problem = Problem(NOT_OBJECT, f"a row must be a JSON object, got {type(value).__name__}")
+            yield Row(spath, line, source, fmt, problem=problem)
+        else:
+            try:
+                yield Row(spath, line, source, fmt, record=convert(value))
+            except RowError as e:
+                yield Row(spath, line, source, fmt, problem=e.problem)

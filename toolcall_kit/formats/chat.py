@@ -1,0 +1,67 @@
+"""Plain chat with no tools -> canonical record, for mixing general conversation into training.
+
+    {"prompt": "...", "prompt_id": "...", "messages": [{"role": "user", "content": "..."}, ...]}   # UltraChat 200k
+    {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
+    {"data": ["user text", "assistant text", ...]}                                                 # UltraChat original
+
+An `id` is kept; other fields (prompt, prompt_id, ...) are dropped. A row that declares tools or holds a tool call or result
+is rejected: it belongs to the openai or sharegpt reader, which `--format auto` picks when it sees tools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import Record, text_of
+from ..validate import BAD_FIELD, MISSING_FIELD
+from . import RowError, decode_json_field
+
+_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+}
+
+
+def convert(row: dict) -> Record:
+    if row.get("tools") or row.get("functions"):
+        raise RowError(BAD_FIELD, "this row declares tools; read it with --format openai or sharegpt")
+    if "messages" in row or "conversations" in row:
+        field = "messages" if "messages" in row else "conversations"
+        turns = decode_json_field(row[field], field)
+        if not isinstance(turns, list):
+            raise RowError(BAD_FIELD, f"`{field}` must be a list")
+    elif isinstance(row.get("data"), list):
+        field = "data"
+        turns = [
+            {"role": "user" if k % 2 == 0 else "assistant", "content": t} for k, t in enumerate(row["data"])
+        ]
+    else:
+        raise RowError(MISSING_FIELD, "no `messages`, `conversations` or `data` field")
+    messages: list[Any] = []
+    for i, turn in enumerate(turns):
+        where = f"{field}[{i}]"
+        if not isinstance(turn, dict):
+            messages.append(turn)  # the validator names it
+            continue
+        role = turn.get("role", turn.get("from"))
+        if isinstance(role, str):
+            role = _ALIASES.get(role.lower(), role)
+        if role in ("tool", "function") or turn.get("tool_calls") or turn.get("function_call"):
+            raise RowError(
+                BAD_FIELD, f"{where} is a tool call or result; read this file with --format openai"
+            )
+        try:
+            content = text_of(turn.get("content", turn.get("value")))
+        except ValueError as e:
+            raise RowError(BAD_FIELD, f"{where}: {e}") from None
+        msg: dict = {"content": content} if role is None else {"role": role, "content": content}
+        if "weight" in turn:
+            msg["weight"] = turn["weight"]
+        messages.append(msg)
+    record: Record = {"messages": messages}
+    if isinstance(row.get("id"), str | int) and not isinstance(row.get("id"), bool):
+        record = {"id": str(row["id"]), **record}
+    return record
