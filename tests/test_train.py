@@ -356,7 +356,8 @@ def test_out_of_memory_names_the_batch_size(tmp_path, data):
     with pytest.raises(KitError) as e:
         train(cfg, extra_callbacks=[Oom()])
     msg = str(e.value)
-    assert msg.startswith("train.batch_size: a batch of 2 x up to 1024 tokens") and "at step 3" in msg
+    want = f"train.batch_size: a batch of {cfg.train.batch_size} x up to {cfg.model.max_seq_length} tokens"
+    assert msg.startswith(want) and "at step 3" in msg
     assert f"--resume {cfg.run_dir}" in msg and "checkpoint-2" in msg
 
 
