@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from toolcall_kit import evaluate as E
+from toolcall_kit.errors import KitError
 from toolcall_kit.models import load_model_and_tokenizer, resolve_model
+from toolcall_kit.serve import local_server
 from toolcall_kit.templates import detect_family
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval_small.jsonl"
@@ -69,51 +68,22 @@ def bench_endpoint(n: int, new_tokens: int) -> float | None:
         print("endpoint: skipped (pip install 'toolcall-kit[serve]' for transformers serve)")
         return None
     folder = resolve_model("tiny:qwen2")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).parent / "transformers"
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "serve",
-            folder,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-            "--continuous-batching",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+    # Without continuous batching transformers serve answers one request at a time: concurrency gains nothing.
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    print(f"endpoint: transformers serve did not start (exit {proc.poll()})")
-                    return None
-                time.sleep(0.5)
-        work = cases(n)
-        t0 = time.perf_counter()
-        E.predict_endpoint(work[:1], url, folder, concurrency=1, max_tokens=new_tokens)
-        warm = time.perf_counter() - t0
-        t8 = best_of(1, lambda: E.predict_endpoint(work, url, folder, concurrency=8, max_tokens=new_tokens))
-        t1 = best_of(1, lambda: E.predict_endpoint(work, url, folder, concurrency=1, max_tokens=new_tokens))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with local_server(folder, continuous_batching=True) as url:
+            work = cases(n)
+            t0 = time.perf_counter()
+            E.predict_endpoint(work[:1], url, folder, concurrency=1, max_tokens=new_tokens)
+            warm = time.perf_counter() - t0
+            t8 = best_of(
+                1, lambda: E.predict_endpoint(work, url, folder, concurrency=8, max_tokens=new_tokens)
+            )
+            t1 = best_of(
+                1, lambda: E.predict_endpoint(work, url, folder, concurrency=1, max_tokens=new_tokens)
+            )
+    except KitError as e:
+        print(f"endpoint: {e}")
+        return None
     ratio = t1 / t8
     print(
         f"endpoint, transformers serve --continuous-batching, {n} requests x {new_tokens} tokens "

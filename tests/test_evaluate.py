@@ -7,12 +7,7 @@ turns) and tests/data/eval_small_predictions.jsonl; the comments give the reason
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +15,7 @@ import pytest
 from toolcall_kit import evaluate as E
 from toolcall_kit.cli import main
 from toolcall_kit.errors import DataError, KitError
+from toolcall_kit.serve import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_caller import CALL_TEXT, build_tiny_caller  # noqa: E402
@@ -405,46 +401,15 @@ def test_eval_in_process_on_a_model_that_calls(tiny_caller, tmp_path, capsys):
     assert json.loads((out / "report.json").read_text())["source"]["family"] == "chatml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_caller(tiny_caller):
-    """A real `transformers serve` of the tiny caller on 127.0.0.1, killed afterwards."""
+    """A real `transformers serve` of the tiny caller on 127.0.0.1, stopped afterwards."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    exe = Path(sys.executable).parent / "transformers"
-    if not exe.exists():
-        exe = shutil.which("transformers")
-    if not exe:
-        pytest.skip("the transformers CLI is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(exe), "serve", str(tiny_caller), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"transformers serve did not start (exit code {proc.poll()})")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1", str(tiny_caller)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from toolcall_kit.serve import local_server
+
+    with local_server(tiny_caller) as url:
+        yield url, str(tiny_caller)
 
 
 @pytest.mark.slow
@@ -469,7 +434,7 @@ def test_eval_against_a_real_transformers_serve(served_caller, tmp_path):
     with pytest.raises(KitError, match="answered no request"):
         E.predict_endpoint(
             E.cases_from_records(E.load_records(DATA))[:2],
-            f"http://127.0.0.1:{_free_port()}/v1",
+            f"http://127.0.0.1:{free_port()}/v1",
             name,
             concurrency=2,
             timeout=5,

@@ -8,11 +8,7 @@ import random
 import re
 import shlex
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -461,35 +457,12 @@ def test_teacher_against_a_real_transformers_server(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from toolcall_kit.models import build_tiny_model
+    from toolcall_kit.serve import local_server
 
     model = build_tiny_model(tmp_path / "tiny", arch="llama")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = Path(sys.executable).with_name("transformers")
-    proc = subprocess.Popen(
-        [str(serve), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    pytest.fail(f"transformers serve did not start (exit code {proc.poll()})")
-                time.sleep(0.5)
-        out = tmp_path / "t.jsonl"
-        report = S.synth(out, n=12, seed=2, teacher_url=f"http://127.0.0.1:{port}", teacher_model=str(model))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    out = tmp_path / "t.jsonl"
+    with local_server(model, timeout=120, cwd=tmp_path) as url:
+        report = S.synth(out, n=12, seed=2, teacher_url=url.removesuffix("/v1"), teacher_model=str(model))
     t = report["teacher"]
     assert t["requested"] > 0 and t["http_ok"] == t["requested"]  # every request made the round trip
     # A random model cannot keep every stated value: nothing gets in, every rejection is counted.
