@@ -92,8 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--split",
         default="all",
-        choices=["all", "train", "eval"],
-        help="train: leave out the held-out phrasing templates and values; eval: use only them",
+        choices=["all", "train", "dev", "eval"],
+        help="train: leave out the held-out phrasing templates and values; eval: use only them; "
+        "dev: a second held-out share, disjoint from both, for choosing settings",
     )
     sp.add_argument("--holdout-fraction", type=float, default=0.2, help="share of each group held out")
     sp.add_argument("--holdout-seed", type=int, default=0, help="picks the held-out share")

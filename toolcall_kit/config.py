@@ -131,6 +131,10 @@ class TrainConfig:
     # examples cannot see each other: transformers 5 builds a block-diagonal mask from the position ids
     # (sdpa/eager) and flash attention uses the sequence lengths. More examples per step, so fewer steps.
     packing: bool = False
+    # Batch examples of similar length together (transformers' LengthGroupedSampler: shuffled megabatches of
+    # 50 batches, each sorted by length), so a batch carries little padding: on the CPU demo about a third
+    # of every randomly drawn batch was padding (real_token_fraction 0.64-0.72).
+    group_by_length: bool = False
     seed: int = 0
     # Optimizer steps between evaluations / checkpoints / log lines (None: no evaluation / save at the end only).
     eval_steps: int | None = None
@@ -480,6 +484,7 @@ def sft_kwargs(cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok:
         max_length=cfg.model.max_seq_length,
         packing=t.packing,
         padding_free=t.packing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         # The kit's metrics.jsonl and loss.png replace TensorBoard/W&B; nothing leaves the machine.
         report_to="none",
         # The kit's collator needs the `row` column (example ids per rank); TRL's pads the rest.

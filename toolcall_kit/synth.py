@@ -58,9 +58,14 @@ from .validate import argument_errors, check_tools, validate_record
 CATALOG_DIR = Path(__file__).parent / "catalogs"
 SHIPPED_CATALOGS = ("general", "customer_service")
 DEFAULT_CATALOG = "general,customer_service"
-DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15}
-MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP}
-SPLITS = ("all", "train", "eval")
+DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15, "session": 0.0}
+# "session": one conversation of 2-4 requests under one offered tool set (calls, chit-chat, clarifications,
+# declines). The tool schemas are most of an example's tokens; several trained answers share them, so a
+# session teaches 2-4x more per token, and it teaches to answer the latest request, not the first.
+SESSION = "session"
+MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
+            "session": SESSION}  # fmt: skip
+SPLITS = ("all", "train", "dev", "eval")
 
 # Shares of examples carrying tool results and a final answer (the rest end at the call: the training target).
 P_RESULT_SINGLE = 0.35
@@ -650,15 +655,14 @@ def mix_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
 
 
 class Bank:
-    """Template groups, filtered to the split's side (train: the kept ids, eval: the held-out ids)."""
+    """Template groups, filtered to the split's side (train, dev or eval: disjoint shares, see `on_side`)."""
 
     def __init__(self, side: str, fraction: float, holdout_seed: int):
         self.side, self.fraction, self.holdout_seed = side, fraction, holdout_seed
         self._cache: dict[str, list] = {}
 
     def _keep(self, group: str, size: int) -> list[int]:
-        held = si.pool_partition(f"tpl:{group}", size, self.fraction, self.holdout_seed)
-        return [i for i in range(size) if self.side == "all" or (i in held) == (self.side == "eval")]
+        return si.on_side(f"tpl:{group}", size, self.fraction, self.holdout_seed, self.side)
 
     def get(self, group: str, texts: list[str]) -> list[Template]:
         if group not in self._cache:
@@ -774,7 +778,9 @@ class Generator:
         return out
 
     # --- kinds
-    def single(self, c: Ctx, tool: str | None = None, user: tuple | None = None) -> Draft:
+    def single(
+        self, c: Ctx, tool: str | None = None, user: tuple | None = None, result: bool | None = None
+    ) -> Draft:
         if user is None:
             tool = tool or c.choice(self.tools_with(self.single_templates))
             text, args, tpl, today, mentioned = self.render_single(c, tool)
@@ -783,7 +789,8 @@ class Generator:
             text, args, tpl, today = user
         assert tool is not None
         calls = [(tool, args)]
-        res = self.results(c, calls) if c.chance(P_RESULT_SINGLE) else None
+        wanted = c.chance(P_RESULT_SINGLE) if result is None else result
+        res = self.results(c, calls) if wanted else None
         final = self.cat.intents[tool].summarize(c, args, res[0]) if res else None
         msgs: list[dict] = []
         tids = [tpl.id]
@@ -950,6 +957,61 @@ class Generator:
         ]
         return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
 
+    def session(self, c: Ctx) -> Draft:
+        """2-4 requests in one conversation under one offered tool set: calls to offered tools, chit-chat,
+        clarifications, and declines of requests whose tool is not offered (each reply names what is)."""
+        anchor = c.choice(self.tools_with(self.single_templates))
+        offered = self.offer(c, [anchor], set(), 1)
+        callable_ = [t for t in offered if self.single_templates(t)]
+        blocked = set(offered).union(*(si.SUBSTITUTES.get(t, set()) for t in offered))
+        withheld = [t for t in self.tools_with(self.single_templates) if t not in blocked]
+        clar = [(i, it) for i, it in self.bank.items("clarify", si.CLARIFY)
+                if it[0] in offered and it[0] not in self.cat.generic]  # fmt: skip
+        oos = self.bank.items("oos", si.OUT_OF_SCOPE)
+        chats = self.bank.items("chat", si.CHAT)
+        msgs: list[dict] = []
+        tids: list[str] = []
+        today = False
+        n = c.rng.randint(2, 4)
+        for turn in range(n):
+            r = c.rng.random()
+            d = None
+            if r < 0.45 or turn == 0:  # a call to an offered tool
+                # Before another request the call needs its result (and a summary); the last may end at the call.
+                d = self.single(c, c.choice(callable_), result=True if turn < n - 1 else None)
+                if turn < n - 1 and not any(m["role"] == "tool" for m in d.messages):
+                    d, r = None, 1.0  # no plausible fake result for this tool: chit-chat instead
+            if d is not None:
+                msgs += d.messages
+                tids += d.template_ids
+                today |= d.needs_today
+            elif r < 0.7 and withheld:  # the needed tool is not offered: decline, name what is
+                tool = c.choice(withheld)
+                text, _, tpl, td, mentioned = self.render_single(c, tool)
+                reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
+                msgs += [{"role": "user", "content": self.decorate(c, text, mentioned)},
+                         {"role": "assistant", "content": reply}]  # fmt: skip
+                tids.append(tpl.id)
+                today |= td
+            elif r < 0.8 and clar:  # the tool is offered but a required value is missing: ask
+                cid, (tool, user, answer) = c.choice(clar)
+                slots = self.cat.intents[tool].sample(c)
+                u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
+                a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
+                msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+                tids.append(cid)
+            elif r < 0.9 and oos:  # nothing in the catalog could do it
+                oid, (req, cap) = c.choice(oos)
+                msgs += [{"role": "user", "content": req},
+                         {"role": "assistant", "content": self.decline_reply(c, cap, offered)}]  # fmt: skip
+                tids.append(oid)
+            else:
+                qid, (q, a) = c.choice(chats)
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                tids.append(qid)
+        kind = classify({"messages": msgs})
+        return Draft(kind, msgs, [], tids, today, tool_order=offered, affinity=self.affinity(offered))
+
     def offerable(self, tool: str) -> list[str]:
         bad = {tool} | si.SUBSTITUTES.get(tool, set())
         return [t for t in self.cat.tools if t not in bad]
@@ -1063,7 +1125,8 @@ def generate(
             singles_left -= 1
             pairs += 1
     for build, k in ((gen.no_call, counts[NO_CALL]), (gen.parallel, counts[PARALLEL_CALLS]),
-                     (gen.multi_step, counts[MULTI_STEP]), (gen.single, singles_left)):  # fmt: skip
+                     (gen.multi_step, counts[MULTI_STEP]), (gen.single, singles_left),
+                     (gen.session, counts[SESSION])):  # fmt: skip
         for _ in range(k):
             c = sub()
             drafts.append((build(c), c))
@@ -1076,7 +1139,9 @@ def generate(
         rec = {"id": f"{prefix}-{i:06d}", **rec}
         _check(rec)
         out.append(rec)
-    return out, _report(out, seed, split, cat, shares, pairs, max_tools)
+    report = _report(out, seed, split, cat, shares, pairs, max_tools)
+    report["sessions"] = counts[SESSION]  # counted above by their calls' kind as well
+    return out, report
 
 
 def _report(

@@ -48,6 +48,30 @@ def pool_partition(name: str, size: int, fraction: float, holdout_seed: int) -> 
     return frozenset(idx[:k])
 
 
+def on_side(name: str, size: int, fraction: float, holdout_seed: int, side: str) -> list[int]:
+    """Indices of a pool or template group that split `side` may use.
+
+    eval: the held-out share (`pool_partition`). dev: a second share of the same size carved out of the rest
+    (for choosing settings without touching eval); train: what is left. A group too small for a dev share of
+    its own (fewer than 3 items) lends dev its train items: dev then shares wording with train, never with eval.
+    """
+    if side == "all":
+        return list(range(size))
+    held = pool_partition(name, size, fraction, holdout_seed)
+    if side == "eval":
+        return [i for i in range(size) if i in held]
+    rest = [i for i in range(size) if i not in held]
+    dev: set[int] = set()
+    if len(rest) >= 2 and fraction > 0:
+        k = min(len(rest) - 1, max(1, round(fraction * size)))
+        order = list(rest)
+        random.Random(f"dev:{holdout_seed}:{name}").shuffle(order)
+        dev = set(order[:k])
+    if side == "dev":
+        return sorted(dev) if dev else rest
+    return [i for i in rest if i not in dev]
+
+
 class Ctx:
     """The per-example sampling toolbox: one seeded rng, today's date, split-aware value pools."""
 
@@ -61,13 +85,13 @@ class Ctx:
         return seq[self.rng.randrange(len(seq))]
 
     def pick(self, name: str, pool: list):
-        """An open pool (cities, people, tickers, ...): train and eval draw from disjoint parts."""
+        """An open pool (cities, people, tickers, ...): train, dev and eval draw from disjoint parts."""
         if self.side == "all":
             return self.choice(pool)
         part = self._parts.get(name)
         if part is None:
-            held = pool_partition(f"pool:{name}", len(pool), self.fraction, self.holdout_seed)
-            part = [v for i, v in enumerate(pool) if (i in held) == (self.side == "eval")]
+            keep = on_side(f"pool:{name}", len(pool), self.fraction, self.holdout_seed, self.side)
+            part = [pool[i] for i in keep]
             self._parts[name] = part
         return self.choice(part)
 
