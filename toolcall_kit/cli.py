@@ -34,7 +34,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("adapter", metavar="RUN_OR_ADAPTER")
     sp.add_argument("--out", required=True, help="folder for the merged model (written atomically)")
     sp.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="default: bfloat16 for a run trained in 4-bit or on a GPU, else float32")
     sp.add_argument("--method", default="peft", choices=["peft", "unsloth"])
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_merge)
