@@ -47,6 +47,7 @@ def test_merge_matches_adapter_and_writes_card(adapter, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     assert json.loads((out / "merge_report.json").read_text())["out"] == str(out)
     assert not (out / "adapter_config.json").exists()  # a plain model, not an adapter
+    assert (out / "chat_template.jinja").is_file()  # the trained template, which Llama 3.1's serve command pins
 
     tok = AutoTokenizer.from_pretrained(base)
     plain = AutoModelForCausalLM.from_pretrained(base)

@@ -267,9 +267,6 @@ def merge(
             )
         family, parser = _serve_parser(tokenizer)
         report.update(family=family, vllm_tool_call_parser=parser)
-        if family == "llama3_1" and not (tmp / "chat_template.jinja").is_file():
-            # The serve command pins this file; older transformers kept the template in tokenizer_config.json.
-            io.write_text(tmp / "chat_template.jinja", tokenizer.chat_template)
         report["serve_command"] = serve_command(out, family, parser)
         io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family, parser, report, info))
         io.write_json(tmp / "merge_report.json", report)
