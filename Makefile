@@ -12,8 +12,11 @@ CONFIG ?= configs/demo_cpu.yaml
 EVAL_LIMIT ?= 60
 
 # glibc malloc settings that made CPU training about 2x faster here (fewer page faults on big tensors).
+# CPU only: not exported in the GPU image (USE_SYSTEM_PYTHON), where they would only hold host memory.
+ifndef USE_SYSTEM_PYTHON
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
+endif
 # Unsloth on a machine without a GPU: use its CPU backend, and do not insist on torchvision.
 export UNSLOTH_SKIP_TORCHVISION_CHECK ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -28,7 +31,7 @@ BIN   := $(patsubst %/,%,$(dir $(shell command -v python)))
 STAMP :=
 endif
 
-.PHONY: install test test-all lint demo train pipeline bench clean
+.PHONY: install test test-all lint demo train pipeline bench gpu-check clean
 
 install: $(STAMP)
 
@@ -74,6 +77,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# On a CUDA host (the Docker image, or any machine whose Python has CUDA torch + Unsloth): prints what the
+# GPU path depends on, in about 10 minutes on a 24 GB card. Never run in CI.
+gpu-check:
+	PATH="$(BIN):$$PATH" bash scripts/gpu_check.sh
 
 clean:
 	rm -rf runs/ .pytest_cache .ruff_cache

@@ -34,7 +34,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("adapter", metavar="RUN_OR_ADAPTER")
     sp.add_argument("--out", required=True, help="folder for the merged model (written atomically)")
     sp.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                    help="default: bfloat16 for a run trained in 4-bit or on a GPU, else float32")
     sp.add_argument("--method", default="peft", choices=["peft", "unsloth"])
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_merge)
@@ -56,6 +57,8 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gpu", default="a10g-24gb")
     sp.add_argument("--tokens", type=int, help="training tokens per epoch (from `toolcall-kit tokens`)")
     sp.add_argument("--price", type=float, help="$ per GPU hour")
+    sp.add_argument("--backend", choices=["unsloth", "hf"],
+                    help="memory model (default: the config's backend; auto and no config: unsloth)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_plan)
 
@@ -223,7 +226,12 @@ def _plan(args) -> int:
             r=cfg.lora.r,
             gradient_checkpointing=cfg.train.gradient_checkpointing,
             epochs=cfg.train.epochs or 1.0,
+            target_modules=cfg.lora.target_modules,
+            # auto trains with unsloth on a CUDA host where it is installed (the Docker image): plan for that.
+            backend="hf" if cfg.backend == "hf" else "unsloth",
         )
+    if args.backend:
+        kw["backend"] = args.backend
     if args.model:
         kw["model"] = args.model
     if "model" not in kw:

@@ -62,7 +62,8 @@ class ModelConfig:
     max_seq_length: int = 1024
     # QLoRA: NF4 4-bit base weights (bitsandbytes on hf, Unsloth's own loader on unsloth).
     load_in_4bit: bool = False
-    # Compute precision. GPU: weights and autocast in this dtype ("auto" = bf16 where supported, else fp16).
+    # Compute precision. GPU: weights and autocast in this dtype ("auto" = bf16 on compute capability >= 8,
+    # i.e. Ampere or newer, else fp16).
     # CPU: weights stay fp32; "bfloat16" turns on bf16 autocast, and "auto" does so only on CPUs with native
     # bf16 (avx512_bf16 / AMX: about 2x faster steps and less RSS here), else fp32.
     dtype: str = "auto"

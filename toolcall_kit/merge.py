@@ -9,7 +9,10 @@ logit difference is recorded in `merge_report.json`; above the tolerance the mer
 left at `--out` (the folder is built under a temporary name and renamed into place).
 
 A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit, not into the 4-bit weights: merging into
-NF4 would re-quantise the sum and lose most of the adapter's small update.
+NF4 would re-quantise the sum and lose most of the adapter's small update. Under Unsloth the adapter names a
+pre-quantized `...-bnb-4bit` repo as its base, so the base is resolved to its 16-bit model (`base_for`), and
+a base whose config carries a `quantization_config` is refused. The merge dtype defaults to bfloat16 for a
+run trained in 4-bit or on a GPU (an 8B model in fp32 is ~30 GB per copy), float32 otherwise.
 """
 
 from __future__ import annotations
@@ -62,14 +65,66 @@ def _run_info(run: Path | None) -> dict[str, Any]:
     return info
 
 
+def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None = None) -> str:
+    """The 16-bit base model to merge into: `base` if given, else the run config's model.name (what the user
+    asked for; not for an init_from run, whose base is the model folder it started from), else the adapter's
+    base_model_name_or_path -- each mapped from an Unsloth bnb-4bit repo back to its 16-bit model."""
+    from .models import unquantized_name
+
+    if base:
+        return base
+    cfg = info.get("config") or {}
+    name = (cfg.get("model") or {}).get("name") if not cfg.get("init_from") else None
+    name = name or adapter_cfg.get("base_model_name_or_path")
+    if not name:
+        raise KitError("adapter_config.json names no base model and the run has no config.yaml; pass --base")
+    return unquantized_name(name)
+
+
+def _refuse_quantized(base_name: str, base_path: str) -> None:
+    """A pre-quantized base would be merged into (and saved as) 4-bit weights: refuse it, naming the fix."""
+    from .models import unquantized_name
+
+    cfg_file = Path(base_path) / "config.json"
+    if cfg_file.is_file():
+        quant = json.loads(cfg_file.read_text()).get("quantization_config")
+    else:
+        from transformers import AutoConfig
+
+        quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else type(quant).__name__
+        hint = unquantized_name(base_name)
+        hint = f" (e.g. --base {hint})" if hint != base_name else ""
+        raise KitError(
+            f"base {base_name}: its config carries a quantization_config ({method}); merging into it would save "
+            f"a quantized model. Pass the 16-bit base with --base{hint}"
+        )
+
+
+def default_dtype(info: dict[str, Any], adapter_cfg: dict[str, Any]) -> str:
+    """bfloat16 for a run trained in 4-bit or on a GPU (fp32 copies of an 8B model are ~30 GB each); else
+    float32, whose export check is the tightest (TOLERANCE)."""
+    from .models import BNB_4BIT_SUFFIX
+
+    result = info.get("result") or {}
+    cfg_model = (info.get("config") or {}).get("model") or {}
+    four_bit = result.get("load_in_4bit", cfg_model.get("load_in_4bit")) or bool(
+        BNB_4BIT_SUFFIX.search(str(adapter_cfg.get("base_model_name_or_path") or ""))
+    )
+    return "bfloat16" if four_bit or result.get("device") == "cuda" else "float32"
+
+
 def _probe_logits(model, tokenizer, tools: list[dict] | None):
     import torch
 
     ids = tokenizer.apply_chat_template(
         PROBE, tools=tools, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
+    # On the model's device: a base loaded onto a GPU (device_map, bitsandbytes) would otherwise get CPU inputs.
+    ids = {k: ids[k].to(model.device) for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
-        return model(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits.float()
+        return model(**ids).logits.float().cpu()
 
 
 def _serve_parser(tokenizer) -> tuple[str, str]:
@@ -78,6 +133,25 @@ def _serve_parser(tokenizer) -> tuple[str, str]:
 
     family = detect_family(tokenizer)
     return family.name, family.vllm_parser
+
+
+# What vLLM must be told beside --tool-call-parser so that it prompts the merged model the way it was trained.
+SERVE_NOTES = {
+    "mistral": "`--tokenizer-mode hf`: vLLM's `mistral` tokenizer mode (what `auto` picks for Mistral models) "
+    "builds prompts with mistral_common and ignores the chat template this model was trained with.",
+    "llama3_1": "`--chat-template` pins the template this model was trained with. Do not pass vLLM's example "
+    "`tool_chat_template_llama3.1_json.jinja`: it renders tool results and the date differently.",
+}
+
+
+def serve_command(out: Path, family: str, parser: str) -> str:
+    """The vLLM command for the merged folder `out` (its chat template file is `out/chat_template.jinja`)."""
+    cmd = f"vllm serve {out} --enable-auto-tool-choice --tool-call-parser {parser}"
+    if family == "mistral":
+        cmd += " --tokenizer-mode hf"
+    elif family == "llama3_1":
+        cmd += f" --chat-template {out / 'chat_template.jinja'}"
+    return cmd
 
 
 def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict) -> str:
@@ -96,9 +170,10 @@ def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, re
         "",
         "## Serve",
         "```bash",
-        f"vllm serve {out} --enable-auto-tool-choice --tool-call-parser {parser}",
+        report["serve_command"],
         f"# or, on CPU: transformers serve  (then request model={out})",
         "```",
+        *(["", SERVE_NOTES[family]] if family in SERVE_NOTES else []),
         "",
         "## Export check",
         f"Largest logit difference, adapter vs reloaded merged model: {report['max_abs_logit_diff']:.3g}"
@@ -113,11 +188,14 @@ def merge(
     adapter: str | Path,
     out: str | Path,
     base: str | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     method: str = "peft",
 ) -> dict[str, Any]:
-    """Merge `adapter` (a run folder or adapter folder) into its base and save it atomically at `out`."""
-    if dtype not in TOLERANCE:
+    """Merge `adapter` (a run folder or adapter folder) into its 16-bit base and save it atomically at `out`.
+
+    `dtype` None: `default_dtype` (bfloat16 for a 4-bit or GPU-trained run, else float32).
+    """
+    if dtype is not None and dtype not in TOLERANCE:
         raise KitError(f"dtype: must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
     if method not in ("peft", "unsloth"):
         raise KitError(f"method: must be 'peft' or 'unsloth', got {method!r}")
@@ -126,9 +204,8 @@ def merge(
     adapter_dir, run = find_adapter(adapter)
     info = _run_info(run)
     adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base_name = base or adapter_cfg.get("base_model_name_or_path")
-    if not base_name:
-        raise KitError(f"{adapter_dir}/adapter_config.json names no base model; pass --base")
+    base_name = base_for(adapter_cfg, info, base)
+    dtype = dtype or default_dtype(info, adapter_cfg)
 
     import torch
     from peft import PeftModel
@@ -138,6 +215,7 @@ def merge(
 
     t0 = time.time()
     base_path = resolve_model(base_name)
+    _refuse_quantized(base_name, base_path)
     torch_dtype = getattr(torch, dtype)
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tok_src)
@@ -148,6 +226,7 @@ def merge(
             tools = json.loads(f.readline()).get("tools") or None
 
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     ref = _probe_logits(model, tokenizer, tools)
@@ -188,7 +267,7 @@ def merge(
             )
         family, parser = _serve_parser(tokenizer)
         report.update(family=family, vllm_tool_call_parser=parser)
-        report["serve_command"] = f"vllm serve {out} --enable-auto-tool-choice --tool-call-parser {parser}"
+        report["serve_command"] = serve_command(out, family, parser)
         io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family, parser, report, info))
         io.write_json(tmp / "merge_report.json", report)
     return report

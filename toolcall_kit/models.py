@@ -96,6 +96,45 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     return name  # a hub id: from_pretrained knows what to do with it
 
 
+# Unsloth's pre-quantized repos: `unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit` (dynamic 4-bit) and
+# `unsloth/mistral-7b-instruct-v0.3-bnb-4bit`. With load_in_4bit Unsloth loads these instead of the name
+# asked for, and PEFT writes them into adapter_config.json as the adapter's base.
+BNB_4BIT_SUFFIX = re.compile(r"(-unsloth)?-bnb-4bit$", re.IGNORECASE)
+
+
+def unquantized_name(name: str) -> str:
+    """The 16-bit model of an Unsloth bnb-4bit repo name; any other name unchanged.
+
+    Unsloth's own table (INT_TO_FLOAT_MAPPER in unsloth/models/mapper.py, which its savers use through
+    `get_model_name(name, load_in_4bit=False)`) when Unsloth is installed: 33 of its 416 bnb names have no
+    `unsloth/` 16-bit copy (e.g. `unsloth/llama-3-70b-bnb-4bit` -> `meta-llama/Meta-Llama-3-70B`). Without
+    it, or for a name it lacks, the suffix is dropped (`unsloth/Qwen2.5-7B-Instruct`).
+    """
+    if not BNB_4BIT_SUFFIX.search(name):
+        return name
+    table = _unsloth_int_to_float()
+    mapped = table.get(name) or table.get(name.lower())
+    if isinstance(mapped, (tuple, list)):
+        mapped = mapped[0]
+    return mapped if isinstance(mapped, str) and mapped else BNB_4BIT_SUFFIX.sub("", name)
+
+
+def _unsloth_int_to_float() -> dict[str, Any]:
+    """Unsloth's bnb -> 16-bit name table, read from its data file without importing unsloth (whose import
+    patches transformers and PEFT for the whole process). Empty when Unsloth is not installed."""
+    spec = importlib.util.find_spec("unsloth")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "mapper.py"
+    try:
+        mspec = importlib.util.spec_from_file_location("_toolcall_kit_unsloth_mapper", path)
+        module = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(module)
+        return dict(getattr(module, "INT_TO_FLOAT_MAPPER", {}))
+    except Exception:  # noqa: BLE001 - another Unsloth layout: fall back to the suffix rule
+        return {}
+
+
 def load_model_and_tokenizer(name: str, dtype: Any = None, device: str | None = None):
     """(model, tokenizer) ready for batched generation: eval mode, a pad token, left padding.
 

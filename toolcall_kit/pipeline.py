@@ -113,9 +113,25 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
         epochs=cfg.train.epochs or 1,
         family=cfg.model.family,
         chat_template=chat_template(cfg),
+        # The family's quirks as training applies them (Llama 3.1: one call per turn), or the count refuses
+        # examples that training would rewrite.
+        parallel=cfg.data.parallel,
+        content_with_calls=cfg.data.content_with_calls,
         plot=cfg.run_dir / "tokens" / "lengths.png",
     )
     return rep
+
+
+def mask_view(cfg: RunConfig, index: int = 0) -> str:
+    """HTML of training example `index` with its trained tokens marked, adapted as training adapts it."""
+    from .templates import adapt_record, detect_family
+    from .tokens import mask_html, read_records
+
+    tok = tokenizer(cfg)
+    fam = detect_family(tok, cfg.model.family)
+    record = read_records(cfg.data.train)[index]
+    adapted = adapt_record(record, fam, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls)
+    return mask_html(tok, adapted[0], fam, chat_template(cfg), cfg.model.max_seq_length)
 
 
 def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
@@ -125,7 +141,8 @@ def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
     return result
 
 
-def merge_stage(cfg: RunConfig, dtype: str = "float32") -> dict[str, Any]:
+def merge_stage(cfg: RunConfig, dtype: str | None = None) -> dict[str, Any]:
+    """Merge the run's adapter; dtype None: bfloat16 for a 4-bit or GPU-trained run, else float32."""
     from .merge import merge
 
     rep = merge(cfg.run_dir, cfg.run_dir / "merged", dtype=dtype)
@@ -163,6 +180,11 @@ def run_all(
     if unknown:
         raise KitError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
     cfg = load(config, overrides)
+    if "train" in stages:
+        # The tokens stage imports transformers; Unsloth must come first to patch it for training.
+        from .train import import_backend_first
+
+        import_backend_first(cfg)
     out: dict[str, Any] = {}
     for stage in STAGES:
         if stage not in stages:

@@ -6,6 +6,13 @@ Estimates, not measurements: the memory model counts weights, LoRA parameters wi
 AdamW states, activations (with or without gradient checkpointing) and the logits, then adds the CUDA
 context. The time model is FLOPs / (peak TFLOP/s x utilisation). Each figure says what it assumes, and a
 run's `result.json` records the real peak memory and tokens/s to calibrate against.
+
+The two backends differ most in memory, so each has its own model:
+- unsloth: checkpointed layer inputs are offloaded to CPU RAM (its "unsloth" gradient checkpointing), so the
+  GPU holds one layer's working set at a time; the loss never builds the full logits (fused cross-entropy in
+  chunks). Checked against Unsloth's and LLaMA-Factory's published long-context figures (tests/test_plan.py).
+- hf: every checkpointed layer input stays on the GPU and TRL/transformers build fp32 logits with their
+  gradient: an upper bound for the unsloth backend.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ KNOWN: dict[str, Arch] = {
     "qwen2.5-3b": Arch(2048, 36, 11008, 151936, 16, 2, tied_embeddings=True),
     "qwen2.5-0.5b": Arch(896, 24, 4864, 151936, 14, 2, tied_embeddings=True),
     "mistral-7b": Arch(4096, 32, 14336, 32768, 32, 8),
+    "llama-2-7b": Arch(4096, 32, 11008, 32000, 32, 32),  # the model of LLaMA-Factory's Unsloth benchmark
     "smollm2-135m": Arch(576, 30, 1536, 49152, 9, 3, tied_embeddings=True),
     "smollm2-1.7b": Arch(2048, 24, 8192, 49152, 32, 32, tied_embeddings=True),
 }
@@ -80,6 +88,13 @@ GPUS: dict[str, tuple[float, float, float]] = {
 # Share of peak FLOP/s a LoRA fine-tune reaches (small batches, LoRA matmuls, dequantisation for 4-bit).
 UTILISATION = {True: 0.25, False: 0.35}  # keyed by load_in_4bit
 CUDA_CONTEXT_GIB = 0.8
+BACKENDS = ("unsloth", "hf")
+# unsloth_zoo's fused cross-entropy (fused_losses/cross_entropy_loss.py, what Unsloth's Llama/Qwen/Mistral
+# forward calls when labels are given): the logits are built chunk by chunk, each chunk sized to at most
+# min(half the free GPU memory, 4 GiB), at 16 bytes per (token x vocab) element (bf16 logits, fp32 upcast,
+# saved log-softmax, gradient).
+UNSLOTH_CE_BYTES_PER_LOGIT = 16
+UNSLOTH_CE_CHUNK_CAP_GIB = 4.0
 
 
 def arch_for(model: str) -> Arch:
@@ -117,6 +132,91 @@ def lora_params(arch: Arch, r: int, targets: list[str] | None = None) -> int:
     return arch.layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
+def layer_working_set(arch: Arch) -> int:
+    """16-bit values per token alive while one decoder layer is recomputed and back-propagated.
+
+    Attention (flash/SDPA: no seq x seq term): q, k, v and the attention output, each with its gradient. MLP:
+    gate, up and act(gate) x up, plus the gradients of gate and up. Residual stream: the layer input, the
+    normed input and the gradient coming in and going out. For Llama 3.1 8B that is 217 KB a token, beside
+    the ~212 KB a token between the rows of Unsloth's published context-length table.
+    """
+    kv = arch.kv_heads * arch.head_dim
+    attention = 2 * (2 * arch.hidden + 2 * kv)
+    mlp = 5 * arch.intermediate
+    residual = 4 * arch.hidden
+    return attention + mlp + residual
+
+
+def memory(
+    arch: Arch,
+    tokens_per_batch: int,
+    gpu_gib: float,
+    r: int = 16,
+    target_modules: list[str] | None = None,
+    load_in_4bit: bool = True,
+    gradient_checkpointing: bool = True,
+    backend: str = "unsloth",
+) -> dict[str, float]:
+    """Peak GPU memory (bytes) by part for one device batch of `tokens_per_batch` tokens (batch x length)."""
+    if backend not in BACKENDS:
+        raise KitError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    n = arch.params()
+    # NF4 with double quantisation stores ~4.127 bits a weight; embeddings and the head stay 16-bit.
+    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
+    weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
+    # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
+    lora = lora_params(arch, r, target_modules) * (2 + 4 + 8)
+    tok = tokens_per_batch
+    offloaded = 0.0
+    if not gradient_checkpointing:
+        # Every layer keeps its activations for the backward pass (~34 B x hidden a token, 16-bit).
+        acts = tok * arch.hidden * 34 * arch.layers
+    elif backend == "unsloth":
+        # Unsloth's "unsloth" checkpointing copies each layer input to CPU RAM and back: the GPU holds one
+        # layer's working set; the checkpoints themselves (2 B x hidden x layers a token) sit in CPU RAM.
+        acts = tok * layer_working_set(arch) * 2
+        offloaded = tok * arch.hidden * 2 * arch.layers
+    else:
+        # Layer inputs kept on the GPU (2 B x hidden per layer and token) plus one layer's activations
+        # recomputed at a time (~34 B x hidden a token).
+        acts = tok * arch.hidden * 2 * arch.layers + tok * arch.hidden * 34
+    fixed = weights + lora + acts + CUDA_CONTEXT_GIB * GiB
+    if backend == "unsloth":
+        free = max(gpu_gib * GiB - fixed, 0.0)
+        chunk_cap = min(UNSLOTH_CE_CHUNK_CAP_GIB * GiB, free / 2)
+        logits = min(tok * arch.vocab * UNSLOTH_CE_BYTES_PER_LOGIT, chunk_cap)
+    else:
+        # transformers' loss upcasts the whole batch's logits: bf16 logits, fp32 copy, saved log-softmax, fp32
+        # and bf16 gradients, 16 B a logit: this matches Unsloth's published HF+FA2 column (2.45 MB a token
+        # for Llama 3.1 8B). TRL's chunked loss at trained positions needs less: an upper bound.
+        logits = tok * arch.vocab * 16
+    return {
+        "weights": weights,
+        "lora_and_optimizer": lora,
+        "activations": acts,
+        "logits": logits,
+        "cuda_context": CUDA_CONTEXT_GIB * GiB,
+        "total": fixed + logits,
+        "cpu_offload": offloaded,
+    }
+
+
+def max_tokens_per_batch(arch: Arch, gpu_gib: float, **kw: Any) -> int:
+    """The most tokens (batch x length) one device batch can hold on `gpu_gib` GiB; 0 if not even one."""
+    def fits(tok: int) -> bool:
+        return memory(arch, tok, gpu_gib, **kw)["total"] <= gpu_gib * GiB
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while fits(hi) and hi < 1 << 26:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # memory grows with tokens: bisect the last size that fits
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def estimate(
     model: str,
     max_seq_length: int = 2048,
@@ -129,44 +229,32 @@ def estimate(
     epochs: float = 1.0,
     price_per_hour: float | None = None,
     target_modules: list[str] | None = None,
+    backend: str = "unsloth",
 ) -> dict[str, Any]:
     if gpu not in GPUS:
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
     arch = arch_for(model)
     n = arch.params()
     n_lora = lora_params(arch, r, target_modules)
-    # NF4 with double quantisation stores ~4.127 bits a weight; embeddings and the head stay 16-bit.
-    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
-    weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
-    # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
-    lora = n_lora * (2 + 4 + 8)
-    tok = batch_size * max_seq_length
-    # Per layer and token, bf16: with checkpointing only the layer input is kept (2 B x hidden), plus one
-    # layer's full activations recomputed at a time (~34 x hidden + 5 x heads x seq for eager attention;
-    # SDPA/flash keep it linear, so the seq term is left out).
-    if gradient_checkpointing:
-        acts = tok * arch.hidden * 2 * arch.layers + tok * arch.hidden * 34
-    else:
-        acts = tok * arch.hidden * 34 * arch.layers
-    logits = tok * arch.vocab * 4 * 2  # fp32 logits and their gradient
-    total = weights + lora + acts + logits + CUDA_CONTEXT_GIB * GiB
     mem, tflops, price = GPUS[gpu]
+    kw = dict(r=r, target_modules=target_modules, load_in_4bit=load_in_4bit,
+              gradient_checkpointing=gradient_checkpointing, backend=backend)
+    parts = memory(arch, batch_size * max_seq_length, mem, **kw)
+    gib = {k: round(v / GiB, 2) for k, v in parts.items()}
     out: dict[str, Any] = {
         "model": model,
+        "backend": backend,
         "arch": asdict(arch),
         "params_billion": round(n / 1e9, 3),
         "lora_params_million": round(n_lora / 1e6, 2),
-        "memory_gib": {
-            "weights": round(weights / GiB, 2),
-            "lora_and_optimizer": round(lora / GiB, 2),
-            "activations": round(acts / GiB, 2),
-            "logits": round(logits / GiB, 2),
-            "cuda_context": CUDA_CONTEXT_GIB,
-            "total": round(total / GiB, 2),
-        },
+        "memory_gib": {k: gib[k] for k in ("weights", "lora_and_optimizer", "activations", "logits")}
+        | {"cuda_context": CUDA_CONTEXT_GIB, "total": gib["total"]},
+        # Offloaded checkpoints (unsloth backend): host RAM the machine needs besides the GPU.
+        "cpu_offload_gib": gib["cpu_offload"],
         "gpu": gpu,
         "gpu_memory_gib": mem,
-        "fits": total / GiB <= mem,
+        "fits": parts["total"] <= mem * GiB,
+        "max_tokens_per_batch": max_tokens_per_batch(arch, mem, **kw),
     }
     if not out["fits"]:
         out["advice"] = "lower batch_size (raise grad_accum to keep the effective batch), shorten max_seq_length, " + (
@@ -186,10 +274,13 @@ def estimate(
 def summary(est: dict[str, Any]) -> str:
     m = est["memory_gib"]
     lines = [
-        f"{est['model']}: {est['params_billion']} B params, LoRA {est['lora_params_million']} M",
+        f"{est['model']}: {est['params_billion']} B params, LoRA {est['lora_params_million']} M, "
+        f"{est['backend']} backend" + (" (the hf backend's estimate is the upper bound)" if est["backend"] == "unsloth" else ""),
         f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + LoRA/optimizer "
         f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
         f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
+        f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}"
+        + (f"; offloaded checkpoints need {est['cpu_offload_gib']} GiB of CPU RAM" if est["cpu_offload_gib"] else ""),
     ]
     if "advice" in est:
         lines.append(f"advice: {est['advice']}")

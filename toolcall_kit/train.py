@@ -116,6 +116,15 @@ def _import_unsloth() -> bool:
     return first
 
 
+def import_backend_first(cfg: RunConfig) -> str:
+    """Import Unsloth now if this config will train with it: for callers (`toolcall-kit pipeline`) that run
+    stages importing transformers before training in the same process. Returns the backend."""
+    backend, _ = choose_backend(cfg.backend)
+    if backend == "unsloth":
+        _import_unsloth()
+    return backend
+
+
 # ------------------------------------------------------------------ data
 
 
@@ -228,7 +237,10 @@ def _device() -> tuple[bool, bool]:
     import torch
 
     if torch.cuda.is_available():
-        return True, torch.cuda.is_bf16_supported()
+        # Compute capability >= 8 (Ampere): torch.cuda.is_bf16_supported() is also True on a T4/V100 (sm_75/70)
+        # through emulation, where Unsloth (SUPPORTS_BFLOAT16 = major >= 8 in unsloth/models/_utils.py) loads
+        # fp16 and its trainer then refuses the bf16 the kit asked for.
+        return True, torch.cuda.get_device_capability()[0] >= 8
     # CPU autocast to bf16 works on any x86 but is fast only with native instructions (avx512_bf16 / AMX).
     native = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return False, any(f() for f in native if f is not None)
