@@ -168,6 +168,17 @@ def test_double_encoding_is_refused():
         render(tok, rec, "qwen2_5", chat_template=twice)
 
 
+def test_roundtrip_refuses_a_target_the_server_reads_but_the_kit_does_not():
+    # Leaves </tool_call> out: vLLM still reads a last unclosed call, so the server would parse this
+    # single call, but a model trained on it learns to leave its calls open.
+    tmpl = FAMILIES["chatml"].template().replace("'}\\n</tool_call>'", "'}'")
+    assert tmpl != FAMILIES["chatml"].template()
+    tok = family_tokenizer("chatml")
+    rec = sample_records()["single"]
+    with pytest.raises(KitError, match=r"single-1: messages\[2\].*vLLM accepts it.*unclosed <tool_call>"):
+        verify_roundtrip(tok, rec, "chatml", chat_template=tmpl)
+
+
 def test_roundtrip_catches_a_template_the_server_cannot_parse():
     # Renders everything (the loss check passes) but writes "args" where vLLM's hermes parser reads "arguments".
     tmpl = FAMILIES["chatml"].template().replace('\\"arguments\\": \' }}', '\\"args\\": \' }}')

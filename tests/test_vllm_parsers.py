@@ -23,6 +23,9 @@ Deliberate differences, handled here and nowhere hidden:
   of a v11+ tokenizer, so such texts are refereed by the v11 parser (`referee_for`).
 - Mistral, JSON nested about a thousand levels deep: vLLM's pre-v11 reader raises RecursionError (the
   request fails); the kit returns no call and an error. No generator here nests that deep.
+- Mistral v11: vLLM coerces argument values by the request's tool schemas (a "5" for an integer
+  parameter arrives as 5); the kit parses without the schemas and scores what the model wrote. The
+  referee's request offers one tool without properties, so nothing is coerced here.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ class Referee:
     """The worker process, started once; `parse` sends texts and returns what vLLM's parser returns."""
 
     def __init__(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+        paths = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         env.setdefault("VLLM_LOGGING_LEVEL", "CRITICAL")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve())],

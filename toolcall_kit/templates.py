@@ -766,7 +766,6 @@ def _parse_hermes(text: str, out: ParsedOutput) -> None:
 # --- llama3_json: {"name": ..., "parameters": {...}}, several joined by "; " (vLLM's Llama3JsonToolParser) --
 
 LLAMA_TAG = "<|python_tag|>"
-_CALL_START = re.compile(r'\{\s*"name"\s*:')
 
 
 def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
@@ -777,14 +776,13 @@ def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
         return
     found: list[tuple[str, dict, str]] = []
     spans: list[tuple[int, int]] = []
-    end, adjacent, problem, call_like = -1, False, None, False
+    end, adjacent, problem, i = -1, False, None, 0
     for m in re.finditer(r"\{", text):
         i = m.start()
         if i <= end:
             adjacent = adjacent or i == end
             continue
         where = f"call #{len(found) + 1}"
-        call_like = bool(_CALL_START.match(text, i))
         try:
             obj, end = _DECODER.raw_decode(text, i)
         except (json.JSONDecodeError, RecursionError) as e:
@@ -804,7 +802,7 @@ def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
     if problem:
         # Text that merely holds a "{" (an answer about sets, a JSON example) is content for the server as
         # for the kit; only a failed call attempt is an error.
-        if found or call_like or LLAMA_TAG in text:
+        if found or '"name"' in text[i:] or LLAMA_TAG in text:  # a failed call attempt
             if adjacent:
                 problem += ' (vLLM skips a "{" right after a call\'s "}": separate calls with "; ")'
             out.errors += [
@@ -908,10 +906,8 @@ def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
     # arguments run to the next [TOOL_CALLS] (even one inside a string) and are the first JSON value there
     # (text after it is dropped); no arguments at all are {}. vLLM also coerces argument types by the
     # request's tool schemas for this format; the kit, which parses without the schemas, does not.
-    for special in ("<s>", "</s>", "<unk>"):  # vLLM's engine drops the tokenizer's special tokens here
-        text = text.replace(special, "")
     first = text.find(MISTRAL_TAG)
-    out.content = text[:first].strip()
+    out.content = _drop_specials(text[:first]).strip()
     pos, k = first + len(MISTRAL_TAG), 0
     while True:
         cuts = [i for i in (text.find("[ARGS]", pos), text.find("{", pos)) if i >= 0]
@@ -923,12 +919,21 @@ def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
             start = min(cuts) + (len("[ARGS]") if text.startswith("[ARGS]", min(cuts)) else 0)
             nxt = text.find(MISTRAL_TAG, start)
             args_raw = text[start : nxt if nxt >= 0 else len(text)]
+        name_raw, args_raw = _drop_specials(name_raw), _drop_specials(args_raw)
         if name_raw or args_raw:  # vLLM makes no call of an empty [TOOL_CALLS]
             k += 1
             _mistral_v11_call(name_raw.strip(), args_raw.strip(), f"{MISTRAL_TAG} #{k}", out)
         if nxt < 0:
             break
         pos = nxt + len(MISTRAL_TAG)
+
+
+def _drop_specials(text: str) -> str:
+    # vLLM's engine finds [TOOL_CALLS], [ARGS] and "{" first, then drops the tokenizer's special tokens
+    # (Mistral's <s>, </s>, <unk>) from the text it keeps.
+    for special in ("<s>", "</s>", "<unk>"):
+        text = text.replace(special, "")
+    return text
 
 
 def _mistral_v11_call(name: str, raw: str, where: str, out: ParsedOutput) -> None:
