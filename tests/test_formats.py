@@ -378,6 +378,27 @@ def test_sharegpt_broken_rows():
     assert [p.reason for p in validate_record(out[5].record)] == ["orphan_tool_result"]
 
 
+def test_sharegpt_shares_the_one_hermes_reader():
+    from toolcall_kit import templates
+    from toolcall_kit.formats import sharegpt
+
+    assert sharegpt.hermes_blocks is templates.hermes_blocks  # no second <tool_call> reader
+    turn = (
+        'Checking.\n<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call>'
+    )
+    row = {"conversations": [{"from": "human", "value": "go"}, {"from": "gpt", "value": turn}]}
+    msg = converter("sharegpt")(row)["messages"][1]
+    parsed = templates.parse_tool_calls(turn, "hermes")
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in msg["tool_calls"]] == parsed.pairs()
+    assert msg["content"] == parsed.content == "Checking."
+    # lenient only where data sources need it: a Python literal, which a server could not read
+    lit = "<tool_call>{'name': 'a', 'arguments': {'x': 1}}</tool_call>"
+    row["conversations"][1]["value"] = lit
+    (call,) = converter("sharegpt")(row)["messages"][1]["tool_calls"]
+    assert call["function"]["arguments"] == {"x": 1} and templates.parse_tool_calls(lit, "hermes").calls == []
+
+
 def test_sharegpt_results_match_calls_by_the_name_they_carry():
     row = {"tools": [make_tool("a"), make_tool("b")], "conversations": [
         {"from": "human", "value": "go"},

@@ -168,6 +168,17 @@ def test_double_encoding_is_refused():
         render(tok, rec, "qwen2_5", chat_template=twice)
 
 
+def test_roundtrip_refuses_a_target_the_server_reads_but_the_kit_does_not():
+    # Leaves </tool_call> out: vLLM still reads a last unclosed call, so the server would parse this
+    # single call, but a model trained on it learns to leave its calls open.
+    tmpl = FAMILIES["chatml"].template().replace("'}\\n</tool_call>'", "'}'")
+    assert tmpl != FAMILIES["chatml"].template()
+    tok = family_tokenizer("chatml")
+    rec = sample_records()["single"]
+    with pytest.raises(KitError, match=r"single-1: messages\[2\].*vLLM accepts it.*unclosed <tool_call>"):
+        verify_roundtrip(tok, rec, "chatml", chat_template=tmpl)
+
+
 def test_roundtrip_catches_a_template_the_server_cannot_parse():
     # Renders everything (the loss check passes) but writes "args" where vLLM's hermes parser reads "arguments".
     tmpl = FAMILIES["chatml"].template().replace('\\"arguments\\": \' }}', '\\"args\\": \' }}')
@@ -176,7 +187,7 @@ def test_roundtrip_catches_a_template_the_server_cannot_parse():
     tok = family_tokenizer("chatml")
     rec = sample_records()["single"]
     check_template(tok, [rec], "chatml", chat_template=tmpl)
-    with pytest.raises(KitError, match=r"single-1: messages\[2\].*has no arguments"):
+    with pytest.raises(KitError, match=r"single-1: messages\[2\].*has no \"arguments\""):
         verify_roundtrip(tok, rec, "chatml", chat_template=tmpl)
 
 
@@ -260,34 +271,55 @@ def test_hermes_parser():
         '<tool_call>\n{"name": "b", "arguments": {}}\n</tool_call><|im_end|>',
         "hermes",
     )
-    assert out.ok and out.pairs() == [("a", {"x": 1}), ("b", {})] and out.content == "Checking."
+    assert out.strict_ok and out.pairs() == [("a", {"x": 1}), ("b", {})] and out.content == "Checking."
+    # vLLM accepts an unclosed last tag: the call counts, the kit's stricter finding is reported apart
     out = parse_tool_calls('<tool_call>\n{"name": "a", "arguments": {"x": 1}}', "hermes")
-    assert out.pairs() == [("a", {"x": 1})] and not out.ok and "unclosed" in out.errors[0]
+    assert out.pairs() == [("a", {"x": 1})] and out.ok and not out.strict_ok
+    assert "unclosed" in out.strict_errors[0]
     out = parse_tool_calls('<tool_call>\n{"name": "a", "arguments": {"x": ', "hermes")
-    assert out.calls == [] and "truncated" in out.errors[-1]
+    assert out.calls == [] and "truncated" in out.errors[0]
     out = parse_tool_calls('<tool_call>{"name": "a", "arguments": "{\\"x\\": 1}"}</tool_call>', "hermes")
     assert out.calls == [] and "JSON string" in out.errors[0]
     out = parse_tool_calls('<tool_call>{"name": "a", "arguments": {"x": 1},}</tool_call>', "hermes")
     assert out.calls == [] and "malformed JSON" in out.errors[0]
     out = parse_tool_calls("Just an answer.", "hermes")
     assert out.ok and out.calls == [] and out.content == "Just an answer."
+    # the two disagreements with vLLM that issue 12 found: one broken call among several, and an output
+    # cut inside the closing tag, each make vLLM return no calls at all (the whole text comes back as content)
+    two = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>{"name": "b", "arguments": {</tool_call>'
+    out = parse_tool_calls(two, "hermes")
+    assert out.calls == [] and "#2" in out.errors[0] and "no calls at all" in out.errors[-1]
+    assert out.content == two
+    out = parse_tool_calls('<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_', "hermes")
+    assert out.calls == [] and "ends inside </tool_call>" in out.errors[0]
+    # text after the calls is dropped by the server: content is the text before them, the kit notes the rest
+    out = parse_tool_calls('Sure. <tool_call>{"name": "a", "arguments": {}}</tool_call> Done.', "hermes")
+    assert out.ok and out.content == "Sure." and "Done." in out.strict_errors[0]
 
 
 def test_llama3_json_parser():
     out = parse_tool_calls(
         '<|python_tag|>{"name": "a", "parameters": {"x": 1}}; {"name": "b", "arguments": {}}', "llama3_json"
     )
-    assert out.ok and out.pairs() == [("a", {"x": 1}), ("b", {})] and out.content == ""
+    assert out.strict_ok and out.pairs() == [("a", {"x": 1}), ("b", {})] and out.content == ""
     out = parse_tool_calls('{"name": "a", "parameters": {"q": "x"}}<|eot_id|>', "llama3_json")
-    assert out.ok and out.pairs() == [("a", {"q": "x"})]
+    assert out.strict_ok and out.pairs() == [("a", {"q": "x"})]
+    # vLLM returns the call and no content: the text beside it is dropped (the kit says so apart)
     out = parse_tool_calls('Sure: {"name": "a", "parameters": {}}', "llama3_json")
-    assert out.pairs() == [("a", {})] and out.content == "Sure:"
+    assert out.ok and out.pairs() == [("a", {})] and out.content == "" and "Sure:" in out.strict_errors[0]
     out = parse_tool_calls("The set {1, 2} has two elements.", "llama3_json")
-    assert out.ok and out.calls == [] and out.content.startswith("The set")
-    out = parse_tool_calls('{"name": "a", "parameters": {}, "arguments": {}}', "llama3_json")
-    assert not out.ok and out.calls == []
+    assert out.strict_ok and out.calls == [] and out.content.startswith("The set")
+    # both keys: vLLM takes "arguments"
+    out = parse_tool_calls('{"name": "a", "parameters": {"p": 1}, "arguments": {"a": 2}}', "llama3_json")
+    assert out.pairs() == [("a", {"a": 2})] and out.ok and "both" in out.strict_errors[0]
     out = parse_tool_calls('{"name": "a", "parameters": {"x": [1, 2', "llama3_json")
-    assert not out.ok and "truncated" in out.errors[0]
+    assert not out.ok and "truncated" in out.errors[0] and out.calls == []
+    # a "{" right after a call's "}" is skipped by vLLM, which then fails on the next call's arguments
+    out = parse_tool_calls('{"name": "a", "parameters": {}}{"name": "b", "parameters": {}}', "llama3_json")
+    assert out.calls == [] and '"; "' in out.errors[0]
+    # any "{" after a good call that does not start a call makes vLLM return nothing
+    out = parse_tool_calls('{"name": "a", "parameters": {}} then {1}', "llama3_json")
+    assert out.calls == [] and not out.ok
 
 
 def test_mistral_parser():
@@ -296,13 +328,19 @@ def test_mistral_parser():
         '{"name": "b", "arguments": {}}]</s>',
         "mistral",
     )
-    assert out.ok and out.pairs() == [("a", {"x": 1}), ("b", {})]
+    assert out.strict_ok and out.pairs() == [("a", {"x": 1}), ("b", {})]
     out = parse_tool_calls('Let me see.[TOOL_CALLS]a[ARGS]{"x": 1}[TOOL_CALLS]b{"y": "z"}', "mistral")
     assert out.ok and out.pairs() == [("a", {"x": 1}), ("b", {"y": "z"})] and out.content == "Let me see."
     out = parse_tool_calls('[TOOL_CALLS] [{"name": "a", "arguments": {"x"', "mistral")
     assert out.calls == [] and not out.ok
     out = parse_tool_calls(" Plain answer.</s>", "mistral")
-    assert out.ok and out.content == "Plain answer."
+    assert out.strict_ok and out.content == "Plain answer."
+    # vLLM passes string arguments on as they are: a string holding the object still reaches the client
+    out = parse_tool_calls('[TOOL_CALLS] [{"name": "a", "arguments": "{\\"x\\": 1}"}]', "mistral")
+    assert out.ok and out.pairs() == [("a", {"x": 1})] and "encoded twice" in out.strict_errors[0]
+    # a missing name reaches the client as "" (unusable); missing arguments as {}
+    out = parse_tool_calls('[TOOL_CALLS] [{"arguments": {}}, {"name": "b"}]', "mistral")
+    assert out.pairs() == [("b", {})] and "no function name" in out.errors[0] and out.strict_errors
 
 
 def test_openai_parser():

@@ -19,7 +19,12 @@ Metrics (rates over the cases they apply to):
 - arguments_ast    the same by the Berkeley Function Calling Leaderboard's AST rules (`match_calls`);
 - no_call          cases of no_call / declined examples (and BFCL irrelevance): no call made;
 - valid_output     the output parses, names only declared tools, and every call passes its JSON Schema
-                   (validate.check_call) without invented parameter names;
+                   (validate.check_call) without invented parameter names. "Parses" means what vLLM's
+                   parser for the format returns (templates.parse_tool_calls follows it): one broken
+                   <tool_call> among several leaves no calls, an unclosed last tag is read. Where the kit
+                   is stricter than the server (an unclosed tag, text the server drops) each verdict lists
+                   it in `kit_strict`, `valid_output_strict` requires its absence too, and the report
+                   counts such outputs as `validity.kit_stricter_outputs`;
 - uses_tool_results  answer turns after tool results whose gold answer quotes result values: the
                    predicted answer quotes them too.
 A case is correct when the output parses and its calls match by the AST rules (a call case), no call is
@@ -437,10 +442,11 @@ def grounding_values(history: Sequence[dict], gold_answer: str) -> list:
 
 @dataclass
 class Prediction:
-    calls: list[dict]  # [{"name", "arguments": dict}]: the calls that were read cleanly
+    calls: list[dict]  # [{"name", "arguments": dict}]: the usable calls a client of the server receives
     content: str | None = None  # text besides the calls
-    errors: list[str] = field(default_factory=list)  # parse problems: the output is not well-formed
+    errors: list[str] = field(default_factory=list)  # the server drops a call or delivers it unusable
     raw: str | None = None  # the model's text (or the endpoint's message as JSON)
+    strict_errors: list[str] = field(default_factory=list)  # the kit is stricter: the server accepts these
 
     @property
     def ok(self) -> bool:
@@ -456,11 +462,17 @@ def parse_output(text: str, fmt: str = "hermes") -> Prediction:
     errors = [str(e) for e in parsed.errors]
     if not parsed.ok and not errors:
         errors = ["output could not be parsed"]
-    return Prediction(calls=calls, content=parsed.content, errors=errors, raw=text)
+    return Prediction(
+        calls=calls, content=parsed.content, errors=errors, raw=text, strict_errors=list(parsed.strict_errors)
+    )
 
 
 def structured_prediction(
-    calls: Any, content: Any = None, errors: Sequence[str] = (), raw: str | None = None
+    calls: Any,
+    content: Any = None,
+    errors: Sequence[str] = (),
+    raw: str | None = None,
+    strict_errors: Sequence[str] = (),
 ) -> Prediction:
     """Structured calls, canonical ({"name", "arguments"}) or OpenAI-shaped ({"function": {...}} with
     string arguments), read by the one "openai" parser. A call that cannot be read becomes an error."""
@@ -469,7 +481,11 @@ def structured_prediction(
     parsed = parse_tool_calls(calls if isinstance(calls, list) else {"tool_calls": calls}, "openai")
     text = content if isinstance(content, str) else None
     return Prediction(
-        calls=list(parsed.calls), content=text, errors=[*map(str, errors), *parsed.errors], raw=raw
+        calls=list(parsed.calls),
+        content=text,
+        errors=[*map(str, errors), *parsed.errors],
+        raw=raw,
+        strict_errors=[str(e) for e in strict_errors],
     )
 
 
@@ -481,6 +497,7 @@ def prediction_from_row(row: dict, fmt: str = "hermes") -> Prediction:
             row.get("content"),
             row.get("parse_errors") or [],
             row.get("output"),
+            row.get("strict_errors") or [],
         )
     return parse_output(row.get("output"), fmt)
 
@@ -540,6 +557,8 @@ def score_case(case: Case, pred: Prediction | None) -> dict:
         "uses_tool_results": None,
         "parse_ok": False,
         "valid_output": False,
+        "valid_output_strict": False,
+        "kit_strict": [],  # what the kit flags although the server accepts it (templates.parse_tool_calls)
         "unknown_tools": [],
         "schema_failures": [],
         "invented_params": [],
@@ -576,6 +595,8 @@ def score_case(case: Case, pred: Prediction | None) -> dict:
             props = params["properties"] or {}
             v["invented_params"] += [f"{call['name']}.{k}" for k in call["arguments"] if k not in props]
     v["valid_output"] = pred.ok and not (v["unknown_tools"] or v["schema_failures"] or v["invented_params"])
+    v["kit_strict"] = list(pred.strict_errors)
+    v["valid_output_strict"] = v["valid_output"] and not v["kit_strict"]
 
     expected = set(case.expected_names)
     called = set(v["called_tools"])
@@ -719,6 +740,8 @@ def aggregate(verdicts: Sequence[dict], extra: dict | None = None) -> dict:
     validity = {
         "calls_made": sum(v["n_calls"] for v in verdicts),
         "unparseable_outputs": sum(1 for v in verdicts if v["reason"] != MISSING and not v["parse_ok"]),
+        # valid for the server, yet flagged by the kit's stricter reading (unclosed tag, dropped text, ...)
+        "kit_stricter_outputs": sum(1 for v in verdicts if v["valid_output"] and v.get("kit_strict")),
         "unknown_tool_calls": sum(len(v["unknown_tools"]) for v in verdicts),
         "schema_failures": sum(len(v["schema_failures"]) for v in verdicts),
         "invented_params": sum(len(v["invented_params"]) for v in verdicts),
@@ -1219,6 +1242,7 @@ def write_run(out: str | Path, report: dict, verdicts: Sequence[dict], preds: di
                 "tool_calls": p.calls if p else None,
                 "content": p.content if p else None,
                 "parse_errors": p.errors if p else [],
+                "strict_errors": p.strict_errors if p else [],
                 "expected_tools": v["expected_tools"],
                 "correct": v["correct"],
                 "reason": v["reason"],

@@ -18,7 +18,9 @@ ships no Mistral template, hence the kit's own for those two, written after Meta
 - `check_template` proves every tool, call, argument and tool result of every record reaches the text.
 - `adapt_record` applies a family's quirks: Llama 3.1's one call per assistant turn, Mistral's 9-character
   call ids.
-- `parse_tool_calls(text, fmt)` is the one parser per format, shared with evaluation; it never raises.
+- `parse_tool_calls(text, fmt)` is the one parser per format, shared with evaluation and data reading;
+  it returns what vLLM's own parser returns for the text (tests/test_vllm_parsers.py checks it against
+  vLLM's real parsers), reports separately where the kit is stricter, and never raises.
 - `verify_roundtrip` parses what the template rendered for each assistant turn and compares it with the
   source calls: the training target is what the server's parser will read.
 """
@@ -582,18 +584,36 @@ def check_template(
 
 # ---------------------------------------------------------------------------------------------------------
 # Parsing: one parser per output format, shared with evaluation. Never raises on model output.
+#
+# Each parser returns what vLLM's own parser (0.33, the family's --tool-call-parser) returns for the same
+# text, so that what is scored and trained is what a client of the server receives:
+# - `calls`: the calls the client receives and can use (a non-empty name, arguments that are an object);
+# - `errors`: why the client receives fewer usable calls than the model wrote. vLLM's hermes and
+#   llama3_json parsers return NO calls when one call fails, and the whole output then comes back as
+#   content: one broken <tool_call> among several, or an output cut inside `</tool_call>`;
+# - `strict_errors`: what the kit flags although the server lets it pass (an unclosed last <tool_call>,
+#   text the server drops, arguments the server only accepts as a JSON string). A training target must
+#   have neither kind; a prediction is scored by `errors` alone.
+# tests/test_vllm_parsers.py runs vLLM's real parsers beside these on the same outputs.
 # ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ParsedOutput:
-    calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]
-    content: str = ""  # text outside the calls, stripped
-    errors: list[str] = field(default_factory=list)  # malformed JSON, unclosed tag, truncated call, ...
+    calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]: usable calls
+    content: str = ""  # the text the server returns as content, stripped
+    errors: list[str] = field(default_factory=list)  # calls the server drops or delivers unusable
+    strict_errors: list[str] = field(default_factory=list)  # the kit is stricter: the server accepts these
 
     @property
     def ok(self) -> bool:
+        """The server delivers every call the model wrote, usable (its semantics, what scoring uses)."""
         return not self.errors
+
+    @property
+    def strict_ok(self) -> bool:
+        """`ok`, and nothing the kit is stricter about either (what a training target must be)."""
+        return not self.errors and not self.strict_errors
 
     def pairs(self) -> list[tuple[str, Any]]:
         """[(name, arguments)]: the form `records.calls_of` gives for source turns."""
@@ -617,186 +637,320 @@ def _strip_end(text: str) -> str:
     return t
 
 
-def _call_from(
-    obj: Any, where: str, errors: list[str], keys: tuple[str, ...] = ("arguments",)
-) -> dict | None:
-    if not isinstance(obj, dict):
-        errors.append(f"{where}: a call must be a JSON object, got {type(obj).__name__}")
-        return None
-    name = obj.get("name")
+def _usable(name: Any, args: Any, where: str, out: ParsedOutput) -> None:
+    """Add the call when a client can use it: a non-empty name and arguments that decode to an object.
+    vLLM passes other calls on (name "", arguments a JSON string or list): they reach the client unusable."""
     if not isinstance(name, str) or not name:
-        errors.append(f"{where}: call has no function name")
-        return None
-    present = [k for k in keys if k in obj]
-    if len(present) > 1:
-        errors.append(f"{where}: call {name!r} gives both {' and '.join(present)}")
-        return None
-    if not present:
-        errors.append(f"{where}: call {name!r} has no {' / '.join(keys)}")
-        return None
-    args = obj[present[0]]
-    if isinstance(args, str):
-        errors.append(f"{where}: arguments of {name!r} are a JSON string, not an object (encoded twice?)")
-        return None
-    if not isinstance(args, dict):
-        errors.append(f"{where}: arguments of {name!r} are not an object ({type(args).__name__})")
-        return None
-    return {"name": name, "arguments": args}
+        out.errors.append(f"{where}: call has no function name")
+    elif isinstance(args, str):
+        out.errors.append(f"{where}: arguments of {name!r} are a JSON string, not an object (encoded twice?)")
+    elif not isinstance(args, dict):
+        out.errors.append(f"{where}: arguments of {name!r} are not an object ({type(args).__name__})")
+    else:
+        out.calls.append({"name": name, "arguments": args})
+
+
+def _json_problem(e: Exception, text: str, where: str) -> str:
+    if not isinstance(e, json.JSONDecodeError):
+        return f"{where}: JSON nested too deeply"
+    if e.msg == "Extra data":
+        return f"{where}: text after the JSON object"
+    if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+        return f"{where}: truncated JSON (the output ends inside the call)"
+    return f"{where}: malformed JSON: {e.msg} at char {e.pos}"
 
 
 def _decode_at(text: str, pos: int, where: str, errors: list[str]) -> tuple[Any, int] | None:
     try:
         return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as e:
-        rest = text[pos:].strip()
-        if e.pos >= len(text.rstrip()) or not rest:
-            errors.append(f"{where}: truncated JSON (the output ends inside the call)")
-        else:
-            errors.append(f"{where}: malformed JSON: {e.msg} at char {e.pos - pos}")
+    except (json.JSONDecodeError, RecursionError) as e:
+        errors.append(_json_problem(e, text, where) if text[pos:].strip() else f"{where}: empty JSON")
         return None
-    except RecursionError:
-        errors.append(f"{where}: JSON nested too deeply")
-        return None
+
+
+# --- hermes: <tool_call>{"name": ..., "arguments": {...}}</tool_call> (vLLM's Hermes2ProToolParser) --------
+
+HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+
+
+@dataclass(frozen=True)
+class HermesBlock:
+    body: str  # the text between the tags, as written
+    closed: bool  # False: the last block runs to the end of the text without </tool_call>
+
+
+def hermes_blocks(text: str) -> tuple[str, list[HermesBlock], list[str]]:
+    """(text before the first <tool_call>, the blocks, the texts after each closed block), cut as vLLM's
+    hermes parser cuts them (`<tool_call>(.*?)</tool_call>|<tool_call>(.*)`): a block ends at the first
+    </tool_call> after its opening tag (a <tool_call> inside it belongs to its body) and a last block
+    without </tool_call> runs to the end. The one reader of the tags, shared with formats/sharegpt.py."""
+    pos = text.find(HERMES_OPEN)
+    if pos < 0:
+        return text, [], []
+    before, blocks, after = text[:pos], [], []
+    while pos >= 0:
+        body_start = pos + len(HERMES_OPEN)
+        end = text.find(HERMES_CLOSE, body_start)
+        if end < 0:
+            blocks.append(HermesBlock(text[body_start:], False))
+            break
+        blocks.append(HermesBlock(text[body_start:end], True))
+        pos = text.find(HERMES_OPEN, end + len(HERMES_CLOSE))
+        after.append(text[end + len(HERMES_CLOSE) : pos if pos >= 0 else len(text)])
+    return before, blocks, after
+
+
+def _ends_inside(text: str, tag: str) -> bool:
+    t = text.rstrip()
+    return any(t.endswith(tag[:k]) for k in range(2, len(tag)))
+
+
+def _hermes_problem(obj: Any, where: str) -> str | None:
+    # vLLM reads obj["name"] and obj["arguments"]; a KeyError, a TypeError or a name that is not a string
+    # (its FunctionCall model refuses it) fails the whole output.
+    if not isinstance(obj, dict):
+        return f"{where}: a call must be a JSON object, got {type(obj).__name__}"
+    if "name" not in obj:
+        return f'{where}: call has no "name"'
+    if not isinstance(obj["name"], str):
+        return f"{where}: the call's name is not a string"
+    if "arguments" not in obj:
+        hint = ' (it gives "parameters"; the hermes format says "arguments")' if "parameters" in obj else ""
+        return f'{where}: call {obj["name"]!r} has no "arguments"{hint}'
+    return None
 
 
 def _parse_hermes(text: str, out: ParsedOutput) -> None:
-    open_tag, close_tag = "<tool_call>", "</tool_call>"
-    pieces: list[str] = []
-    pos, n = 0, 0
-    while True:
-        start = text.find(open_tag, pos)
-        if start < 0:
-            pieces.append(text[pos:])
-            break
-        pieces.append(text[pos:start])
-        n += 1
+    before, blocks, after = hermes_blocks(text)
+    if not blocks:
+        out.content = text.strip()
+        if HERMES_CLOSE in text:
+            out.strict_errors.append("</tool_call> without an opening <tool_call>")
+        return
+    found = []
+    for n, block in enumerate(blocks, 1):
         where = f"<tool_call> #{n}"
-        body_start = start + len(open_tag)
-        end = text.find(close_tag, body_start)
-        nxt = text.find(open_tag, body_start)
-        if end < 0 or (0 <= nxt < end):
-            stop = nxt if nxt >= 0 else len(text)
-            out.errors.append(f"{where}: unclosed <tool_call> tag")
-            body, pos = text[body_start:stop], stop
+        try:
+            obj = json.loads(block.body)  # as vLLM: the whole body, JSON whitespace allowed around it
+        except (ValueError, RecursionError) as e:
+            problem = _json_problem(e, block.body, where)
+            if not block.closed and _ends_inside(block.body, HERMES_CLOSE):
+                problem = f"{where}: the output ends inside </tool_call> (truncated)"
+            elif not block.body.strip():
+                problem = f"{where}: empty call"
         else:
-            body, pos = text[body_start:end], end + len(close_tag)
-        body = body.strip()
-        if not body:
-            out.errors.append(f"{where}: empty call")
+            problem = _hermes_problem(obj, where)
+        if problem:
+            out.errors.append(problem)
             continue
-        got = _decode_at(body, 0, where, out.errors)
-        if got is None:
-            continue
-        obj, stop_at = got
-        if body[stop_at:].strip():
-            out.errors.append(f"{where}: text after the JSON object inside the tag")
-        call = _call_from(obj, where, out.errors)
-        if call:
-            out.calls.append(call)
-    rest = "".join(pieces)
-    if close_tag in rest:
-        out.errors.append("</tool_call> without an opening <tool_call>")
-        rest = rest.replace(close_tag, "")
-    out.content = rest.strip()
+        found.append((where, obj))
+        if not block.closed:
+            out.strict_errors.append(f"{where}: unclosed <tool_call> tag (vLLM accepts a last one unclosed)")
+    if out.errors:
+        out.errors.append(
+            "vLLM's hermes parser returns no calls at all when one <tool_call> fails: "
+            "the whole output becomes content"
+        )
+        out.content = text.strip()
+        return
+    for where, obj in found:
+        _usable(obj["name"], obj["arguments"], where, out)
+    out.content = before.strip()
+    dropped = "".join(after).strip()
+    if dropped:
+        out.strict_errors.append(
+            f"text after the first <tool_call> is dropped by the server: {dropped[:60]!r}"
+        )
 
 
-_LLAMA_START = re.compile(r'\{\s*"name"\s*:')
+# --- llama3_json: {"name": ..., "parameters": {...}}, several joined by "; " (vLLM's Llama3JsonToolParser) --
+
+LLAMA_TAG = "<|python_tag|>"
 
 
 def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
-    tag = "<|python_tag|>"
-    tagged = tag in text
-    body = text.replace(tag, "")
-    stripped = body.lstrip()
-    if stripped.startswith("{"):
-        start = len(body) - len(stripped)
-    else:
-        m = _LLAMA_START.search(body)
-        if not m:
-            out.content = body.strip()
-            if tagged:
-                out.errors.append("<|python_tag|> without a JSON call after it")
-            return
-        start = m.start()
-    content = [body[:start]]
-    pos, n = start, 0
-    while True:
-        n += 1
-        where = f"call #{n}"
-        got = _decode_at(body, pos, where, out.errors)
-        if got is None:
-            break
-        obj, pos = got
-        call = _call_from(obj, where, out.errors, keys=("parameters", "arguments"))
-        if call:
-            out.calls.append(call)
-        m = re.match(r"\s*;\s*", body[pos:])
-        if m and body[pos + m.end() :].lstrip().startswith("{"):
-            pos += m.end()
-            pos += len(body[pos:]) - len(body[pos:].lstrip())
+    # vLLM reads a JSON call at EVERY "{" that is not inside a call already read (one right after a call's
+    # closing "}" counts as inside), and returns no calls at all when any of them fails.
+    if LLAMA_TAG not in text and "{" not in text:
+        out.content = text.strip()
+        return
+    found: list[tuple[str, dict, str]] = []
+    spans: list[tuple[int, int]] = []
+    end, adjacent, problem, i = -1, False, None, 0
+    for m in re.finditer(r"\{", text):
+        i = m.start()
+        if i <= end:
+            adjacent = adjacent or i == end
             continue
-        content.append(body[pos:].lstrip(" ;"))
-        break
-    out.content = "".join(content).strip()
+        where = f"call #{len(found) + 1}"
+        try:
+            obj, end = _DECODER.raw_decode(text, i)
+        except (json.JSONDecodeError, RecursionError) as e:
+            problem = _json_problem(e, text, where)
+            break
+        key = "arguments" if "arguments" in obj else "parameters"
+        if "name" not in obj:
+            problem = f'{where}: a JSON object without "name" at char {i}'
+        elif key not in obj:
+            problem = f'{where}: call {obj["name"]!r} has no "parameters"'
+        elif not isinstance(obj["name"], str):
+            problem = f"{where}: the call's name is not a string"
+        if problem:
+            break
+        found.append((where, obj, key))
+        spans.append((i, end))
+    if problem:
+        # Text that merely holds a "{" (an answer about sets, a JSON example) is content for the server as
+        # for the kit; only a failed call attempt is an error.
+        if found or '"name"' in text[i:] or LLAMA_TAG in text:  # a failed call attempt
+            if adjacent:
+                problem += ' (vLLM skips a "{" right after a call\'s "}": separate calls with "; ")'
+            out.errors += [
+                problem,
+                "vLLM's llama3_json parser returns no calls at all when one fails: the whole output becomes content",
+            ]
+        out.content = text.strip()
+        return
+    if not found:
+        out.content = text.strip()
+        out.errors.append(f"{LLAMA_TAG} without a JSON call after it")
+        return
+    for where, obj, key in found:
+        if key == "arguments" and "parameters" in obj:
+            out.strict_errors.append(
+                f'{where}: gives both "parameters" and "arguments" (vLLM uses "arguments")'
+            )
+        _usable(obj["name"], obj[key], where, out)
+    cuts = [0, *(p for span in spans for p in span), len(text)]
+    beside = [text[cuts[k] : cuts[k + 1]].replace(LLAMA_TAG, "") for k in range(0, len(cuts), 2)]
+    if any(b.strip().strip(";").strip() for b in beside):
+        dropped = " ".join(b.strip() for b in beside if b.strip())
+        out.strict_errors.append(f"text beside the calls is dropped by the server: {dropped[:60]!r}")
 
 
-_MISTRAL_NAME = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*")
+# --- mistral: [TOOL_CALLS] [{"name": ..., "arguments": {...}, "id": ...}] (vLLM's MistralToolParser) -------
+
+MISTRAL_TAG = "[TOOL_CALLS]"
+_MISTRAL_LIST = re.compile(r"\[\{.*\}\]", re.DOTALL)
 
 
 def _parse_mistral(text: str, out: ParsedOutput) -> None:
-    tag = "[TOOL_CALLS]"
-    if tag not in text:
+    # The v3 format the kit's mistral template writes, read as vLLM reads it for a tokenizer without the
+    # [ARGS] token: the first JSON value after [TOOL_CALLS], entries that are not calls skipped.
+    if MISTRAL_TAG not in text:
         out.content = text.strip()
         return
-    parts = text.split(tag)
-    out.content = parts[0].strip()
-    for k, seg in enumerate(parts[1:], 1):
-        where = f"[TOOL_CALLS] #{k}"
-        s = seg.strip()
-        if not s:
-            out.errors.append(f"{where}: nothing after [TOOL_CALLS] (truncated call)")
-            continue
-        if s.startswith("["):  # v3: a JSON list of {"name", "arguments", "id"}
-            got = _decode_at(s, 0, where, out.errors)
-            if got is None:
-                continue
-            arr, stop = got
-            if s[stop:].strip():
-                out.errors.append(f"{where}: text after the call list")
-                out.content = (out.content + " " + s[stop:].strip()).strip()
-            if not isinstance(arr, list):
-                out.errors.append(f"{where}: expected a list of calls")
-                continue
-            for j, obj in enumerate(arr):
-                call = _call_from(obj, f"{where}[{j}]", out.errors)
-                if call:
-                    out.calls.append(call)
-            continue
-        # v11+: name[ARGS]{...} (older v11 writes name{...}); [CALL_ID]id may sit between them.
-        m = _MISTRAL_NAME.match(s)
-        if not m or not m.group(1):
-            out.errors.append(f"{where}: expected a JSON list or a function name after [TOOL_CALLS]")
-            continue
-        name, pos = m.group(1), m.end()
-        if s.startswith("[CALL_ID]", pos):
-            m2 = re.match(r"\[CALL_ID\]\s*[A-Za-z0-9]*\s*", s[pos:])
-            pos += m2.end() if m2 else len("[CALL_ID]")
-        if s.startswith("[ARGS]", pos):
-            pos += len("[ARGS]")
-        while pos < len(s) and s[pos].isspace():
-            pos += 1
-        if pos >= len(s):
-            out.errors.append(f"{where}: call {name!r} has no arguments (truncated call)")
-            continue
-        got = _decode_at(s, pos, where, out.errors)
-        if got is None:
-            continue
-        args, stop = got
-        if s[stop:].strip():
-            out.errors.append(f"{where}: text after the arguments of {name!r}")
-        call = _call_from({"name": name, "arguments": args}, where, out.errors)
-        if call:
-            out.calls.append(call)
+    before, *segments = text.split(MISTRAL_TAG)
+    payloads = [s.strip() for s in segments if s.strip()]
+    payload = payloads[0] if payloads else ""
+    if "[ARGS]" in text and not payload.startswith(("[", "{")):
+        # Only v11+ tokenizers have the [ARGS] token, and vLLM reads name[ARGS]{...} for them.
+        _parse_mistral_v11(text, out)
+        return
+    where = MISTRAL_TAG
+    parsed, problem = None, None
+    if len(payloads) > 1:
+        out.strict_errors.append(f"text after a second {MISTRAL_TAG} is dropped by the server")
+    try:
+        parsed, stop = _DECODER.raw_decode(payload)
+        if payload[stop:].strip():
+            out.strict_errors.append(f"{where}: text after the call list is dropped: {payload[stop:][:60]!r}")
+    except json.JSONDecodeError as e:
+        problem = (
+            _json_problem(e, payload, where) if payload else f"{where}: nothing after it (truncated call)"
+        )
+        found = _MISTRAL_LIST.search(payload)  # vLLM's fallback: the span from the first [{ to the last }]
+        try:
+            parsed = json.loads(found.group(0)) if found else None
+        except (ValueError, RecursionError):
+            parsed = None
+        if parsed is not None:
+            out.strict_errors.append(f"{problem}; vLLM reads the [{{...}}] inside it")
+            problem = None
+    except RecursionError as e:  # vLLM fails the request here (an HTTP 500): no calls either way
+        problem = _json_problem(e, payload, where)
+    items = [parsed] if isinstance(parsed, dict) else parsed if isinstance(parsed, list) else []
+    entries = []
+    for j, item in enumerate(items):
+        if isinstance(item, dict) and ("name" in item or "arguments" in item):
+            entries.append((f"{where}[{j}]", item))
+        else:
+            out.strict_errors.append(f"{where}[{j}]: not a call object; vLLM skips it")
+    if not entries:
+        out.errors.append(problem or f"{where}: no call in the JSON after it")
+        out.content = payload  # what vLLM returns as content then: the text after [TOOL_CALLS]
+        return
+    for w, item in entries:
+        name, args = item.get("name"), item.get("arguments")
+        if args is None:
+            out.strict_errors.append(f"{w}: call {name!r} has no arguments (vLLM sends {{}})")
+            args = {}
+        elif isinstance(args, str):  # vLLM passes a string on as it is: the client decodes it
+            try:
+                decoded = json.loads(args)
+            except (ValueError, RecursionError):
+                decoded = None
+            if isinstance(decoded, dict):
+                out.strict_errors.append(
+                    f"{w}: arguments of {name!r} are a JSON string holding the object (encoded twice); "
+                    "vLLM passes the string on, so the client still reads the object"
+                )
+                args = decoded
+        _usable(name if isinstance(name, str) else "", args, w, out)
+    out.content = before.strip()
+
+
+def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
+    # v11+: [TOOL_CALLS]name[ARGS]{...} per call (older v11: name{...}), read as vLLM's engine reads it:
+    # the name runs to the first [ARGS] or "{" (a [TOOL_CALLS] before that is part of the name), the
+    # arguments run to the next [TOOL_CALLS] (even one inside a string) and are the first JSON value there
+    # (text after it is dropped); no arguments at all are {}. vLLM also coerces argument types by the
+    # request's tool schemas for this format; the kit, which parses without the schemas, does not.
+    first = text.find(MISTRAL_TAG)
+    out.content = _drop_specials(text[:first]).strip()
+    pos, k = first + len(MISTRAL_TAG), 0
+    while True:
+        cuts = [i for i in (text.find("[ARGS]", pos), text.find("{", pos)) if i >= 0]
+        nxt = -1
+        if not cuts:
+            name_raw, args_raw = text[pos:], ""
+        else:
+            name_raw = text[pos : min(cuts)]
+            start = min(cuts) + (len("[ARGS]") if text.startswith("[ARGS]", min(cuts)) else 0)
+            nxt = text.find(MISTRAL_TAG, start)
+            args_raw = text[start : nxt if nxt >= 0 else len(text)]
+        name_raw, args_raw = _drop_specials(name_raw), _drop_specials(args_raw)
+        if name_raw or args_raw:  # vLLM makes no call of an empty [TOOL_CALLS]
+            k += 1
+            _mistral_v11_call(name_raw.strip(), args_raw.strip(), f"{MISTRAL_TAG} #{k}", out)
+        if nxt < 0:
+            break
+        pos = nxt + len(MISTRAL_TAG)
+
+
+def _drop_specials(text: str) -> str:
+    # vLLM's engine finds [TOOL_CALLS], [ARGS] and "{" first, then drops the tokenizer's special tokens
+    # (Mistral's <s>, </s>, <unk>) from the text it keeps.
+    for special in ("<s>", "</s>", "<unk>"):
+        text = text.replace(special, "")
+    return text
+
+
+def _mistral_v11_call(name: str, raw: str, where: str, out: ParsedOutput) -> None:
+    if not raw:
+        out.strict_errors.append(f"{where}: call {name!r} has no arguments (vLLM sends {{}})")
+        _usable(name, {}, where, out)
+        return
+    got = _decode_at(raw, 0, where, out.errors)
+    if got is None:
+        return
+    args, stop = got
+    if raw[stop:].strip():
+        out.strict_errors.append(f"{where}: text after the arguments of {name!r} is dropped by the server")
+    _usable(name, args, where, out)
+
+
+# --- openai: a chat completion, a message or its tool_calls, arguments as a JSON string -----------------
 
 
 def _parse_openai(payload: Any, out: ParsedOutput) -> None:
@@ -848,9 +1002,7 @@ def _parse_openai(payload: Any, out: ParsedOutput) -> None:
                 if raw[stop:].strip():
                     out.errors.append(f"{where}: text after the arguments JSON")
                     continue
-        parsed = _call_from({"name": fn.get("name"), "arguments": args}, where, out.errors)
-        if parsed:
-            out.calls.append(parsed)
+        _usable(fn.get("name"), args, where, out)
 
 
 _PARSERS = {
@@ -863,8 +1015,9 @@ _PARSERS = {
 
 def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
     """Tool calls and content in a model's output written in `fmt` ("hermes", "llama3_json", "mistral",
-    "openai"). Never raises on model output: every problem becomes an entry of `errors`, and `calls` holds
-    the calls that were read cleanly (what the server would return)."""
+    "openai"), as vLLM's parser for that format returns them. Never raises on model output: `calls` are the
+    usable calls a client of the server receives, `errors` why it receives fewer than the model wrote, and
+    `strict_errors` what the kit flags although the server accepts it."""
     fmt = {"qwen2_5": "hermes", "chatml": "hermes", "llama3_1": "llama3_json"}.get(fmt, fmt)
     if fmt not in _PARSERS:
         raise KitError(f"unknown tool-call format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -878,6 +1031,7 @@ def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
                 return out
             _PARSERS[fmt](_strip_end(text), out)
     except Exception as e:  # a parser bug must not crash an evaluation run: report it as a problem
+        out.calls = []
         out.errors.append(f"parser error: {type(e).__name__}: {e}")
     return out
 
@@ -917,8 +1071,11 @@ def verify_roundtrip(
 ) -> int:
     """Parse every rendered assistant turn with the family's parser and compare it with the source turn.
 
-    Raises KitError naming the record and turn when the parse fails or differs (name, arguments or
-    content); returns the number of turns checked.
+    The parse follows vLLM's parser for the family (`parse_tool_calls`): the calls compared are those a
+    client of the server would receive. Raises KitError naming the record and turn when the server would
+    return other calls or content (name, arguments, text), and also when the kit is stricter than the
+    server (an unclosed tag, text the server drops): a training target must be clean. Returns the number
+    of turns checked.
     """
     fam = detect_family(tokenizer, family)
     text, turns = turn_texts(tokenizer, record, fam, chat_template)
@@ -934,7 +1091,14 @@ def verify_roundtrip(
         parsed = parse_tool_calls(piece[:cut], fam.fmt)
         where = f"record {_rid(record)}: messages[{i}] ({fam.name}, parser {fam.fmt})"
         if parsed.errors:
-            raise KitError(f"{where}: the rendered turn does not parse: {'; '.join(parsed.errors)}")
+            raise KitError(
+                f"{where}: vLLM's {fam.vllm_parser} parser would not return these calls: {'; '.join(parsed.errors)}"
+            )
+        if parsed.strict_errors:
+            raise KitError(
+                f"{where}: the rendered turn is not a clean target (vLLM accepts it, the kit does not): "
+                + "; ".join(parsed.strict_errors)
+            )
         want = calls_of(msgs[i])
         if parsed.pairs() != want:
             raise KitError(f"{where}: rendered calls {parsed.pairs()} differ from the source {want}")

@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from ..records import Record, text_of
+from ..templates import hermes_blocks
 from ..validate import BAD_FIELD, MISSING_FIELD, NOT_OBJECT
 from . import CallIds, RowError, decode_arguments, decode_json_field, loads_lenient, normalize_tools
 
@@ -35,7 +36,6 @@ ROLES = {
     "function_call": "assistant",
 }  # fmt: skip
 TOOLS_RE = re.compile(r"<tools>(.*?)</tools>", re.DOTALL)
-CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 RESPONSE_RE = re.compile(r"<tool_response>(.*?)</tool_response>", re.DOTALL)
 
 
@@ -148,16 +148,22 @@ def _merge_tools(tools: Any, more: list) -> Any:
 
 
 def _split_calls(value: str, ids: CallIds, where: str) -> tuple[str | None, list[dict]]:
-    """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them)."""
-    if "<tool_call>" not in value:
+    """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them).
+
+    The tags are cut by the kit's one Hermes reader (templates.hermes_blocks, the one that parses model
+    output as vLLM does). The bodies are read more leniently than a server reads them, because Hermes and
+    Glaive exports need it: Python literals (`{'name': ...}`), a list of calls in one block, `parameters`
+    for `arguments`. That is safe for training data: the chat template writes every call again as strict
+    JSON, and the round trip before training checks it with the server's reading."""
+    before, blocks, after = hermes_blocks(value)
+    if not blocks:
         return value, []
-    blocks = CALL_RE.findall(value)
-    if len(blocks) != value.count("<tool_call>"):
+    if not blocks[-1].closed:
         raise RowError(BAD_FIELD, f"{where}: a <tool_call> is not closed by </tool_call>")
     calls: list[dict] = []
     for k, block in enumerate(blocks):
-        calls.extend(_calls(loads_lenient(block, f"{where}: <tool_call> {k + 1}"), ids, where))
-    content = CALL_RE.sub("", value).strip()
+        calls.extend(_calls(loads_lenient(block.body, f"{where}: <tool_call> {k + 1}"), ids, where))
+    content = (before + "".join(after)).strip()
     return content or None, calls
 
 
