@@ -94,6 +94,8 @@ BASE = {"train": {"max_steps": 5}}
         ({**BASE, "model": {"max_seq_length": 8}}, "model.max_seq_length: must be >= 16"),
         ({**BASE, "model": {"dtype": "fp8"}}, "model.dtype: must be one of"),
         ({**BASE, "lora": {"dropout": 1.5}}, "lora.dropout: must be in [0, 1)"),
+        ({**BASE, "lora": {"top_layers": 0}}, "lora.top_layers: must be >= 1 or null"),
+        ({**BASE, "train": {"max_steps": 5, "eval_limit": 0}}, "train.eval_limit: must be >= 1 or null"),
         ({**BASE, "lora": {"target_modules": []}}, "lora.target_modules: must be a non-empty list"),
         ({**BASE, "lora": {"target_modules": "everything"}}, "lora.target_modules: must be 'all-linear'"),
         ({**BASE, "backend": "jax"}, "backend: must be one of auto, unsloth, hf"),
