@@ -70,7 +70,7 @@ train: $(STAMP)
 # All five stages on the embedded default: SmolLM2-135M-Instruct on CPU, synthetic demo data.
 demo: $(STAMP)
 	mkdir -p $(EXECUTED)
-	@date +%s > $(EXECUTED)/.demo_started
+	@$(BIN)/python -c 'import time; print(time.time())' > $(EXECUTED)/.demo_started
 	for nb in $(NOTEBOOKS) notebooks/04_merge.ipynb; do \
 	  $(BIN)/papermill -k python3 --cwd . $$nb $(EXECUTED)/$$(basename $$nb) -p config $(CONFIG) \
 	    -y "overrides: {output.overwrite: true}" || exit 1; \

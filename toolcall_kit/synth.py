@@ -1,10 +1,13 @@
 """Synthetic tool-calling conversations: `toolcall-kit synth`.
 
-    toolcall-kit synth --out data/demo/train.jsonl --n 1200 --seed 0 --split train
+    toolcall-kit synth --out data/demo/train.jsonl --n 1500 --seed 0 --split train --mix no_call=0.06,decline=0.08,parallel=0.06,multi_step=0.1,session=0.6
+    toolcall-kit synth --out data/demo/dev.jsonl --n 150 --seed 2 --split dev
     toolcall-kit synth --out data/demo/eval.jsonl --n 150 --seed 1 --split eval
 
-(the two commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce
-them byte for byte).
+(the commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce them
+byte for byte). The train mix is mostly sessions (several requests under one offered tool set): the tool
+schemas are most of every example's tokens, and a session trains 4-5 answers on them instead of one
+(benchmarks/demo_experiments.md). dev is for choosing settings; eval is scored by `make demo`.
 
 Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with
 `kind` set (single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the
@@ -63,8 +66,8 @@ DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 
 # declines). The tool schemas are most of an example's tokens; several trained answers share them, so a
 # session teaches 2-4x more per token, and it teaches to answer the latest request, not the first.
 SESSION = "session"
-SESSION_TURNS = (2, 14)  # requests per session
-SESSION_CHARS = 4500  # characters of messages (JSON) after which a session takes no further request
+SESSION_TURNS = (2, 10)  # requests per session
+SESSION_CHARS = 2600  # characters of messages (JSON) after which a session takes no further request
 MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
             "session": SESSION}  # fmt: skip
 SPLITS = ("all", "train", "dev", "eval")
