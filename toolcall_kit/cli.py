@@ -1,7 +1,8 @@
 """`toolcall-kit <verb>`: parses arguments and calls one library function per verb.
 
 Heavy imports (torch, transformers) happen inside the verb that needs them, so `prepare` and `score`
-start fast. A `KitError` is printed as one line and exits 2; anything else is a bug and keeps its traceback.
+start fast. A `KitError` is printed as one line and exits 2, and so is an operating-system error (a full disk,
+a path that cannot be written) that no verb anticipated; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -362,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (full, read-only, not a folder): the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 

@@ -111,6 +111,9 @@ class LoraConfig:
             raise _fail(f"{key}.bias", f"must be one of {', '.join(LORA_BIAS)}, got {self.bias!r}")
 
 
+MAX_LEARNING_RATE = 1.0
+
+
 @dataclass
 class TrainConfig:
     # Examples per device per forward pass; the effective batch is batch_size x grad_accum x processes.
@@ -155,8 +158,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise _fail(f"{key}.{name}", f"must be >= 1 or null, got {v}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise _fail(f"{key}.learning_rate", f"must be > 0, got {self.learning_rate}")
+        # Above 1 every update overshoots (LoRA learning rates are ~1e-5 to 1e-2); 1e12 "trained" to NaN-free noise.
+        if not (0 < self.learning_rate <= MAX_LEARNING_RATE and math.isfinite(self.learning_rate)):
+            raise _fail(f"{key}.learning_rate", f"must be > 0 and <= {MAX_LEARNING_RATE}, got {self.learning_rate}")
         if self.epochs is None and self.max_steps is None:
             raise _fail(f"{key}.epochs", "set train.epochs or train.max_steps (both are unset)")
         if self.epochs is not None and not self.epochs > 0:

@@ -295,3 +295,15 @@ def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 def read_text_input(path: str | os.PathLike) -> str:
     """The whole of a UTF-8 text input (a catalog, a config) with the same errors as `iter_text_lines`."""
     return "".join(text for _, text in iter_text_lines(path))
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON Lines input the kit reads as it is
+    (canonical records, predictions); a line that is not JSON is a DataError naming it."""
+    for n, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except (ValueError, RecursionError) as e:
+            raise DataError(path, n, f"invalid JSON: {getattr(e, 'msg', e)}") from None
