@@ -1297,7 +1297,7 @@ def evaluate(
     else:
         from .templates import detect_family
 
-        with loading("model", model or adapter):
+        with loading("model", f"{model}{f' with adapter {adapter}' if adapter else ''}"):
             mdl, tok = load_for_eval(model, adapter)
         family = detect_family(tok)
         fmt = fmt or family.fmt

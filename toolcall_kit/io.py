@@ -78,7 +78,13 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise KitError(f"{what} {path} exists and is not a folder")
+    existed = path.exists()
     check_writable_file(path / "probe", what)
+    if not existed:
+        try:
+            path.rmdir()  # made only to probe: the verb makes it again when it writes
+        except OSError:
+            pass
 
 
 def write_text(path, text: str) -> None:
