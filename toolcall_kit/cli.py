@@ -252,7 +252,8 @@ def _train(args) -> int:
     from .config import load_config
     from .train import load_run_config, summary, train
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: the handler writes to the stderr of this call (a second in-process call gets its own).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"backend={args.backend}")
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, whatever a library said
         return 2
     except OSError as e:  # the file system said no (full, read-only, not a folder): the user's to fix
         where = f"{e.filename}: " if e.filename else ""

@@ -413,6 +413,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] 
                 raise _unknown(section, list(SECTIONS) + list(TOP_LEVEL))
             if data.get(section) is None:
                 data[section] = {}
+            if not isinstance(data[section], dict):
+                raise _fail(section, f"must be a mapping of keys, got {type(data[section]).__name__}")
             data[section][name] = value
         else:
             raise _fail(key, "too many dots: keys look like section.key")
@@ -428,10 +430,12 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] |
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise KitError(f"{path}: cannot read config ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise KitError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         try:
             data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise KitError(f"{path}: not valid YAML ({e})") from None
+        except (yaml.YAMLError, RecursionError) as e:
+            raise KitError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(data, dict):
             raise KitError(f"{path}: a config is a mapping of sections (model, lora, train, data, output)")
     data = apply_overrides(data, overrides)
