@@ -630,3 +630,26 @@ def test_gzip_input_still_reads_by_name(tmp_path):
     gz = tmp_path / "raw.jsonl.gz"
     gz.write_bytes(gzip.compress(raw.read_bytes()))
     assert prepare([gz], tmp_path / "out")["kept"] == 10
+
+
+def test_parquet_says_when_it_cannot_keep_null_arguments(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from toolcall_kit.prepare import prepare
+
+    def row(args):
+        rec = record("Paris", args=args)
+        rec["tools"] = json.dumps(rec["tools"])
+        return rec
+
+    as_struct = tmp_path / "struct.parquet"
+    pq.write_table(pa.Table.from_pylist([row({"city": "Paris", "unit": None})]), as_struct)
+    report = prepare([as_struct], tmp_path / "a", eval_fraction=0)
+    assert any("explicit null" in w for w in report["warnings"])
+    as_json = tmp_path / "json.parquet"  # arguments as a JSON string: the null survives
+    pq.write_table(pa.Table.from_pylist([row(json.dumps({"city": "Paris", "unit": None}))]), as_json)
+    report = prepare([as_json], tmp_path / "b", eval_fraction=0)
+    assert not any("explicit null" in w for w in report["warnings"])
+    kept = json.loads((tmp_path / "b" / "train.jsonl").read_text())
+    assert kept["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris", "unit": None}

@@ -83,6 +83,8 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     for name, info in files.items():
         if not info["rows"]:
             warnings.append(f"{name}: no rows")
+        if info.get("warning"):
+            warnings.append(f"{name}: {info['warning']}")
     ids: set[str] = set()
     renamed: list[str] = []
     for rec in kept:

@@ -304,12 +304,28 @@ def _iter_json_text(path: Path, f, suffix: str) -> Iterator[tuple[int, str | Non
     yield from _iter_jsonl(io.BytesIO(data))
 
 
-def _iter_parquet(path: Path, source=None) -> Iterator[tuple[int, str | None, Any]]:
+def _struct_arguments(t) -> bool:
+    """True if an Arrow type holds a field `arguments` stored as a struct (keys unified across rows)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return any((f.name == "arguments" and pa.types.is_struct(f.type)) or _struct_arguments(f.type) for f in t)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _struct_arguments(t.value_type)
+    return False
+
+
+def _iter_parquet(path: Path, source=None, info: dict | None = None) -> Iterator[tuple[int, str | None, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(source if source is not None else path)
+        if info is not None and any(_struct_arguments(f.type) for f in pf.schema_arrow):
+            info["warning"] = (
+                "call arguments are Arrow structs, whose keys are unified across rows: an explicit null cannot be "
+                "told from an absent key, so null arguments were dropped; store arguments as JSON strings to keep them"
+            )
         batches = pf.iter_batches(batch_size=4096)
         n = 0
         for batch in batches:
@@ -320,8 +336,9 @@ def _iter_parquet(path: Path, source=None) -> Iterator[tuple[int, str | None, An
         raise DataError(path, None, f"not a readable Parquet file: {e}") from None
 
 
-def parsed_items(path: str | Path) -> Iterator[tuple[int, str | None, Any]]:
-    """(line, raw text or None, parsed value or Problem) for every row of a file, whatever its container."""
+def parsed_items(path: str | Path, info: dict | None = None) -> Iterator[tuple[int, str | None, Any]]:
+    """(line, raw text or None, parsed value or Problem) for every row of a file, whatever its container.
+    `info`, if given, receives a `warning` about what the container cannot carry (Parquet struct nulls)."""
     path = Path(path)
     f, gzipped, head = _open_binary(path)
     suffix = _inner_suffix(path, gzipped)
@@ -333,7 +350,7 @@ def parsed_items(path: str | Path) -> Iterator[tuple[int, str | None, Any]]:
                 # Parquet reads its footer first: a regular file by name, a pipe read whole into memory.
                 source = None if str(path) != kit_io.STDIN and path.is_file() else io.BytesIO(f.read())
                 f.close()
-                yield from _iter_parquet(path, source)
+                yield from _iter_parquet(path, source, info)
                 return
             peek, f = _sniff(f, 64)
             # The name decides where it says: .jsonl is lines even if one starts with `[`; .json may be either.
@@ -424,7 +441,7 @@ def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> 
     """Every row of one file as a `Row`. `info`, if given, receives `format` and `how` (what auto chose)."""
     if fmt != "auto":
         convert = converter(fmt)  # fail on a bad name before the file is opened
-    items = parsed_items(path)
+    items = parsed_items(path, info)
     how = f"given: --format {fmt}"
     if fmt == "auto":
         sample = list(itertools.islice(items, SAMPLE_ROWS))
