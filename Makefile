@@ -12,8 +12,8 @@ STAMP  := $(VENV)/.toolcall-kit-installed
 VLLM_SITE  ?= .vllm-site
 VLLM_STAMP := $(VLLM_SITE)/.installed
 CONFIG ?= configs/demo_cpu.yaml
-# Held-out examples the demo evaluates, base and fine-tuned (CPU generation: about 3-4 s an example).
-EVAL_LIMIT ?= 60
+# Held-out examples the demo evaluates, base and fine-tuned (empty: all of them, every assistant turn).
+EVAL_LIMIT ?=
 
 # glibc malloc settings that made CPU training about 2x faster here (fewer page faults on big tensors).
 # CPU only: not exported in the GPU image (USE_SYSTEM_PYTHON), where they would only hold host memory.
@@ -70,13 +70,16 @@ train: $(STAMP)
 # All five stages on the embedded default: SmolLM2-135M-Instruct on CPU, synthetic demo data.
 demo: $(STAMP)
 	mkdir -p $(EXECUTED)
+	@$(BIN)/python -c 'import time; print(time.time())' > $(EXECUTED)/.demo_started
 	for nb in $(NOTEBOOKS) notebooks/04_merge.ipynb; do \
 	  $(BIN)/papermill -k python3 --cwd . $$nb $(EXECUTED)/$$(basename $$nb) -p config $(CONFIG) \
 	    -y "overrides: {output.overwrite: true}" || exit 1; \
 	done
 	$(BIN)/papermill -k python3 --cwd . notebooks/05_evaluate.ipynb $(EXECUTED)/05_evaluate.ipynb \
-	  -p config $(CONFIG) -p eval_limit $(EVAL_LIMIT)
-	@echo "demo finished: see $$( $(BIN)/python -c 'from toolcall_kit.pipeline import load; print(load("$(CONFIG)").run_dir)' )"
+	  -p config $(CONFIG) $(if $(EVAL_LIMIT),-p eval_limit $(EVAL_LIMIT))
+	@$(BIN)/python -c 'from toolcall_kit.pipeline import demo_report, format_demo_report, load; \
+	  print(format_demo_report(demo_report("$(CONFIG)", float(open("$(EXECUTED)/.demo_started").read())))); \
+	  print("demo finished: see", load("$(CONFIG)").run_dir, "(stages/demo.json)")'
 
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q

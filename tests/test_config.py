@@ -68,9 +68,10 @@ def test_demo_config_is_cpu_sized():
     cfg = load_config(ROOT / "configs" / "demo_cpu.yaml")
     assert cfg.model.name == "packaged:smollm2-135m-instruct"
     assert cfg.backend in ("auto", "hf") and not cfg.model.load_in_4bit
-    assert cfg.lora.r == 16 and cfg.lora.target_modules == "all-linear"
-    assert 60 <= cfg.train.max_steps <= 130 and cfg.train.batch_size == 4
-    assert cfg.train.learning_rate == 1e-3
+    assert cfg.lora.r == 16 and cfg.lora.target_modules == "all-linear" and cfg.lora.top_layers == 15
+    # About 8 minutes of training on 2 cores (benchmarks/demo_experiments.md): steps x batch bounded.
+    assert 60 <= cfg.train.max_steps * cfg.train.batch_size <= 260 and cfg.train.group_by_length
+    assert cfg.train.eval_limit and cfg.train.eval_limit <= 50 and not cfg.train.eval_steps
 
 
 BASE = {"train": {"max_steps": 5}}
@@ -94,6 +95,8 @@ BASE = {"train": {"max_steps": 5}}
         ({**BASE, "model": {"max_seq_length": 8}}, "model.max_seq_length: must be >= 16"),
         ({**BASE, "model": {"dtype": "fp8"}}, "model.dtype: must be one of"),
         ({**BASE, "lora": {"dropout": 1.5}}, "lora.dropout: must be in [0, 1)"),
+        ({**BASE, "lora": {"top_layers": 0}}, "lora.top_layers: must be >= 1 or null"),
+        ({**BASE, "train": {"max_steps": 5, "eval_limit": 0}}, "train.eval_limit: must be >= 1 or null"),
         ({**BASE, "lora": {"target_modules": []}}, "lora.target_modules: must be a non-empty list"),
         ({**BASE, "lora": {"target_modules": "everything"}}, "lora.target_modules: must be 'all-linear'"),
         ({**BASE, "backend": "jax"}, "backend: must be one of auto, unsloth, hf"),
@@ -166,14 +169,16 @@ def test_sft_mapping_is_explicit_and_cpu_safe(tmp_path):
     assert kw["bf16"] is False and kw["fp16"] is False and kw["use_cpu"] is True
     assert kw["gradient_checkpointing"] is False
     assert kw["max_length"] == cfg.model.max_seq_length
-    assert kw["per_device_train_batch_size"] == 4 and kw["learning_rate"] == 1e-3
+    assert kw["per_device_train_batch_size"] == cfg.train.batch_size == 2 and kw["learning_rate"] == 2e-3
+    assert kw["train_sampling_strategy"] == "group_by_length"
     assert kw["max_steps"] == cfg.train.max_steps and kw["lr_scheduler_type"] == "cosine"
-    assert kw["eval_strategy"] == "steps" and kw["save_strategy"] == "steps"
+    # The demo computes its eval loss once, at the end (train.eval_steps null), and checkpoints.
+    assert kw["eval_strategy"] == "no" and kw["save_strategy"] == "steps"
     # The mapping is accepted by TRL's SFTConfig as is.
     from trl import SFTConfig
 
     args = SFTConfig(**kw)
-    assert args.bf16 is False and args.learning_rate == 1e-3 and args.max_length == cfg.model.max_seq_length
+    assert args.bf16 is False and args.learning_rate == 2e-3 and args.max_length == cfg.model.max_seq_length
 
 
 def test_mixed_precision_rules():

@@ -372,6 +372,41 @@ def test_eval_with_adapter_matches_base(tmp_path):
     assert r_base["metrics"] == r_adapter["metrics"]
 
 
+def test_cached_generations_are_reused_only_for_the_same_model_prompts_and_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLCALL_KIT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = E.generate_batched
+
+    def counting(*a, **kw):
+        calls.append(len(a[2]))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(E, "generate_batched", counting)
+    quiet = lambda msg: None  # noqa: E731
+    kw = dict(model="tiny:qwen2", data=str(DATA), max_new_tokens=6, limit=2, log=quiet, cache=True)
+    first = E.evaluate(tmp_path / "a", **kw)
+    second = E.evaluate(tmp_path / "b", **kw)
+    assert len(calls) == 1 and first["source"]["cached_generations"] is False
+    assert second["source"]["cached_generations"] is True and second["metrics"] == first["metrics"]
+    preds = [(tmp_path / d / "predictions.jsonl").read_text() for d in ("a", "b")]
+    assert preds[0] == preds[1]
+    E.evaluate(tmp_path / "c", **{**kw, "max_new_tokens": 7})  # other settings: generated again
+    E.evaluate(tmp_path / "d", **{**kw, "limit": 3})  # other prompts: generated again
+    E.evaluate(tmp_path / "e", **{**kw, "cache": False})  # caching off
+    assert len(calls) == 4
+    # A changed model file (same name) is a different model.
+    from toolcall_kit.models import resolve_model
+
+    cfg = Path(resolve_model("tiny:qwen2")) / "generation_config.json"
+    before = cfg.read_text() if cfg.exists() else None
+    try:
+        cfg.write_text(json.dumps({**(json.loads(before) if before else {}), "kit_test_marker": 1}))
+        E.evaluate(tmp_path / "f", **kw)
+    finally:
+        cfg.write_text(before) if before is not None else cfg.unlink()
+    assert len(calls) == 5
+
+
 # The tiny caller answers every prompt with get_weather(city="Paris"). By hand, on the 8 cases:
 # right only ev-1; selection right for ev-1, ev-2 (same tool, one call short), ev-5#2 (Paris for Berlin);
 # over-triggered ev-3, ev-4, ev-5#3; wrong tool ev-5, ev-6 (ev-6 does not even declare get_weather).

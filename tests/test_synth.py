@@ -178,9 +178,10 @@ def test_mix_rounding_reconciles_to_n():
         "declined": 10,
         "parallel_calls": 15,
         "multi_step": 15,
+        "session": 0,
     }
     assert S.mix_counts(10, S.parse_mix("no_call=1,decline=0,parallel=0,multi_step=0")) == {
-        "single_call": 0, "no_call": 10, "declined": 0, "parallel_calls": 0, "multi_step": 0}  # fmt: skip
+        "single_call": 0, "no_call": 10, "declined": 0, "parallel_calls": 0, "multi_step": 0, "session": 0}  # fmt: skip
 
 
 def test_bad_mix_is_rejected_naming_the_key(capsys):
@@ -215,7 +216,54 @@ def test_eval_templates_and_values_are_held_out():
     assert cities(train) and cities(evl) and not (cities(train) & cities(evl))
 
 
-def test_split_by_template_never_leaks():
+def test_dev_split_is_disjoint_from_eval_and_held_out_from_train():
+    train, _ = S.generate(600, seed=0, split="train")
+    dev, _ = S.generate(200, seed=2, split="dev")
+    evl, _ = S.generate(200, seed=1, split="eval")
+    ids = {name: {t for r in rs for t in r["template_ids"]} for name, rs in (("train", train), ("dev", dev), ("eval", evl))}
+    assert not (ids["dev"] & ids["eval"]) and not (ids["train"] & ids["eval"])
+    # Groups of at least 3 phrasings give dev a share of its own; smaller ones lend dev their train share.
+    sizes = Counter(t.rpartition("/")[0] for t in ids["train"] | ids["dev"] | ids["eval"])
+    shared = ids["dev"] & ids["train"]
+    assert len(shared) < len(ids["dev"]) / 4, sorted(shared)
+    for group in {t.rpartition("/")[0] for t in shared}:
+        assert len(si.on_side(f"tpl:{group}", 99, 0.2, 0, "dev")) > 0  # the helper itself gives dev a share
+        assert sizes[group] <= 3 or group.startswith("par."), group
+    vals = {name: {c["function"]["arguments"].get("location") for r in rs for c in _calls(r)
+                   if c["function"]["name"] == "get_weather"} - {None}
+            for name, rs in (("train", train), ("dev", dev), ("eval", evl))}  # fmt: skip
+    assert vals["dev"] and not (vals["dev"] & vals["eval"]) and not (vals["dev"] & vals["train"])
+
+
+def test_on_side_partitions_every_group():
+    for size in (1, 2, 3, 5, 12, 40):
+        tr, dv, ev = (set(si.on_side("tpl:x", size, 0.2, 0, side)) for side in ("train", "dev", "eval"))
+        assert not (tr & ev) and not (dv & ev)
+        assert tr | ev == set(range(size)) if size < 3 else tr | dv | ev == set(range(size))
+        if size >= 5:
+            assert dv and not (dv & tr)
+
+
+def test_sessions_ask_several_things_under_one_tool_set():
+    records, report = S.generate(300, seed=5, split="train", mix={"session": 0.4})
+    assert report["sessions"] == 120 and len(records) == 300
+    assert sum(sum(m["role"] == "user" for m in r["messages"]) >= 2 for r in records) >= 120
+    offered_names = lambda r: {t["function"]["name"] for t in r["tools"]}  # noqa: E731
+    declines = 0
+    for r in records:
+        assert not validate_record(r)
+        msgs = r["messages"]
+        for i, m in enumerate(msgs):
+            for c in m.get("tool_calls") or []:
+                assert c["function"]["name"] in offered_names(r)
+            # A call is answered by its results before the user speaks again.
+            if m.get("tool_calls") and i + 1 < len(msgs):
+                assert msgs[i + 1]["role"] == "tool", r["id"]
+        declines += sum(
+            1 for m in msgs if m["role"] == "assistant" and m.get("content") and "tool" in m["content"].lower()
+        )
+    assert declines > 20
+
     records, _ = S.generate(400, seed=2)
     train, evl, dropped = S.split_by_template(records, 0.2)
     assert len(train) + len(evl) + dropped == 400 and train and evl
@@ -226,7 +274,7 @@ def test_shipped_demo_files_reproduce_from_the_documented_commands(tmp_path):
     commands = [
         line.strip() for line in S.__doc__.splitlines() if line.strip().startswith("toolcall-kit synth")
     ]
-    assert len(commands) == 2
+    assert len(commands) == 3
     for cmd in commands:
         argv = shlex.split(cmd)[1:]
         shipped = ROOT / argv[argv.index("--out") + 1]
@@ -236,7 +284,7 @@ def test_shipped_demo_files_reproduce_from_the_documented_commands(tmp_path):
             f"{shipped} is stale: rerun `{cmd}`"
         )
     train, evl = read_jsonl(ROOT / "data/demo/train.jsonl"), read_jsonl(ROOT / "data/demo/eval.jsonl")
-    assert 1000 <= len(train) <= 1500 and 120 <= len(evl) <= 200
+    assert 1000 <= len(train) <= 2000 and 120 <= len(evl) <= 200
     assert not ({t for r in train for t in r["template_ids"]} & {t for r in evl for t in r["template_ids"]})
 
 

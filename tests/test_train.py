@@ -187,6 +187,24 @@ def test_hf_backend_loss_fell_and_adapter_changed(hf_run):
     assert 0 < result["real_token_fraction"] <= 1 and 0 < result["trained_token_fraction"] < 1
 
 
+def test_top_layers_adapts_only_the_top_layers_and_length_grouping_pads_less(tmp_path, data):
+    from toolcall_kit.train import train
+
+    cfg = cfg_for(tmp_path, data, **{"lora.top_layers": 1, "train.group_by_length": True, "train.eval_steps": None,
+                                     "train.save_steps": None, "data.eval": None, "train.max_steps": 6})  # fmt: skip
+    result = train(cfg)
+    tensors = adapter_tensors(Path(result["run_dir"]) / "adapter")
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in tensors}
+    assert layers == {1}, sorted(tensors)  # tiny:llama has 2 layers: only the top one is adapted
+    assert result["cpu_threads"] >= 1
+    random_order = train(cfg_for(tmp_path, data, **{"output.name": "random", "train.eval_steps": None,
+                                                     "train.save_steps": None, "data.eval": None,
+                                                     "train.max_steps": 6}))  # fmt: skip
+    assert result["real_token_fraction"] > random_order["real_token_fraction"]
+    with pytest.raises(KitError, match="lora.top_layers"):
+        train(cfg_for(tmp_path, data, **{"output.name": "deep", "lora.top_layers": 3}))
+
+
 def test_rows_log_lists_every_example_once_per_epoch(hf_run):
     _, result = hf_run
     steps = [

@@ -967,7 +967,71 @@ def generate_batched(
     return out
 
 
-def load_for_eval(model_name: str | None, adapter: str | None = None):
+def _generations_dir() -> Path:
+    from .models import cache_root
+
+    return cache_root().parent / "generations"
+
+
+def _folder_digest(h, folder: Path) -> bool:
+    """Feed every file of a model or adapter folder into `h`; False for a hub id (nothing local to hash)."""
+    if not folder.is_dir():
+        return False
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return True
+
+
+def generation_key(model, adapter: str | None, prompts: Sequence[str], settings: dict) -> str | None:
+    """A fingerprint of everything that decides the generated texts, or None when the model is not a local
+    folder (a hub id can change under the same name)."""
+    import hashlib
+
+    import torch
+    import transformers
+
+    h = hashlib.sha256()
+    base = getattr(model, "get_base_model", lambda: model)()
+    if not _folder_digest(h, Path(str(base.name_or_path))):
+        return None
+    if adapter is not None and not _folder_digest(h, Path(adapter)):
+        return None
+    h.update(json.dumps([list(prompts), settings, torch.__version__, transformers.__version__]).encode())
+    return h.hexdigest()
+
+
+def read_cached_generations(key: str | None) -> list[str] | None:
+    if key is None:
+        return None
+    f = _generations_dir() / f"{key}.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))["texts"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_cached_generations(key: str | None, texts: list[str]) -> None:
+    from .io import write_json
+
+    if key is not None:
+        write_json(_generations_dir() / f"{key}.json", {"texts": texts})
+
+
+def eval_dtype(device: str):
+    """Generation dtype: bf16 on a CPU with native bf16 (AMX / avx512_bf16: faster greedy decoding of the same
+    weights), float32 on other CPUs, the checkpoint's own ("auto") on a GPU."""
+    import torch
+
+    if not device.startswith("cpu"):
+        return "auto"
+    native = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.bfloat16 if any(f() for f in native if f is not None) else torch.float32
+
+
+def load_for_eval(model_name: str | None, adapter: str | None = None, dtype: str | None = None):
     """(model, tokenizer) for evaluation: a base or merged model, optionally with a LoRA adapter on top.
     With only `adapter`, the base named in its adapter_config.json is used."""
     from .models import load_model_and_tokenizer
@@ -981,7 +1045,11 @@ def load_for_eval(model_name: str | None, adapter: str | None = None):
         model_name = json.loads(cfg.read_text())["base_model_name_or_path"]
     if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
         raise KitError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
-    model, tokenizer = load_model_and_tokenizer(model_name)  # on the GPU when there is one
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # On the GPU when there is one.
+    model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or eval_dtype(device), device=device)
     if adapter is not None:
         from peft import PeftModel
 
@@ -1276,8 +1344,15 @@ def evaluate(
     fmt: str | None = None,
     turns: str = "all",
     log: Callable[[str], None] = print,
+    dtype: str | None = None,
+    cache: bool = False,
 ) -> dict:
-    """`toolcall-kit eval`: predict every case (in process or from an endpoint), score, write the run folder."""
+    """`toolcall-kit eval`: predict every case (in process or from an endpoint), score, write the run folder.
+
+    `dtype`: the weights' dtype for in-process generation (None: bfloat16 on a CPU with native bf16, else
+    float32; the checkpoint's own on a GPU). `cache`: reuse the generated texts of an earlier identical run
+    (same model files, adapter files, rendered prompts, settings and library versions; see `generation_key`);
+    they are scored afresh every time, so a changed scorer is never hidden."""
     from .io import check_writable_dir
 
     check_writable_dir(out, "--out")  # before the generation, not after it
@@ -1298,18 +1373,32 @@ def evaluate(
         from .templates import detect_family
 
         with loading("model", f"{model}{f' with adapter {adapter}' if adapter else ''}"):
-            mdl, tok = load_for_eval(model, adapter)
+            mdl, tok = load_for_eval(model, adapter, dtype=dtype)
         family = detect_family(tok)
         fmt = fmt or family.fmt
         prompts = render_prompts(tok, cases, family)
+        settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": str(mdl.dtype)}
+        key = generation_key(mdl, adapter, prompts, settings) if cache else None
+        texts = read_cached_generations(key)
+        hit = texts is not None
         log(
-            f"eval: {len(cases)} cases, family {family.name}, batch {batch_size}, up to {max_new_tokens} new tokens"
+            f"eval: {len(cases)} cases, family {family.name}, batch {batch_size}, up to {max_new_tokens} new tokens, "
+            f"{str(mdl.dtype).removeprefix('torch.')}" + (" (cached generations)" if hit else "")
         )
-        texts = generate_batched(
-            mdl, tok, prompts, batch_size, max_new_tokens, progress=lambda d, n: log(f"  generated {d}/{n}")
-        )
+        if texts is None:
+            texts = generate_batched(
+                mdl, tok, prompts, batch_size, max_new_tokens, progress=lambda d, n: log(f"  generated {d}/{n}")
+            )
+            write_cached_generations(key, texts)
         preds_list = [parse_output(t, fmt) for t in texts]
-        source.update(model=model, adapter=adapter, family=family.name, batch_size=batch_size)
+        source.update(
+            model=model,
+            adapter=adapter,
+            family=family.name,
+            batch_size=batch_size,
+            dtype=str(mdl.dtype).removeprefix("torch."),
+            cached_generations=hit,
+        )
     seconds = time.perf_counter() - t0
     source.update(format=fmt, turns=turns, max_new_tokens=max_new_tokens)
     preds = {c.id: p for c, p in zip(cases, preds_list, strict=True)}

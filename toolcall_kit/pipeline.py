@@ -18,6 +18,7 @@ at those files, so a notebook run alone after stage 1 trains on exactly what sta
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def record(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
     """Write a stage's result (atomically) where the tests and the next stages read it; the stage
     functions below only compute, so the notebooks' last cell and `run_all` decide what is recorded."""
     path = stage_file(cfg, stage)
-    io.write_json(path, result)
+    # Wall-clock time of recording (Unix seconds): `demo_report` turns these into per-stage durations.
+    io.write_json(path, {**result, "recorded_at": round(time.time(), 2)})
     return path
 
 
@@ -186,9 +188,13 @@ def merge_stage(cfg: RunConfig, dtype: str | None = None) -> dict[str, Any]:
 
 
 def evaluate_stage(
-    cfg: RunConfig, limit: int | None = None, batch_size: int = 8, max_new_tokens: int = 160, base: bool = True
+    cfg: RunConfig, limit: int | None = None, batch_size: int = 16, max_new_tokens: int = 160, base: bool = True
 ) -> dict[str, Any]:
-    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's."""
+    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's.
+
+    The base model's generations are cached by the fingerprint of its files, the rendered prompts and the
+    settings (`evaluate.generation_key`): a second run on the same data skips generating them again (and
+    says so in its report's source); the fine-tuned model is always generated afresh."""
     from .evaluate import compare, evaluate
 
     _check_prepared(cfg)
@@ -200,9 +206,55 @@ def evaluate_stage(
     common = dict(data=cfg.data.eval, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
     result: dict[str, Any] = {"tuned": evaluate(cfg.run_dir / "eval", model=str(merged), **common)}
     if base:
-        result["base"] = evaluate(cfg.run_dir / "eval_base", model=cfg.model.name, **common)
+        result["base"] = evaluate(cfg.run_dir / "eval_base", model=cfg.model.name, cache=True, **common)
         result["compare"] = compare(cfg.run_dir / "eval_base", cfg.run_dir / "eval")
     return result
+
+
+HEADLINE = ("tool_selection", "arguments_ast", "no_call", "valid_output", "accuracy")
+
+
+def demo_report(config: str | Path, started: float, overrides: list[str] | dict | None = None) -> dict[str, Any]:
+    """After `make demo`: wall time per stage (between the stage files' `recorded_at`, the first from
+    `started`, Unix seconds) and in all, and the headline metrics of both models; written to
+    `stages/demo.json` and returned."""
+    cfg = load(config, overrides)
+    stages, last = {}, started
+    for stage in STAGES:
+        rec = recorded(cfg, stage)
+        if rec is None or "recorded_at" not in rec:
+            continue
+        stages[stage] = round(rec["recorded_at"] - last, 1)
+        last = rec["recorded_at"]
+    out: dict[str, Any] = {"wall_seconds": round(time.time() - started, 1), "stage_seconds": stages}
+    ev = recorded(cfg, "evaluate") or {}
+    for side in ("tuned", "base"):
+        if side in ev:
+            m = ev[side]["metrics"]
+            out[side] = {k: m[k]["rate"] for k in HEADLINE if k in m}
+            out[side]["cases"] = ev[side]["n_cases"]
+            out[side]["eval_seconds"] = ev[side]["timing"]["seconds"]
+    if "tuned" in ev:
+        out["meets_targets"] = ev["tuned"]["meets_targets"]
+    train = recorded(cfg, "train") or {}
+    for k in ("train_seconds", "tokens_per_s", "steps", "peak_rss_gib", "cpu_threads"):
+        if k in train:
+            out.setdefault("train", {})[k] = train[k]
+    io.write_json(cfg.run_dir / "stages" / "demo.json", out)
+    return out
+
+
+def format_demo_report(rep: dict[str, Any]) -> str:
+    lines = [f"demo: {rep['wall_seconds'] / 60:.1f} min in all; "
+             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in rep["stage_seconds"].items())]  # fmt: skip
+    for side in ("base", "tuned"):
+        if side in rep:
+            m = rep[side]
+            lines.append(
+                f"{side:5s}: " + ", ".join(f"{k} {100 * m[k]:.1f}%" for k in HEADLINE if m.get(k) is not None)
+                + f" ({m['cases']} cases)"
+            )
+    return "\n".join(lines)
 
 
 def run_all(

@@ -1,10 +1,13 @@
 """Synthetic tool-calling conversations: `toolcall-kit synth`.
 
-    toolcall-kit synth --out data/demo/train.jsonl --n 1200 --seed 0 --split train
+    toolcall-kit synth --out data/demo/train.jsonl --n 1500 --seed 0 --split train --mix no_call=0.06,decline=0.08,parallel=0.06,multi_step=0.1,session=0.6
+    toolcall-kit synth --out data/demo/dev.jsonl --n 150 --seed 2 --split dev
     toolcall-kit synth --out data/demo/eval.jsonl --n 150 --seed 1 --split eval
 
-(the two commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce
-them byte for byte).
+(the commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce them
+byte for byte). The train mix is mostly sessions (several requests under one offered tool set): the tool
+schemas are most of every example's tokens, and a session trains 4-5 answers on them instead of one
+(benchmarks/demo_experiments.md). dev is for choosing settings; eval is scored by `make demo`.
 
 Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with
 `kind` set (single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the
@@ -67,6 +70,8 @@ DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 
 # declines). The tool schemas are most of an example's tokens; several trained answers share them, so a
 # session teaches 2-4x more per token, and it teaches to answer the latest request, not the first.
 SESSION = "session"
+SESSION_TURNS = (2, 10)  # requests per session
+SESSION_CHARS = 2600  # characters of messages (JSON) after which a session takes no further request
 MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
             "session": SESSION}  # fmt: skip
 SPLITS = ("all", "train", "dev", "eval")
@@ -972,10 +977,13 @@ class Generator:
         return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
 
     def session(self, c: Ctx) -> Draft:
-        """2-4 requests in one conversation under one offered tool set: calls to offered tools, chit-chat,
-        clarifications, and declines of requests whose tool is not offered (each reply names what is)."""
-        anchor = c.choice(self.tools_with(self.single_templates))
-        offered = self.offer(c, [anchor], set(), 1)
+        """Several requests in one conversation under one offered tool set: one anchor example (a single call,
+        parallel calls or a multi-step chain, built as on its own) among calls to the offered tools (each with
+        its result and summary), chit-chat, clarifications, and declines of requests whose tool is not
+        offered (each reply names what is)."""
+        r = c.rng.random()
+        anchor = self.multi_step(c) if r < 0.35 else self.parallel(c) if r < 0.55 else self.single(c)
+        offered = self.offer(c, anchor.needed, set(), 1)
         callable_ = [t for t in offered if self.single_templates(t)]
         blocked = set(offered).union(*(si.SUBSTITUTES.get(t, set()) for t in offered))
         withheld = [t for t in self.tools_with(self.single_templates) if t not in blocked]
@@ -983,48 +991,47 @@ class Generator:
                 if it[0] in offered and it[0] not in self.cat.generic]  # fmt: skip
         oos = self.bank.items("oos", si.OUT_OF_SCOPE)
         chats = self.bank.items("chat", si.CHAT)
-        msgs: list[dict] = []
-        tids: list[str] = []
-        today = False
-        n = c.rng.randint(2, 4)
-        for turn in range(n):
+        exchanges: list[tuple[list[dict], list[str], bool]] = []  # (messages, template ids, needs today)
+        size = sum(len(json.dumps(m, ensure_ascii=False)) for m in anchor.messages)
+        for _ in range(c.rng.randint(*SESSION_TURNS) - 1):
+            if size > SESSION_CHARS:
+                break  # keep the whole conversation within the sequence length with three tools offered
             r = c.rng.random()
-            d = None
-            if r < 0.45 or turn == 0:  # a call to an offered tool
-                # Before another request the call needs its result (and a summary); the last may end at the call.
-                d = self.single(c, c.choice(callable_), result=True if turn < n - 1 else None)
-                if turn < n - 1 and not any(m["role"] == "tool" for m in d.messages):
-                    d, r = None, 1.0  # no plausible fake result for this tool: chit-chat instead
-            if d is not None:
-                msgs += d.messages
-                tids += d.template_ids
-                today |= d.needs_today
-            elif r < 0.7 and withheld:  # the needed tool is not offered: decline, name what is
+            ex: tuple[list[dict], list[str], bool] | None = None
+            if r < 0.4 and callable_:  # a call to an offered tool, with its result and a summary
+                d = self.single(c, c.choice(callable_), result=True)
+                if any(m["role"] == "tool" for m in d.messages):  # else: no plausible fake result
+                    ex = (d.messages, d.template_ids, d.needs_today)
+            elif r < 0.65 and withheld:  # the needed tool is not offered: decline, name what is
                 tool = c.choice(withheld)
                 text, _, tpl, td, mentioned = self.render_single(c, tool)
                 reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-                msgs += [{"role": "user", "content": self.decorate(c, text, mentioned)},
-                         {"role": "assistant", "content": reply}]  # fmt: skip
-                tids.append(tpl.id)
-                today |= td
-            elif r < 0.8 and clar:  # the tool is offered but a required value is missing: ask
+                ex = ([{"role": "user", "content": self.decorate(c, text, mentioned)},
+                       {"role": "assistant", "content": reply}], [tpl.id], td)  # fmt: skip
+            elif r < 0.75 and clar:  # the tool is offered but a required value is missing: ask
                 cid, (tool, user, answer) = c.choice(clar)
                 slots = self.cat.intents[tool].sample(c)
-                u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
-                a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
-                msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
-                tids.append(cid)
-            elif r < 0.9 and oos:  # nothing in the catalog could do it
+                u, _ = render(parse_template(user), lambda name, k, s=slots: s[name], c.rng)
+                a, _ = render(parse_template(answer), lambda name, k, s=slots: s[name], c.rng)
+                ex = ([{"role": "user", "content": u}, {"role": "assistant", "content": a}], [cid], False)
+            elif r < 0.87 and oos:  # nothing in the catalog could do it
                 oid, (req, cap) = c.choice(oos)
-                msgs += [{"role": "user", "content": req},
-                         {"role": "assistant", "content": self.decline_reply(c, cap, offered)}]  # fmt: skip
-                tids.append(oid)
-            else:
+                ex = ([{"role": "user", "content": req},
+                       {"role": "assistant", "content": self.decline_reply(c, cap, offered)}], [oid], False)  # fmt: skip
+            if ex is None:
                 qid, (q, a) = c.choice(chats)
-                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                tids.append(qid)
+                ex = ([{"role": "user", "content": q}, {"role": "assistant", "content": a}], [qid], False)
+            exchanges.append(ex)
+            size += sum(len(json.dumps(m, ensure_ascii=False)) for m in ex[0])
+        # An anchor that ends at its call (no results yet) must come last; otherwise anywhere.
+        ends_at_call = bool(anchor.messages[-1].get("tool_calls"))
+        at = len(exchanges) if ends_at_call else c.rng.randint(0, len(exchanges))
+        exchanges.insert(at, (anchor.messages, anchor.template_ids, anchor.needs_today))
+        msgs = [m for ex in exchanges for m in ex[0]]
+        tids = [t for ex in exchanges for t in ex[1]]
         kind = classify({"messages": msgs})
-        return Draft(kind, msgs, [], tids, today, tool_order=offered, affinity=self.affinity(offered))
+        return Draft(kind, msgs, [], tids, any(ex[2] for ex in exchanges), tool_order=offered,
+                     affinity=self.affinity(offered))  # fmt: skip
 
     def offerable(self, tool: str) -> list[str]:
         bad = {tool} | si.SUBSTITUTES.get(tool, set())

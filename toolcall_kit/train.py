@@ -290,6 +290,19 @@ def resolve_targets(cfg: RunConfig, model) -> list[str]:
     return list(cfg.lora.target_modules)
 
 
+def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
+    """Indices of the decoder layers LoRA adapts (`lora.top_layers`: the top N), None for all of them."""
+    if cfg.lora.top_layers is None:
+        return None
+    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(c, "num_hidden_layers", None)
+    if n is None:
+        raise KitError(f"lora.top_layers: {cfg.model.name} does not say how many layers it has")
+    if cfg.lora.top_layers > n:
+        raise KitError(f"lora.top_layers: {cfg.lora.top_layers} > the {n} layers of {cfg.model.name}")
+    return list(range(n - cfg.lora.top_layers, n))
+
+
 def _context_length(model) -> int | None:
     c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return getattr(c, "max_position_embeddings", None)
@@ -419,6 +432,7 @@ def load_hf(cfg: RunConfig, model_path: str, init: InitFrom, on_gpu: bool, bf16_
         target_modules=targets,
         bias=cfg.lora.bias,
         use_rslora=cfg.lora.use_rslora,
+        layers_to_transform=adapted_layers(cfg, model),
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(cfg.train.seed)  # LoRA A init: the same seed gives the same starting adapter
@@ -457,6 +471,7 @@ def load_unsloth(cfg: RunConfig, model_path: str, init: InitFrom, on_gpu: bool, 
         use_gradient_checkpointing=gc,
         random_state=cfg.train.seed,
         use_rslora=cfg.lora.use_rslora,
+        layers_to_transform=adapted_layers(cfg, model),
         max_seq_length=cfg.model.max_seq_length,
     )
     if init.adapter is not None:
@@ -591,6 +606,41 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _idle_cores(interval: float = 0.5) -> float | None:
+    """Cores left idle by other processes over `interval` seconds (Linux /proc/stat), None elsewhere."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)  # idle + iowait jiffies, all jiffies
+
+    try:
+        i0, t0 = sample()
+        time.sleep(interval)
+        i1, t1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    n = os.cpu_count() or 1
+    return n * (i1 - i0) / max(t1 - t0, 1)
+
+
+def cpu_threads() -> tuple[int, str]:
+    """(torch threads, why) for CPU training. torch's OpenMP threads wait for each other at every op: with one
+    of two cores taken by another process, a demo step went from ~25 s to 60-100 s. Training on the cores that
+    are idle at the start degrades far less (TOOLCALL_KIT_THREADS overrides)."""
+    import torch
+
+    forced = os.environ.get("TOOLCALL_KIT_THREADS")
+    if forced:
+        return max(1, int(forced)), "TOOLCALL_KIT_THREADS"
+    have = torch.get_num_threads()
+    idle = _idle_cores()
+    if idle is None or idle >= have - 0.5:
+        return have, f"{have} threads (cores idle)"
+    use = max(1, min(have, int(idle + 0.5)))
+    return use, f"{use} of {have} threads: other processes keep {have - idle:.1f} cores busy"
+
+
 def _tune_malloc() -> bool:
     """glibc: keep freed memory instead of returning it to the OS after every step (about 2x on CPU here).
 
@@ -672,6 +722,13 @@ def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ex
 
     on_gpu, bf16_ok = _device()
     malloc_tuned = _tune_malloc() if not on_gpu else False
+    threads = None
+    if not on_gpu:
+        import torch
+
+        threads, threads_why = cpu_threads()
+        torch.set_num_threads(threads)
+        (log.warning if "busy" in threads_why else log.info)("CPU training on %s", threads_why)
     model_path = str(init.model) if init.model is not None else str(resolve_model(cfg.model.name))
     loader = load_unsloth if backend == "unsloth" else load_hf
     t_load = time.time()
@@ -684,6 +741,8 @@ def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ex
     def encode_split(key: str) -> Encoded:
         path = getattr(cfg.data, key)
         records = read_records(path)
+        if key == "eval" and cfg.train.eval_limit is not None:
+            records = records[: cfg.train.eval_limit]
         if key == "train":
             from .bfcl import assert_not_bfcl
 
@@ -842,6 +901,7 @@ def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ex
             else None
         ),
         "malloc_tuned": malloc_tuned,
+        "cpu_threads": threads,
         "warnings": [{k: w[k] for k in ("step", "warning", "message")} for w in runlog.warnings],
         "adapter": None,
         "versions": _versions(),
