@@ -195,18 +195,26 @@ class AgentResult:
         return [groups[k] for k in sorted(groups)]
 
 
+# A model step that emits hundreds of calls (a degenerate loop) must not run hundreds of real functions.
+MAX_CALLS_PER_STEP = 8
+
+
 def run_agent(
     generate: Generate,
     conversation: str | Sequence[dict],
     registry: ToolRegistry,
     max_steps: int = 5,
     fmt: str = "hermes",
+    max_calls_per_step: int = MAX_CALLS_PER_STEP,
 ) -> AgentResult:
-    """Run the conversation until the model answers without a call, up to `max_steps` model calls."""
+    """Run the conversation until the model answers without a call, up to `max_steps` model calls. At most
+    `max_calls_per_step` of one model step's calls are executed; the rest are dropped and named in `errors`."""
     from .templates import parse_tool_calls
 
     if max_steps < 1:
         raise KitError("max_steps must be at least 1")
+    if max_calls_per_step < 1:
+        raise KitError("max_calls_per_step must be at least 1")
     messages = (
         [{"role": "user", "content": conversation}]
         if isinstance(conversation, str)
@@ -224,9 +232,13 @@ def run_agent(
             result.final_text = parsed.content
             result.stopped = "answered" if parsed.ok else "unparseable"
             return result
-        calls = [
-            make_call(c["name"], c["arguments"], f"call_{step + 1}_{j}") for j, c in enumerate(parsed.calls)
-        ]
+        wanted = parsed.calls
+        if len(wanted) > max_calls_per_step:
+            result.errors.append(
+                f"step {step + 1}: {len(wanted)} calls in one step; only the first {max_calls_per_step} were run"
+            )
+            wanted = wanted[:max_calls_per_step]
+        calls = [make_call(c["name"], c["arguments"], f"call_{step + 1}_{j}") for j, c in enumerate(wanted)]
         messages.append({"role": "assistant", "content": parsed.content or None, "tool_calls": calls})
         for call in calls:
             fn = call["function"]

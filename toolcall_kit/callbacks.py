@@ -254,6 +254,7 @@ def _health_callback_cls():
             self.grads: list[float] = []
             self.evals: list[tuple[int, float, float | None]] = []  # (step, eval_loss, train loss then)
             self._flat_warned = False
+            self._zero_grad_warned = False
             self._overfit_warned_at: int | None = None
 
         def _stop(self, control, step: int, message: str) -> None:
@@ -311,6 +312,14 @@ def _health_callback_cls():
             if grad is not None and math.isfinite(grad):
                 self._check_grad(step, grad)
                 self.grads.append(grad)
+                if grad == 0 and not self._zero_grad_warned:
+                    self._zero_grad_warned = True
+                    self.runlog.warn(
+                        step,
+                        "zero_grad",
+                        f"gradient norm is 0 at step {step}: the weights are not learning (a learning rate so "
+                        "high that the outputs saturated, frozen weights, or no trained tokens in the batch)",
+                    )
             eval_loss = logs.get("eval_loss")
             if eval_loss is not None:
                 if not math.isfinite(eval_loss):

@@ -1,7 +1,8 @@
 """`toolcall-kit <verb>`: parses arguments and calls one library function per verb.
 
 Heavy imports (torch, transformers) happen inside the verb that needs them, so `prepare` and `score`
-start fast. A `KitError` is printed as one line and exits 2; anything else is a bug and keeps its traceback.
+start fast. A `KitError` is printed as one line and exits 2, and so is an operating-system error (a full disk,
+a path that cannot be written) that no verb anticipated; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     # --- prepare (issue: foundation) ---
     sp = sub.add_parser("prepare", help="read, convert, validate, dedupe and split tool-calling data")
-    sp.add_argument("inputs", nargs="+", metavar="INPUT", help=".jsonl, .json (array) or .parquet files, gzip too; or folders")
+    sp.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help=".jsonl, .json (array) or .parquet files, gzip too; or folders; - for standard input")
     sp.add_argument("--out", required=True, help="output folder for train/eval/rejects/report")
     sp.add_argument("--format", default="auto", choices=["auto", "openai", "xlam", "sharegpt", "chat"],
                     help="source format; auto detects it per file from its first rows and reports the choice")
     sp.add_argument("--eval-fraction", type=float, default=0.1, help="share of kept rows held out, in [0, 1)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the (stratified) train/eval split")
-    sp.add_argument("--strict", action="store_true", help="exit 1 if any row was rejected")
+    sp.add_argument("--strict", action="store_true", help="exit 1 if any row was rejected or none was kept")
     sp.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     sp.set_defaults(func=_prepare)
 
@@ -107,6 +109,9 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--teacher-model", help="model name to send to the teacher")
     sp.add_argument("--teacher-workers", type=int, default=4, help="requests in flight at once")
     sp.add_argument("--teacher-timeout", type=float, default=60.0, help="seconds per request")
+    sp.add_argument("--teacher-api-key-env", metavar="VAR",
+                    help="environment variable holding the teacher's API key (default: TOOLCALL_KIT_TEACHER_API_KEY; "
+                    "no other variable is read; sent only over https or to this machine)")
     sp.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
     sp.set_defaults(func=_synth)
 
@@ -191,7 +196,7 @@ def _prepare(args) -> int:
 
     report = prepare(args.inputs, args.out, fmt=args.format, eval_fraction=args.eval_fraction, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else summary(report))
-    return 1 if (args.strict and report["rejected"]) else 0
+    return 1 if (args.strict and (report["rejected"] or not report["kept"])) else 0
 
 
 def _merge(args) -> int:
@@ -247,7 +252,8 @@ def _train(args) -> int:
     from .config import load_config
     from .train import load_run_config, summary, train
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: the handler writes to the stderr of this call (a second in-process call gets its own).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"backend={args.backend}")
@@ -264,7 +270,15 @@ def _train(args) -> int:
 
 
 def _synth(args) -> int:
+    import os
+
     from .synth import summary, synth
+
+    key = None
+    if args.teacher_api_key_env:
+        key = os.environ.get(args.teacher_api_key_env)
+        if not key:
+            raise KitError(f"--teacher-api-key-env: ${args.teacher_api_key_env} is not set")
 
     report = synth(
         args.out,
@@ -281,6 +295,7 @@ def _synth(args) -> int:
         teacher_model=args.teacher_model,
         teacher_workers=args.teacher_workers,
         teacher_timeout=args.teacher_timeout,
+        teacher_api_key=key,
     )
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return 0
@@ -348,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, whatever a library said
+        return 2
+    except OSError as e:  # the file system said no (full, read-only, not a folder): the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 

@@ -118,6 +118,9 @@ class LoraConfig:
             raise _fail(f"{key}.top_layers", f"must be >= 1 or null (all layers), got {self.top_layers}")
 
 
+MAX_LEARNING_RATE = 1.0
+
+
 @dataclass
 class TrainConfig:
     # Examples per device per forward pass; the effective batch is batch_size x grad_accum x processes.
@@ -165,8 +168,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise _fail(f"{key}.{name}", f"must be >= 1 or null, got {v}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise _fail(f"{key}.learning_rate", f"must be > 0, got {self.learning_rate}")
+        # Above 1 every update overshoots (LoRA learning rates are ~1e-5 to 1e-2); 1e12 "trained" to NaN-free noise.
+        if not (0 < self.learning_rate <= MAX_LEARNING_RATE and math.isfinite(self.learning_rate)):
+            raise _fail(f"{key}.learning_rate", f"must be > 0 and <= {MAX_LEARNING_RATE}, got {self.learning_rate}")
         if self.epochs is None and self.max_steps is None:
             raise _fail(f"{key}.epochs", "set train.epochs or train.max_steps (both are unset)")
         if self.epochs is not None and not self.epochs > 0:
@@ -421,6 +425,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] 
                 raise _unknown(section, list(SECTIONS) + list(TOP_LEVEL))
             if data.get(section) is None:
                 data[section] = {}
+            if not isinstance(data[section], dict):
+                raise _fail(section, f"must be a mapping of keys, got {type(data[section]).__name__}")
             data[section][name] = value
         else:
             raise _fail(key, "too many dots: keys look like section.key")
@@ -436,10 +442,12 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] |
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise KitError(f"{path}: cannot read config ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise KitError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         try:
             data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise KitError(f"{path}: not valid YAML ({e})") from None
+        except (yaml.YAMLError, RecursionError) as e:
+            raise KitError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
         if not isinstance(data, dict):
             raise KitError(f"{path}: a config is a mapping of sections (model, lora, train, data, output)")
     data = apply_overrides(data, overrides)

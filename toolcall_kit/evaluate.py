@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, KitError
+from .errors import DataError, KitError, loading
 from .records import DECLINED, NO_CALL, Record, classify, ensure_id, text_of
 from .validate import ARGUMENTS_NOT_OBJECT, ARGUMENTS_SCHEMA, UNDECLARED_TOOL, check_call, check_tools
 
@@ -207,7 +207,9 @@ def check_call_ast(call: dict, answer: dict, schema: dict | None, strict: bool =
             return f"{name}: unexpected parameter {p!r}"
         acceptable = params[p]
         if strict:
-            if not any(same(value, a) for a in acceptable if not (isinstance(a, str) and a == "")):
+            prop = props.get(p) if isinstance(props.get(p), dict) else {}
+            wrapped = _wrap(value, prop)  # BFCL's possible answers write object values as {key: [value]}
+            if not any(same(value, a) or same(wrapped, a) for a in acceptable if not (isinstance(a, str) and a == "")):
                 return f"{name}: {p!r} is {value!r}, expected exactly one of {[a for a in acceptable if a != '']!r}"
             continue
         prop = props.get(p) if isinstance(props.get(p), dict) else {}
@@ -267,16 +269,17 @@ def match_calls(
 
 
 def answers_from_calls(
-    calls: Iterable[tuple[str, Any]], schemas: dict[str, dict], defaults: bool
+    calls: Iterable[tuple[str, Any]], schemas: dict[str, dict], defaults: bool, wrap: bool = True
 ) -> list[dict]:
     """Gold calls [(name, arguments)] as BFCL-style possible answers. With `defaults`, an optional parameter
-    the gold call leaves out may also be given its schema default (the AST rules' "optional" case)."""
+    the gold call leaves out may also be given its schema default (the AST rules' "optional" case). Without
+    `wrap`, object values stay as written (what exact matching compares with)."""
     out = []
     for name, args in calls:
         props = (schemas.get(name) or {}).get("properties") or {}
         params: dict[str, list] = {}
         for p, v in (args or {}).items() if isinstance(args, dict) else []:
-            params[p] = [_wrap(v, props.get(p) or {})]
+            params[p] = [_wrap(v, props.get(p) or {}) if wrap else v]
         if defaults:
             for p, prop in props.items():
                 if p not in params and isinstance(prop, dict) and "default" in prop:
@@ -328,6 +331,7 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
     if turns not in ("all", "first"):
         raise KitError(f"turns must be 'all' or 'first', got {turns!r}")
     cases: list[Case] = []
+    record_ids = {str(r.get("id")) for r in records}
     for record in records:
         if "bfcl" in record:
             cases.append(_bfcl_case(record))
@@ -346,6 +350,11 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
                 continue  # a turn the data marks as context, not a target
             calls = [(c["function"]["name"], c["function"]["arguments"]) for c in msg.get("tool_calls") or []]
             history = record["messages"][:i]
+            if n > 1 and f"{record['id']}#{n}" in record_ids:
+                raise KitError(
+                    f"record id {record['id']}#{n!s} is also the id of turn {n} of record {record['id']!r}: "
+                    "predictions could not tell them apart; rename that record"
+                )
             case = Case(
                 id=record["id"] if n == 1 else f"{record['id']}#{n}",
                 example_id=record["id"],
@@ -354,7 +363,7 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
                 tools=tools,
                 expect="calls" if calls else "none",
                 answers=answers_from_calls(calls, schemas, defaults=True),
-                exact=answers_from_calls(calls, schemas, defaults=False),
+                exact=answers_from_calls(calls, schemas, defaults=False, wrap=False),
             )
             if not calls:
                 case.result_values = grounding_values(history, text_of(msg.get("content")) or "")
@@ -504,30 +513,25 @@ def prediction_from_row(row: dict, fmt: str = "hermes") -> Prediction:
 
 def read_predictions(path: str | Path, fmt: str = "hermes") -> dict[str, Prediction]:
     """id -> Prediction from a JSONL predictions file; a bad row is a DataError naming its line."""
+    from .io import STDIN, iter_json_lines
+
     path = Path(path)
-    if not path.exists():
+    if str(path) != STDIN and not path.exists():
         raise KitError(f"predictions file {path} does not exist")
     out: dict[str, Prediction] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, n, f"invalid JSON: {e.msg}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
-                raise DataError(path, n, 'a prediction must be an object with an "id"')
-            if "tool_calls" not in row and "output" not in row:
-                raise DataError(
-                    path, n, 'a prediction needs "tool_calls" (a list, [] = no call) or "output" (raw text)'
-                )
-            if "output" in row and "tool_calls" not in row and not isinstance(row["output"], str):
-                raise DataError(path, n, '"output" must be the raw model text (a string)')
-            key = str(row["id"])
-            if key in out:
-                raise DataError(path, n, f"id {key!r} is predicted twice")
-            out[key] = prediction_from_row(row, fmt)
+    for n, row in iter_json_lines(path):  # a folder, non-UTF-8 text or a pipe are handled there
+        if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
+            raise DataError(path, n, 'a prediction must be an object with an "id"')
+        if "tool_calls" not in row and "output" not in row:
+            raise DataError(
+                path, n, 'a prediction needs "tool_calls" (a list, [] = no call) or "output" (raw text)'
+            )
+        if "output" in row and "tool_calls" not in row and not isinstance(row["output"], str):
+            raise DataError(path, n, '"output" must be the raw model text (a string)')
+        key = str(row["id"])
+        if key in out:
+            raise DataError(path, n, f"id {key!r} is predicted twice")
+        out[key] = prediction_from_row(row, fmt)
     return out
 
 
@@ -814,35 +818,30 @@ def score_cases(
 def load_records(path: str | Path) -> list[Record]:
     """Canonical records (prepare's eval.jsonl); each must pass validate_record. Ids are kept, or made
     from the content hash when absent; a duplicate id is an error (predictions are keyed by id)."""
+    from .io import STDIN, iter_json_lines
     from .validate import validate_record
 
     path = Path(path)
-    if not path.exists():
+    if str(path) != STDIN and not path.exists():
         raise KitError(f"data file {path} does not exist")
     records, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, n, f"invalid JSON: {e.msg}") from None
-            problems = validate_record(record)
-            if problems:
-                raise DataError(path, n, f"not a valid canonical record: {problems[0]}")
-            ensure_id(record)
-            rid = str(record["id"])
-            if rid in seen:
-                raise DataError(path, n, f"id {rid!r} already used on line {seen[rid]}")
-            seen[rid] = n
-            record["id"] = rid
-            records.append(record)
+    for n, record in iter_json_lines(path):  # a folder, non-UTF-8 text or a pipe are handled there
+        problems = validate_record(record)
+        if problems:
+            raise DataError(path, n, f"not a valid canonical record: {problems[0]}")
+        ensure_id(record)
+        rid = str(record["id"])
+        if rid in seen:
+            raise DataError(path, n, f"id {rid!r} already used on line {seen[rid]}")
+        seen[rid] = n
+        record["id"] = rid
+        records.append(record)
     return records
 
 
 def select_records(data: str | Path | None, bfcl: str | None, limit: int | None) -> tuple[list[Record], dict]:
     """Records from --data or --bfcl (exactly one), and a description of the source for the report."""
+    _check_limit(limit)
     if (data is None) == (bfcl is None):
         raise KitError("give exactly one of --data FILE or --bfcl CATEGORY")
     if bfcl is not None:
@@ -854,6 +853,11 @@ def select_records(data: str | Path | None, bfcl: str | None, limit: int | None)
     if limit is not None:
         records = records[:limit]
     return records, {"data": str(data), "limit": limit}
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:  # records[:-1] would silently drop the last record
+        raise KitError(f"--limit must be >= 0, got {limit}")
 
 
 def score(
@@ -1349,6 +1353,9 @@ def evaluate(
     float32; the checkpoint's own on a GPU). `cache`: reuse the generated texts of an earlier identical run
     (same model files, adapter files, rendered prompts, settings and library versions; see `generation_key`);
     they are scored afresh every time, so a changed scorer is never hidden."""
+    from .io import check_writable_dir
+
+    check_writable_dir(out, "--out")  # before the generation, not after it
     records, source = select_records(data, bfcl, limit)
     cases = cases_from_records(records, turns)
     if not cases:
@@ -1365,7 +1372,8 @@ def evaluate(
     else:
         from .templates import detect_family
 
-        mdl, tok = load_for_eval(model, adapter, dtype=dtype)
+        with loading("model", f"{model}{f' with adapter {adapter}' if adapter else ''}"):
+            mdl, tok = load_for_eval(model, adapter, dtype=dtype)
         family = detect_family(tok)
         fmt = fmt or family.fmt
         prompts = render_prompts(tok, cases, family)
@@ -1405,7 +1413,10 @@ def evaluate(
             },
         },
     )
-    write_run(out, report, verdicts, preds)
+    try:
+        write_run(out, report, verdicts, preds)
+    except OSError as e:
+        raise KitError(f"--out {out}: cannot write the report ({e.filename}: {e.strerror or e})") from None
     return report
 
 
@@ -1418,11 +1429,20 @@ def resolve_eval_dir(path: str | Path) -> Path:
     raise KitError(f"{path} holds no report.json (nor eval/report.json): run `toolcall-kit eval` first")
 
 
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise KitError(f"{path}: unreadable ({type(e).__name__})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
+        raise KitError(f"{path}: not an eval report (no metrics)")
+    return report
+
+
 def compare(run_a: str | Path, run_b: str | Path) -> dict:
     """Two evaluations side by side: metric deltas (B - A) and the examples whose verdict changed."""
     a_dir, b_dir = resolve_eval_dir(run_a), resolve_eval_dir(run_b)
-    a = json.loads((a_dir / "report.json").read_text())
-    b = json.loads((b_dir / "report.json").read_text())
+    a, b = _read_report(a_dir / "report.json"), _read_report(b_dir / "report.json")
     rows = {}
     for name in (*METRICS, "example_accuracy"):
         ra, rb = a["metrics"][name]["rate"], b["metrics"][name]["rate"]

@@ -1,7 +1,12 @@
-"""Atomic file writes and JSONL I/O: the one place that writes outputs that matter.
+"""Atomic file writes, folder ownership and locks, and input opening: the one place for each.
 
 A write goes to a temporary file in the same folder, is flushed and fsynced, then `os.replace`d over
 the target, so a crash or a full disk never leaves a half-written train.jsonl, report or checkpoint.
+
+Folders the kit makes (run folders, merged models, adapters) carry a marker file, `.toolcall-kit`; a folder
+that holds files but no marker is the user's and is never replaced or emptied (`atomic_dir`, `claim_dir`).
+A run folder is locked (`folder_lock`) while a process writes it, so a second writer gets a clear error.
+Inputs are opened once (`open_input`): pipes, FIFOs and `/dev/stdin` work, and `-` is standard input.
 """
 
 from __future__ import annotations
@@ -9,11 +14,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .errors import DataError, KitError
+
+KIT_MARKER = ".toolcall-kit"  # in every folder the kit made: {"made_by": "toolcall-kit", "kind": ...}
+LOCK_FILE = ".toolcall-kit.lock"
+STDIN = "-"
 
 
 def _umask() -> int:
@@ -46,6 +59,34 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         raise
 
 
+def check_writable_file(path: str | os.PathLike, what: str) -> None:
+    """Fail early (before minutes of work) if an output file cannot be created where it is asked for."""
+    path = Path(path)
+    if path.is_dir():
+        raise KitError(f"{what} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise KitError(f"{what} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> None:
+    """Fail early if an output folder cannot be created and written (eval --out before the generation)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KitError(f"{what} {path} exists and is not a folder")
+    existed = path.exists()
+    check_writable_file(path / "probe", what)
+    if not existed:
+        try:
+            path.rmdir()  # made only to probe: the verb makes it again when it writes
+        except OSError:
+            pass
+
+
 def write_text(path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
@@ -70,15 +111,143 @@ def read_jsonl(path) -> list[Any]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-@contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Build a folder under a temporary name and rename it into place (merged models, adapters)."""
+def is_marked(folder: str | os.PathLike) -> bool:
+    """True if `folder` carries the kit's marker (the kit made it)."""
+    return (Path(folder) / KIT_MARKER).is_file()
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.name != LOCK_FILE for p in folder.iterdir())
+
+
+def mark(folder: str | os.PathLike, kind: str) -> None:
+    """Record that the kit made `folder` (what `atomic_dir` and `claim_dir` check before replacing it)."""
+    write_json(Path(folder) / KIT_MARKER, {"made_by": "toolcall-kit", "kind": kind})
+
+
+def claim_dir(path: str | os.PathLike, kind: str, what: str, known: Iterable[str] = ()) -> Path:
+    """Create `path` (a run folder) or take an existing one the kit made; a folder that holds files, no marker
+    and none of the `known` names (what the kit wrote there before it had markers) is the user's: refused."""
     path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise KitError(f"{what}: {path} exists and is not a folder")
+        if path.is_dir() and not is_marked(path) and _holds_files(path):
+            if not any((path / name).exists() for name in known):
+                raise KitError(
+                    f"{what}: {path} holds files that toolcall-kit did not write (no {KIT_MARKER} marker); "
+                    "pick another folder or empty this one"
+                )
+        path.mkdir(parents=True, exist_ok=True)
+        if not is_marked(path):
+            mark(path, kind)
+    except OSError as e:
+        raise KitError(f"{what}: cannot create {path}: {e.strerror or e}") from None
+    return path
+
+
+_HELD: dict[str, list] = {}  # resolved folder -> [open lock file, depth]: a process may re-enter its own lock
+_HELD_GUARD = threading.Lock()
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run folder"):
+    """An exclusive lock on `folder` (a `.toolcall-kit.lock` file inside it) while a process writes there; a
+    second process gets a KitError at once instead of writing over the first one's files. Re-entrant."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        key = str(folder.resolve())
+    except OSError as e:
+        raise KitError(f"{what}: cannot create {folder}: {e.strerror or e}") from None
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock, as before
+            fcntl = None
+        try:
+            f = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held until the context ends
+        except OSError as e:
+            raise KitError(f"{what}: cannot lock {folder}: {e.strerror or e}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                raise KitError(
+                    f"{what}: {folder} is in use by another toolcall-kit process (it holds {folder / LOCK_FILE}); "
+                    "wait for it to finish or pick another folder"
+                ) from None
+        held = [f, 1]
+        with _HELD_GUARD:
+            _HELD[key] = held
+    try:
+        yield folder
+    finally:
+        with _HELD_GUARD:
+            held[1] -= 1
+            last = held[1] == 0
+            if last:
+                del _HELD[key]
+        if last:
+            held[0].close()  # closing the file releases the lock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary folders that a killed `atomic_dir` left beside `path` (their process is gone)."""
+    try:
+        siblings = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return
+    for tmp in siblings:
+        try:
+            info = json.loads((tmp / KIT_MARKER).read_text(encoding="utf-8"))
+            pid = int(info.get("pid"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue  # not one of ours, or a half-written marker: leave it
+        if info.get("kind") == "building" and not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: bool = False):
+    """Build a folder under a temporary name and rename it into place (merged models, adapters).
+
+    The result carries the kit's marker. An existing `path` is replaced only if it is empty or carries the
+    marker (the kit made it), unless `replace_unmarked` (for folders inside a locked run folder or the model
+    cache); a folder of the user's is a KitError before anything is built. Temporary folders that a killed
+    process left beside `path` are removed first."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise KitError(f"{path} exists and is not a folder; refusing to replace it")
+        if not replace_unmarked and not is_marked(path) and _holds_files(path):
+            raise KitError(
+                f"{path} is a folder that toolcall-kit did not make (no {KIT_MARKER} marker) and it is not empty; "
+                "refusing to replace it: pick another --out"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
+        write_json(tmp / KIT_MARKER, {"made_by": "toolcall-kit", "kind": "building", "pid": os.getpid()})
         yield tmp
+        write_json(tmp / KIT_MARKER, {"made_by": "toolcall-kit", "kind": kind})
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -90,3 +259,57 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def open_input(path: str | os.PathLike):
+    """A binary reader over a user's input file, opened once: `-` is standard input; pipes, FIFOs and
+    `/dev/stdin` work because nothing is reopened. A folder, a missing file or an unreadable one is a
+    DataError naming it."""
+    if str(path) == STDIN:
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder; pass the data file inside it") from None
+    except FileNotFoundError:
+        raise DataError(path, None, "no such file") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot open: {e.strerror or e}") from None
+
+
+def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 text input; a line that is not UTF-8 is a DataError naming it."""
+    f = open_input(path)
+    try:
+        for n, bline in enumerate(f, 1):
+            if n == 1 and bline.startswith(b"\xef\xbb\xbf"):
+                bline = bline[3:]
+            try:
+                yield n, bline.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(path, n, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(path, None, f"cannot read: {e.strerror or e}") from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def read_text_input(path: str | os.PathLike) -> str:
+    """The whole of a UTF-8 text input (a catalog, a config) with the same errors as `iter_text_lines`."""
+    return "".join(text for _, text in iter_text_lines(path))
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON Lines input the kit reads as it is
+    (canonical records, predictions); a line that is not JSON is a DataError naming it."""
+    for n, line in iter_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except (ValueError, RecursionError) as e:
+            raise DataError(path, n, f"invalid JSON: {getattr(e, 'msg', e)}") from None

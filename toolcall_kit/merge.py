@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import io
-from .errors import KitError
+from .errors import KitError, loading
 
 # Largest |logit| difference accepted between adapter and merged export, per dtype. Merging adds the
 # low-rank product into the weight once instead of at every forward; in fp32 that reorders a few sums
@@ -46,6 +46,31 @@ def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
     raise KitError(f"{path}: no adapter_config.json here or in {path / 'adapter'} (is this a finished run?)")
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file the merge needs (adapter_config.json, result.json); truncated or not JSON: a KitError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise KitError(f"{path}: unreadable ({type(e).__name__}: {e}); is the run complete?") from None
+
+
+def _refuse_out_over_inputs(out: Path, inputs: dict[str, Path]) -> None:
+    """`--out` must not be, or contain, the adapter, the run or the base model it reads: replacing it would
+    delete them (`--out runs` would delete every run)."""
+    o = out.resolve()
+    for what, p in inputs.items():
+        p = p.resolve()
+        if o == p or o in p.parents:
+            raise KitError(f"--out {out} is {'the' if o == p else 'a folder above the'} {what} {p}; "
+                           "pick a new folder (e.g. RUN/merged)")
+
+
+def _load(what: str, where: Any, fn, *args, **kwargs):
+    """A from_pretrained call whose failure (missing, truncated or foreign files) is one line naming `where`."""
+    with loading(what, where):
+        return fn(*args, **kwargs)
+
+
 def _run_info(run: Path | None) -> dict[str, Any]:
     info: dict[str, Any] = {}
     if run is None:
@@ -54,14 +79,19 @@ def _run_info(run: Path | None) -> dict[str, Any]:
 
     cfg_file = run / "config.yaml"
     if cfg_file.is_file():
-        info["config"] = yaml.safe_load(cfg_file.read_text())
+        try:
+            info["config"] = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
+        if not isinstance(info["config"], dict):
+            raise KitError(f"{cfg_file}: not a run config (a YAML mapping)")
     for name in ("result.json", "data_fingerprints.json"):
         f = run / name
         if f.is_file():
-            info[name.removesuffix(".json")] = json.loads(f.read_text())
+            info[name.removesuffix(".json")] = _read_json(f)
     ev = run / "eval" / "report.json"
     if ev.is_file():
-        info["eval"] = json.loads(ev.read_text())
+        info["eval"] = _read_json(ev)
     return info
 
 
@@ -193,7 +223,9 @@ def merge(
 ) -> dict[str, Any]:
     """Merge `adapter` (a run folder or adapter folder) into its 16-bit base and save it atomically at `out`.
 
-    `dtype` None: `default_dtype` (bfloat16 for a 4-bit or GPU-trained run, else float32).
+    `dtype` None: `default_dtype` (bfloat16 for a 4-bit or GPU-trained run, else float32). `out` may not be,
+    or lie above, the adapter, the run or the base folder; an existing `out` is replaced only if the kit made it
+    (its `.toolcall-kit` marker), never a user's folder. A run folder is locked while it is merged.
     """
     if dtype is not None and dtype not in TOLERANCE:
         raise KitError(f"dtype: must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
@@ -202,10 +234,22 @@ def merge(
     if method == "unsloth":
         import unsloth  # noqa: F401  (must patch transformers/peft before they are imported)
     adapter_dir, run = find_adapter(adapter)
+    out = Path(out)
+    _refuse_out_over_inputs(out, {"adapter": adapter_dir, **({"run folder": run} if run else {})})
+    if run is not None:
+        with io.folder_lock(run):
+            return _merge(adapter_dir, run, out, base, dtype, method)
+    return _merge(adapter_dir, run, out, base, dtype, method)
+
+
+def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
     info = _run_info(run)
-    adapter_cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    adapter_cfg = _read_json(adapter_dir / "adapter_config.json")
+    if not isinstance(adapter_cfg, dict):
+        raise KitError(f"{adapter_dir / 'adapter_config.json'}: not an adapter config (a JSON object)")
     base_name = base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
+    warnings = _base_warnings(base, adapter_cfg, info)
 
     import torch
     from peft import PeftModel
@@ -215,23 +259,27 @@ def merge(
 
     t0 = time.time()
     base_path = resolve_model(base_name)
-    _refuse_quantized(base_name, base_path)
+    if Path(base_path).is_dir():
+        _refuse_out_over_inputs(out, {"base model": Path(base_path)})
+    _load("base", base_name, _refuse_quantized, base_name, base_path)
     torch_dtype = getattr(torch, dtype)
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
-    tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
     tools = None
-    train_file = (info.get("config") or {}).get("data", {}).get("train")
+    train_file = ((info.get("config") or {}).get("data") or {}).get("train")
     if train_file and Path(train_file).is_file():
-        with open(train_file, encoding="utf-8") as f:
-            tools = json.loads(f.readline()).get("tools") or None
+        try:
+            with open(train_file, encoding="utf-8") as f:
+                tools = json.loads(f.readline()).get("tools") or None
+        except (OSError, ValueError, AttributeError):
+            tools = None  # the probe runs without tools; the export check does not depend on them
 
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+    model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
     # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir))
     model.eval()
     ref = _probe_logits(model, tokenizer, tools)
-    out = Path(out)
-    with io.atomic_dir(out) as tmp:
+    with io.atomic_dir(out, kind="merged") as tmp:
         if method == "unsloth":
             # Unsloth's own writer (what its notebooks use); 16-bit only on CPU (see ENVIRONMENT.md).
             from unsloth import FastLanguageModel
@@ -259,6 +307,7 @@ def merge(
             "max_abs_logit_diff": diff,
             "tolerance": tol,
             "seconds": round(time.time() - t0, 2),
+            "warnings": warnings,
         }
         if not diff <= tol:
             raise KitError(
@@ -273,10 +322,34 @@ def merge(
     return report
 
 
+def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """A --base other than the model the adapter was trained on merges without an error when the shapes agree,
+    yet gives another model: say so."""
+    if not base:
+        return []
+    from .models import unquantized_name
+
+    trained = base_for(adapter_cfg, info)
+    named = {trained, unquantized_name(str(adapter_cfg.get("base_model_name_or_path") or trained))}
+    if base in named or unquantized_name(base) in named:
+        return []
+    from .models import resolve_model
+
+    try:
+        same_folder = any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named)
+    except KitError:
+        same_folder = False
+    if same_folder:
+        return []
+    return [f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
+            "that the merge matches the adapter applied to --base"]
+
+
 def summary(report: dict[str, Any]) -> str:
     return (
         f"merged {report['adapter']} into {report['base']} -> {report['out']} ({report['dtype']}, "
         f"{report['seconds']} s)\n"
         f"export check: max |logit diff| {report['max_abs_logit_diff']:.3g} <= {report['tolerance']}\n"
         f"serve: {report['serve_command']}"
+        + "".join(f"\nwarning: {w}" for w in report.get("warnings") or [])
     )

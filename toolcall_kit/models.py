@@ -78,6 +78,22 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
     if not name:
         raise KitError("empty model name")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    if name.startswith(("packaged:", "tiny:")):
+        try:
+            return _resolve_built(name, cache)
+        except OSError as e:
+            where = e.filename or cache
+            raise KitError(f"{name}: cannot build it in the model cache {cache} ({where}: {e.strerror or e})") from None
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    if name.startswith(("/", "./", "../", "~")) or local.exists():
+        raise KitError(f"{name}: not a model folder (no such directory)")
+    return name  # a hub id: from_pretrained knows what to do with it
+
+
+def _resolve_built(name: str, cache: Path) -> str:
+    """A packaged:... or tiny:... model, built into `cache` once."""
     if name.startswith("packaged:"):
         key = name.split(":", 1)[1]
         if key not in PACKAGED:
@@ -88,12 +104,7 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         if arch not in TINY_ARCHS:
             raise KitError(f"unknown tiny model arch {arch!r}; known: {', '.join(TINY_ARCHS)}")
         return str(_ensure_tiny(arch, cache / f"tiny-{arch}"))
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local.resolve())
-    if name.startswith(("/", "./", "../", "~")) or local.exists():
-        raise KitError(f"{name}: not a model folder (no such directory)")
-    return name  # a hub id: from_pretrained knows what to do with it
+    raise KitError(f"{name}: unknown model prefix")
 
 
 # Unsloth's pre-quantized repos: `unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit` (dynamic 4-bit) and
@@ -202,7 +213,7 @@ def _ensure(folder: Path, expected: dict, build) -> Path:
         if _marker_ok(folder, expected):  # another process built it while we waited
             return folder
         start = time.monotonic()
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, kind="model", replace_unmarked=True) as tmp:  # the cache is the kit's
             build(tmp)
             write_json(tmp / MARKER, {**expected, "build_seconds": round(time.monotonic() - start, 1)})
             _open_permissions(tmp)

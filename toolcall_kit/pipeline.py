@@ -48,14 +48,43 @@ def recorded(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load(config: str | Path | None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """The run config, with data paths taken from the prepare stage once it has run."""
+def load(config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True) -> RunConfig:
+    """The run config, with data paths taken from the prepare stage once it has run (`prepared`).
+
+    If the config now names other data than the prepare stage was recorded for (`--set data.train=...`), the
+    prepared files are not used: the prepare stage prepares the new data, and any later stage run before it
+    is an error (`_check_prepared`) instead of a silent switch back to the old data."""
     cfg = load_config(config, overrides)
-    prepared = recorded(cfg, "prepare")
-    if prepared:
-        cfg.data.train = prepared["train"]
-        cfg.data.eval = prepared.get("eval")
+    sources = {"train": cfg.data.train, "eval": cfg.data.eval}
+    cfg._data_sources = sources  # what the prepare stage reads, whatever load substitutes below
+    rec = recorded(cfg, "prepare") if prepared else None
+    if rec:
+        was = rec.get("sources")
+        if was is not None:
+            changed = [f"data.{k}" for k in ("train", "eval") if was.get(k) != sources[k]]
+        else:  # a record from before sources were kept: only an explicit --set is known to differ
+            changed = sorted(k for k in _override_keys(overrides) if k in ("data.train", "data.eval"))
+        if changed:
+            cfg._stale_prepare = (
+                f"{', '.join(changed)}: the prepare stage in {cfg.run_dir} was recorded for other data "
+                f"({stage_file(cfg, 'prepare')}); run the prepare stage again (--stages prepare,...) first"
+            )
+            return cfg
+        cfg.data.train = rec["train"]
+        cfg.data.eval = rec.get("eval")
     return cfg
+
+
+def _check_prepared(cfg: RunConfig) -> None:
+    stale = getattr(cfg, "_stale_prepare", None)
+    if stale:
+        raise KitError(stale)
+
+
+def _override_keys(overrides: list[str] | dict | None) -> list[str]:
+    if isinstance(overrides, dict):
+        return list(overrides)
+    return [o.split("=", 1)[0].strip() for o in overrides or []]
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -68,6 +97,8 @@ def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction
     from .prepare import prepare
 
     out = cfg.run_dir / "data"
+    sources = dict(getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval})
+    cfg.data.train, cfg.data.eval = sources["train"], sources["eval"]  # the config's data, not a prepared copy
     if inputs:
         rep = prepare(inputs, out, eval_fraction=eval_fraction, seed=cfg.train.seed)
         result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
@@ -82,12 +113,14 @@ def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction
         if rep["kept"] == 0:
             raise KitError(f"prepare kept no rows from {', '.join(rep['files'])}: see {rep['out']['rejects']}")
     result.update(
+        sources=sources,  # what `load` compares the config with before it uses the prepared files
         read=sum(r["read"] for r in result["reports"].values()),
         kept=sum(r["kept"] for r in result["reports"].values()),
         rejected=sum(r["rejected"] for r in result["reports"].values()),
         duplicates=sum(r["duplicates"] for r in result["reports"].values()),
     )
     cfg.data.train, cfg.data.eval = result["train"], result["eval"]
+    cfg._stale_prepare = None
     return result
 
 
@@ -104,6 +137,7 @@ def chat_template(cfg: RunConfig) -> str | None:
 
 def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
     """Exact token budget of the training file with the model's tokenizer and template."""
+    _check_prepared(cfg)
     from .tokens import read_records, token_report
 
     rep = token_report(
@@ -126,6 +160,7 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
     """HTML of training example `index` with its trained tokens marked, adapted as training adapts it."""
+    _check_prepared(cfg)
     from .templates import adapt_record, detect_family
     from .tokens import mask_html, read_records
 
@@ -137,6 +172,7 @@ def mask_view(cfg: RunConfig, index: int = 0) -> str:
 
 
 def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
+    _check_prepared(cfg)
     from .train import train
 
     result = train(cfg, extra_callbacks=extra_callbacks)
@@ -161,6 +197,7 @@ def evaluate_stage(
     says so in its report's source); the fine-tuned model is always generated afresh."""
     from .evaluate import compare, evaluate
 
+    _check_prepared(cfg)
     if not cfg.data.eval:
         raise KitError("data.eval: the evaluate stage needs an eval file (prepare splits one off raw inputs)")
     merged = cfg.run_dir / "merged"
@@ -231,12 +268,21 @@ def run_all(
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise KitError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    cfg = load(config, overrides)
+    # A prepare stage that runs now reads the config's own data, not what an earlier one recorded.
+    cfg = load(config, overrides, prepared="prepare" not in stages)
+    if eval_limit is not None and eval_limit < 0:
+        raise KitError(f"--eval-limit must be >= 0, got {eval_limit}")
     if "train" in stages:
         # The tokens stage imports transformers; Unsloth must come first to patch it for training.
         from .train import import_backend_first
 
         import_backend_first(cfg)
+    io.claim_dir(cfg.run_dir, "run", "output.dir/output.name", known=("config.yaml", "stages", "data"))
+    with io.folder_lock(cfg.run_dir, "output.dir/output.name"):
+        return _run_stages(cfg, stages, inputs, eval_limit)
+
+
+def _run_stages(cfg: RunConfig, stages, inputs, eval_limit) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for stage in STAGES:
         if stage not in stages:

@@ -104,9 +104,16 @@ def arch_for(model: str) -> Arch:
     for name, arch in KNOWN.items():
         if key.startswith(name):
             return arch
+    if model.startswith(("tiny:", "packaged:")):  # the kit's own names (smoke.yaml's tiny:llama): built locally
+        from .models import resolve_model
+
+        model = resolve_model(model)
     cfg_file = Path(model) / "config.json"
     if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
     else:
         try:
             from transformers import AutoConfig
@@ -114,6 +121,9 @@ def arch_for(model: str) -> Arch:
             cfg = AutoConfig.from_pretrained(model).to_dict()
         except Exception as e:  # noqa: BLE001 - offline, private, or not a causal LM
             raise KitError(f"cannot find the architecture of {model!r} ({e}); known: {', '.join(KNOWN)}") from e
+    keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_attention_heads")
+    if not isinstance(cfg, dict) or any(not isinstance(cfg.get(k), int) for k in keys):
+        raise KitError(f"{model}: its config lacks {', '.join(keys)}: not a decoder model the planner knows")
     heads = cfg["num_attention_heads"]
     return Arch(
         cfg["hidden_size"],

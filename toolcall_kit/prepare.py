@@ -38,6 +38,7 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise KitError(f"--out {out} exists and is not a folder")
+    _refuse_overwriting_inputs(paths, out)
 
     kept: list[Record] = []
     rejects: list[dict] = []
@@ -82,6 +83,8 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     for name, info in files.items():
         if not info["rows"]:
             warnings.append(f"{name}: no rows")
+        if info.get("warning"):
+            warnings.append(f"{name}: {info['warning']}")
     ids: set[str] = set()
     renamed: list[str] = []
     for rec in kept:
@@ -250,14 +253,27 @@ def _labels(record: Record) -> tuple[str, ...]:
     return (f"kind:{classify(record)}", *(f"tool:{t}" for t in tools))
 
 
+OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "rejects.jsonl", "report.json")
+
+
+def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
+    """`prepare data/mine/train.jsonl --out data/mine` would replace its own raw input: refused."""
+    targets = {(out / name).resolve() for name in OUTPUT_FILES}
+    for p in paths:
+        if str(p) != io.STDIN and p.resolve() in targets:
+            raise KitError(f"--out {out} would overwrite the input {p} with prepare's own {p.name}; pick another --out")
+
+
 def _expand(inputs) -> list[Path]:
-    """Input paths; a folder stands for the data files directly inside it."""
+    """Input paths; a folder stands for the data files directly inside it; `-` is standard input."""
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if str(item) == io.STDIN:
+            paths.append(p)
+        elif p.is_dir():
             found = sorted(c for c in p.iterdir() if c.is_file() and c.name.lower().endswith(DATA_SUFFIXES))
             if not found:
                 raise DataError(p, None, f"folder has no {', '.join(DATA_SUFFIXES)} files")
@@ -278,7 +294,7 @@ def _write_all(out: Path, train: list, evals: list, rejects: list, report: dict)
         with ExitStack() as stack:
             handles = {
                 name: stack.enter_context(io.atomic_open(out / name))
-                for name in ("train.jsonl", "eval.jsonl", "rejects.jsonl", "report.json")
+                for name in OUTPUT_FILES
             }
             for name, rows in (("train.jsonl", train), ("eval.jsonl", evals), ("rejects.jsonl", rejects)):
                 f = handles[name]

@@ -29,7 +29,9 @@ A user's own catalog (a JSON list of OpenAI tool definitions) gets schema-driven
 
 Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase
 the user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments
-need or breaks validation is rejected (the original is kept and the rejection counted).
+need or breaks validation is rejected (the original is kept and the rejection counted). An API key is sent
+only when given (`--teacher-api-key-env VAR` or $TOOLCALL_KIT_TEACHER_API_KEY), and only over https or to
+this machine.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from . import synth_intents as si
 from .errors import DataError, KitError
-from .io import write_jsonl
+from .io import check_writable_file, read_text_input, write_jsonl
 from .records import DECLINED, MULTI_STEP, NO_CALL, PARALLEL_CALLS, SINGLE_CALL, Record, classify
 from .synth_intents import Chain, Ctx, Intent, Slot
 from .validate import argument_errors, check_tools, validate_record
@@ -432,7 +436,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         return None
     v = _string_guess(name, schema, c)
     pat = schema.get("pattern")
-    if pat and not re.search(pat, v):
+    if pat and not _matches(pat, v):
         v = _regex_sample(pat, c.rng)
     lo, hi = schema.get("minLength", 0), schema.get("maxLength")
     if len(v) < lo:
@@ -440,6 +444,16 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
     if hi is not None and len(v) > hi:
         v = v[:hi]
     return v
+
+
+def _matches(pattern: str, text: str) -> bool:
+    """A catalog's `pattern` on a guessed value, time-bounded as everywhere (validate.bounded_search)."""
+    from .validate import PatternTooSlow, bounded_search
+
+    try:
+        return bounded_search(pattern, text)
+    except (PatternTooSlow, regex.error) as e:
+        raise ValueError(f"pattern {pattern!r} cannot be used: {type(e).__name__} {e}") from None
 
 
 def _text_value(v: Any) -> str:
@@ -554,10 +568,10 @@ class Catalog:
 
 def _read_tools(path: Path) -> list:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DataError(path, None, f"cannot read catalog: {e.strerror}") from e
-    except json.JSONDecodeError as e:
+        data = json.loads(read_text_input(path))  # a folder or non-UTF-8 text: a DataError naming it
+    except (ValueError, RecursionError) as e:
+        if not isinstance(e, json.JSONDecodeError):
+            raise DataError(path, None, f"not a usable JSON catalog: {e}") from None
         raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from e
     if isinstance(data, dict) and "tools" in data:
         data = data["tools"]
@@ -1271,11 +1285,35 @@ def check_paraphrase(original: str, new: str, record: Record) -> str | None:
     return None
 
 
-def _post(url: str, body: dict, timeout: float) -> dict:
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get("TOOLCALL_KIT_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
+TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
+
+
+def teacher_key(url: str, api_key: str | None = None) -> str | None:
+    """The key sent to the teacher: the one passed, else $TOOLCALL_KIT_TEACHER_API_KEY, never another
+    program's (OPENAI_API_KEY is not read). A key never goes over plain http except to this machine."""
+    key = api_key or os.environ.get(TEACHER_KEY_ENV) or None
     if key:
-        headers["Authorization"] = f"Bearer {key}"
+        import ipaddress
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        host = (parts.hostname or "").lower()
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if parts.scheme != "https" and not loopback:
+            raise KitError(
+                f"--teacher-url {url}: refusing to send the API key over {parts.scheme or 'an unknown scheme'} "
+                "to a host that is not this machine; use https, or unset the key"
+            )
+    return key
+
+
+def _post(url: str, body: dict, timeout: float, api_key: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read().decode("utf-8"))
@@ -1289,14 +1327,17 @@ def paraphrase_with_teacher(
     workers: int = 4,
     timeout: float = 60.0,
     temperature: float = 0.8,
+    api_key: str | None = None,
 ) -> tuple[list[Record], dict]:
     """Paraphrase the request turns of call examples through an OpenAI-compatible chat endpoint.
 
     Calls, results and answers stay as they are; only user turns that state argument values are sent
     (declines and chit-chat answers are tied to their exact wording). A paraphrase is accepted only if it
     keeps every stated value and the record still validates; otherwise the original stays and the reason
-    is counted. At most `workers` requests are in flight. Returns (records, report)."""
+    is counted. At most `workers` requests are in flight. `api_key` (else $TOOLCALL_KIT_TEACHER_API_KEY) is
+    sent as a Bearer token, only over https or to this machine (`teacher_key`). Returns (records, report)."""
     endpoint = _chat_url(url)
+    key = teacher_key(endpoint, api_key)
     out = copy.deepcopy(records)
     jobs: list[tuple[int, int, str]] = []
     not_sent: Counter = Counter()
@@ -1317,7 +1358,7 @@ def paraphrase_with_teacher(
                 "max_tokens": min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
                 "messages": [{"role": "system", "content": PARAPHRASE_SYSTEM}, {"role": "user", "content": text}]}  # fmt: skip
         try:
-            resp = _post(endpoint, body, timeout)
+            resp = _post(endpoint, body, timeout, key)
             return resp["choices"][0]["message"].get("content") or "", None
         except (
             urllib.error.URLError,
@@ -1361,6 +1402,7 @@ def paraphrase_with_teacher(
     report = {
         "endpoint": endpoint,
         "model": model,
+        "api_key_sent": bool(key),
         "requested": len(jobs),
         "http_ok": http_ok,
         "accepted": accepted,
@@ -1390,18 +1432,26 @@ def synth(
     teacher_model: str | None = None,
     teacher_workers: int = 4,
     teacher_timeout: float = 60.0,
+    teacher_api_key: str | None = None,
 ) -> dict:
     """Generate, optionally paraphrase, write `out` (JSONL, atomically) and return the report."""
     if bool(teacher_url) != bool(teacher_model):
         raise KitError("--teacher-url and --teacher-model go together")
+    if teacher_url:
+        teacher_key(_chat_url(teacher_url), teacher_api_key)  # refuse before generating, not after
+    check_writable_file(out, "--out")
     records, report = generate(
         n, seed, catalog, mix, split, holdout_fraction, holdout_seed, max_tools, contrast
     )
     if teacher_url:
         records, report["teacher"] = paraphrase_with_teacher(
-            records, teacher_url, teacher_model or "", workers=teacher_workers, timeout=teacher_timeout
+            records, teacher_url, teacher_model or "", workers=teacher_workers, timeout=teacher_timeout,
+            api_key=teacher_api_key,
         )
-    write_jsonl(out, records)
+    try:
+        write_jsonl(out, records)
+    except OSError as e:
+        raise KitError(f"--out {out}: cannot write: {e.strerror or e}") from None
     report["out"] = str(out)
     return report
 

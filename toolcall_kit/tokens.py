@@ -739,24 +739,15 @@ def mask_html(
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
-    """Canonical records from a JSONL file (as `prepare` writes them); a bad line is a DataError."""
+    """Canonical records from a JSONL file (as `prepare` writes them; `-` is standard input); a bad line, a
+    folder or non-UTF-8 text is a DataError naming it."""
+    from .io import iter_json_lines
+
     out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, n, f"invalid JSON: {e.msg}") from e
-                if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list):
-                    raise DataError(
-                        path, n, "not a canonical record (an object with `messages`); run prepare first"
-                    )
-                out.append(rec)
-    except OSError as e:
-        raise KitError(f"{path}: {e.strerror}") from e
+    for n, rec in iter_json_lines(path):
+        if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list):
+            raise DataError(path, n, "not a canonical record (an object with `messages`); run prepare first")
+        out.append(rec)
     if not out:
         raise DataError(path, None, "no records")
     return out
@@ -771,8 +762,9 @@ def load_tokenizer(model: str):
 
     try:
         return AutoTokenizer.from_pretrained(folder)
-    except Exception as e:
-        raise KitError(f"cannot load the tokenizer of {model!r} ({folder}): {e}") from e
+    except Exception as e:  # noqa: BLE001 - a folder without (or with a broken) tokenizer raises many types
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise KitError(f"cannot load the tokenizer of {model!r} ({folder}): {first}") from None
 
 
 def tokens_main(
@@ -787,10 +779,15 @@ def tokens_main(
     content_with_calls: str = "error",
     plot: str | None = None,
 ) -> dict:
+    from .io import check_writable_file
+
+    if plot:
+        check_writable_file(plot, "--plot")  # before the counting, not after it
+    records = read_records(data)
     tok = load_tokenizer(model)
     return token_report(
         tok,
-        read_records(data),
+        records,
         max_seq_length=max_seq_length,
         batch_size=batch_size,
         grad_accum=grad_accum,

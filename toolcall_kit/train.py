@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -515,19 +516,49 @@ def _training_files(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if p.name in names or p.name.startswith("rows.rank"))
 
 
-def _new_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Create the run folder; an earlier training run there is an error unless output.overwrite (then its
-    training files are replaced; the pipeline's prepared data in the same folder is kept)."""
+def _new_run_dir(cfg: RunConfig, run_dir: Path) -> list[Path]:
+    """Create the run folder (a folder of the user's that the kit did not make is refused); an earlier training
+    run there is an error unless output.overwrite. Returns the earlier run's training files, which
+    `_replace_old_run` deletes only once the new run has loaded its model and data (the pipeline's prepared
+    data in the same folder is kept)."""
+    io.claim_dir(run_dir, "run", "output.dir/output.name", known=(CONFIG_FILE, "stages", "data"))
     old = _training_files(run_dir)
-    if old:
-        if not cfg.output.overwrite:
-            raise KitError(
-                f"output.name: {run_dir} already holds a run: resume it (--resume {run_dir}), pick another "
-                "output.name, or --set output.overwrite=true"
-            )
-        for p in old:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if old and not cfg.output.overwrite:
+        raise KitError(
+            f"output.name: {run_dir} already holds a run: resume it (--resume {run_dir}), pick another "
+            "output.name, or --set output.overwrite=true"
+        )
+    return old
+
+
+def _replace_old_run(old: list[Path]) -> None:
+    for p in old:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _refuse_finished(run_dir: Path, ckpt: Path, cfg: RunConfig) -> None:
+    """`--resume` of a run that already reached its length would train past it and rewrite its adapter."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        done = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).is_file() else {}
+    except (OSError, ValueError) as e:
+        raise KitError(f"--resume: {ckpt} is unreadable ({type(e).__name__}: {e})") from None
+    step = int(state.get("global_step") or 0)
+    if done.get("status") == "completed":
+        step = max(step, int(done.get("steps") or 0))
+    if cfg.train.max_steps:
+        finished = step >= cfg.train.max_steps
+        what = f"train.max_steps {cfg.train.max_steps}"
+    else:
+        finished = step >= int(state.get("max_steps") or 0) > 0 and (cfg.train.epochs or 1) <= float(
+            state.get("epoch") or 0
+        ) + 1e-6
+        what = f"train.epochs {cfg.train.epochs}"
+    if finished:
+        raise KitError(
+            f"--resume: {run_dir} already finished ({step} steps, {what}); to train longer raise it, "
+            f"e.g. --set train.max_steps={step * 2}"
+        )
 
 
 def _fingerprints(cfg: RunConfig, enc_train: Encoded, enc_eval: Encoded | None) -> dict[str, Any]:
@@ -632,6 +663,13 @@ def _tune_malloc() -> bool:
 
 
 def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None) -> dict:
+    """Train a LoRA adapter as `cfg` says; returns result.json's content (see `_train`). The run folder is
+    locked from its creation to the end of the run, so a second process writing the same run gets a KitError."""
+    with ExitStack() as hold:
+        return _train(cfg, resume, extra_callbacks=extra_callbacks, _hold=hold)
+
+
+def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None, _hold=None):
     """Train a LoRA adapter as `cfg` says; returns result.json's content.
 
     `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (pass `cfg` to
@@ -658,6 +696,8 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
     log.info("backend: %s (%s)", backend, why)
 
     ckpt = _resume_point(run_dir) if resume is not None else None
+    if ckpt is not None:
+        _refuse_finished(run_dir, ckpt, cfg)
     for key in ("train", "eval"):
         path = getattr(cfg.data, key)
         if path and not Path(path).is_file():
@@ -669,9 +709,12 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
         )
     if cfg.model.load_in_4bit and backend == "hf" and importlib.util.find_spec("bitsandbytes") is None:
         raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
+    old_run: list[Path] = []
     if main:
+        if _hold is not None:  # before anything in the folder is looked at: a second writer stops here
+            _hold.enter_context(io.folder_lock(run_dir, "output.dir/output.name"))
         if resume is None:
-            _new_run_dir(cfg, run_dir)
+            old_run = _new_run_dir(cfg, run_dir)
         else:
             _check_same_data(run_dir, cfg)
 
@@ -720,6 +763,7 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
     enc_eval = encode_split("eval") if cfg.data.eval else None
     fingerprints = _fingerprints(cfg, enc_train, enc_eval)
     if main:
+        _replace_old_run(old_run)  # the new run loaded its model and data: only now is the old one replaced
         # On resume too: the stored config is the one that trained (overrides such as a larger max_steps).
         io.write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
         io.write_json(run_dir / FINGERPRINTS_FILE, fingerprints)
@@ -864,7 +908,7 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
         **{k: v for k, v in _memory().items()},
     }
     if health.fatal is None and main:
-        with io.atomic_dir(run_dir / ADAPTER) as tmp:
+        with io.atomic_dir(run_dir / ADAPTER, kind="adapter", replace_unmarked=True) as tmp:  # in the locked run
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         result["adapter"] = str(run_dir / ADAPTER)

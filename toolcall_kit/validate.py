@@ -9,18 +9,27 @@ schema because 60k rows usually share a handful of tools.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jsonschema
-from jsonschema.validators import validator_for
+import regex
+from jsonschema.exceptions import ValidationError
+from jsonschema.validators import extend, validator_for
 
 from .records import KINDS, ROLES
 
-# OpenAI's rule for function names.
-TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# OpenAI's rule for function names (matched whole: `$` would let a trailing newline through).
+TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+# Schema `pattern`s come from data (a tool's JSON Schema) and run on data and on model output. Python's `re`
+# backtracks without bound (`^(a+)+$` on 40 characters: hours), so they run under the `regex` module with a time
+# bound per match; a pattern that ran out of time once is refused from then on without running again.
+REGEX_TIMEOUT_S = 0.2
+_SLOW_PATTERNS: set[str] = set()
 
 # Reason codes, stable: they key report.json's `rejected_by_reason`.
 INVALID_JSON = "invalid_json"
@@ -84,6 +93,96 @@ def _same_in_draft7(schema: Any) -> bool:
     return True
 
 
+class PatternTooSlow(Exception):
+    pass
+
+
+def bounded_search(pattern: str, text: str) -> bool:
+    """`re.search(pattern, text)` with a time bound; raises PatternTooSlow (or regex.error for a pattern the
+    `regex` module cannot compile)."""
+    if pattern in _SLOW_PATTERNS:
+        raise PatternTooSlow(pattern)
+    try:
+        return regex.search(pattern, text, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        _SLOW_PATTERNS.add(pattern)
+        raise PatternTooSlow(pattern) from None
+
+
+def _slow(pattern: str) -> ValidationError:
+    return ValidationError(
+        f"pattern {pattern!r} ran out of time ({REGEX_TIMEOUT_S} s; catastrophic backtracking?): refused"
+    )
+
+
+def _pattern(validator, patrn, instance, schema):
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        if not bounded_search(patrn, instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+    except PatternTooSlow:
+        yield _slow(patrn)
+    except regex.error as e:
+        yield ValidationError(f"pattern {patrn!r} is not a usable regular expression: {e}")
+
+
+def _matches_any(patterns, key: str) -> bool:
+    return any(bounded_search(p, key) for p in patterns)
+
+
+def _pattern_properties(validator, pattern_properties, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pattern_properties.items():
+        for k, v in instance.items():
+            try:
+                found = bounded_search(pattern, k)
+            except PatternTooSlow:
+                yield _slow(pattern)
+                return
+            except regex.error as e:
+                yield ValidationError(f"pattern {pattern!r} is not a usable regular expression: {e}")
+                return
+            if found:
+                yield from validator.descend(v, subschema, path=k, schema_path=pattern)
+
+
+def _additional_properties(validator, ap, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    try:
+        extras = [k for k in instance if k not in properties and not (patterns and _matches_any(patterns, k))]
+    except PatternTooSlow as e:
+        yield _slow(e.args[0])
+        return
+    except regex.error as e:
+        yield ValidationError(f"a patternProperties pattern is not a usable regular expression: {e}")
+        return
+    if validator.is_type(ap, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], ap, path=extra)
+    elif not ap and extras:
+        listed = ", ".join(repr(k) for k in sorted(extras, key=str))
+        verb = "was" if len(extras) == 1 else "were"
+        yield ValidationError(f"Additional properties are not allowed ({listed} {verb} unexpected)")
+
+
+_BOUNDED_KEYWORDS = {
+    "pattern": _pattern,
+    "patternProperties": _pattern_properties,
+    "additionalProperties": _additional_properties,
+}
+
+
+@lru_cache(maxsize=16)
+def _bounded(cls):
+    """`cls` with the keywords that run schema regexes replaced by time-bounded ones."""
+    return extend(cls, _BOUNDED_KEYWORDS)
+
+
 @lru_cache(maxsize=8192)
 def _validator(schema_json: str):
     schema = json.loads(schema_json)
@@ -97,7 +196,7 @@ def _validator(schema_json: str):
         else cls
     )
     meta.check_schema(schema)
-    return cls(schema)
+    return _bounded(cls)(schema)
 
 
 def schema_validator(schema: dict):
@@ -143,7 +242,7 @@ def _check_tools(tools: Any) -> tuple[dict[str, dict], list[Problem], dict[str, 
             )
             continue
         name = fn.get("name")
-        if not isinstance(name, str) or not TOOL_NAME_RE.match(name):
+        if not isinstance(name, str) or not TOOL_NAME_RE.fullmatch(name):
             problems.append(
                 Problem(BAD_TOOL_NAME, f"tools[{i}] name {name!r} must be 1-64 letters, digits, '_' or '-'")
             )
@@ -201,6 +300,24 @@ def check_call(
     return []
 
 
+def non_finite_at(value: Any, where: str = "") -> str | None:
+    """Where `value` holds a number JSON cannot write (NaN, Infinity, or 1e400 read as infinity), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where or "the value"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        if isinstance(v, float | dict | list):
+            found = non_finite_at(v, f"{where}/{k}" if where else str(k))
+            if found:
+                return found
+    return None
+
+
 def validate_record(record: Any) -> list[Problem]:
     """All problems of one canonical record; an empty list means it may be trained on."""
     if not isinstance(record, dict):
@@ -208,6 +325,9 @@ def validate_record(record: Any) -> list[Problem]:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         return [Problem(MISSING_FIELD, "`messages` must be a non-empty list")]
+    bad_number = non_finite_at(record)
+    if bad_number:
+        return [Problem(INVALID_JSON, f"{bad_number}: NaN, Infinity or a number out of range, which JSON cannot hold")]
     declared, problems, validators = _check_tools(record.get("tools"))
     if problems:
         return problems

@@ -21,6 +21,7 @@ import io
 import itertools
 import json
 import math
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import io as kit_io
 from ..errors import DataError
 from ..records import Record
 from ..validate import ARGUMENTS_NOT_OBJECT, BAD_FIELD, INVALID_JSON, NOT_OBJECT, Problem
@@ -192,21 +194,55 @@ def _parse_line(text: str) -> Any:
         return Problem(INVALID_JSON, f"not valid JSON: {e}")
 
 
+class _Prefixed(io.RawIOBase):
+    """Bytes already read (the sniffed head) followed by the rest of a stream: nothing is read twice."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self.head:
+            n = min(len(buf), len(self.head))
+            buf[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.rest is not sys.stdin.buffer:
+            self.rest.close()
+        super().close()
+
+
+def _sniff(f, n: int):
+    """(the first `n` bytes, a buffered reader that still yields them) of a stream that may not seek (a pipe)."""
+    head = b""
+    while len(head) < n:
+        chunk = f.read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head, io.BufferedReader(_Prefixed(head, f), buffer_size=1 << 16)
+
+
 def _open_binary(path: Path):
+    """(reader, gzipped, first 4 bytes): the file is opened once (pipes, FIFOs, /dev/stdin, `-`)."""
+    raw = kit_io.open_input(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except IsADirectoryError:
-        raise DataError(path, None, "is a folder; pass the data files inside it") from None
-    except FileNotFoundError:
-        raise DataError(path, None, "no such file") from None
+        head, f = _sniff(raw, 4)
     except OSError as e:
-        raise DataError(path, None, f"cannot open: {e.strerror or e}") from None
+        raw.close()
+        raise DataError(path, None, f"cannot read: {e.strerror or e}") from None
     if head[:2] == GZIP_MAGIC:
-        return gzip.open(path, "rb"), True, head
+        return gzip.GzipFile(fileobj=f, mode="rb"), True, head
     if path.suffix == ".gz":
+        f.close()
         raise DataError(path, None, "named .gz but is not a gzip file")
-    return open(path, "rb"), False, head
+    return f, False, head
 
 
 def _inner_suffix(path: Path, gzipped: bool) -> str:
@@ -268,12 +304,28 @@ def _iter_json_text(path: Path, f, suffix: str) -> Iterator[tuple[int, str | Non
     yield from _iter_jsonl(io.BytesIO(data))
 
 
-def _iter_parquet(path: Path) -> Iterator[tuple[int, str | None, Any]]:
+def _struct_arguments(t) -> bool:
+    """True if an Arrow type holds a field `arguments` stored as a struct (keys unified across rows)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return any((f.name == "arguments" and pa.types.is_struct(f.type)) or _struct_arguments(f.type) for f in t)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _struct_arguments(t.value_type)
+    return False
+
+
+def _iter_parquet(path: Path, source=None, info: dict | None = None) -> Iterator[tuple[int, str | None, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(source if source is not None else path)
+        if info is not None and any(_struct_arguments(f.type) for f in pf.schema_arrow):
+            info["warning"] = (
+                "call arguments are Arrow structs, whose keys are unified across rows: an explicit null cannot be "
+                "told from an absent key, so null arguments were dropped; store arguments as JSON strings to keep them"
+            )
         batches = pf.iter_batches(batch_size=4096)
         n = 0
         for batch in batches:
@@ -284,8 +336,9 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, str | None, Any]]:
         raise DataError(path, None, f"not a readable Parquet file: {e}") from None
 
 
-def parsed_items(path: str | Path) -> Iterator[tuple[int, str | None, Any]]:
-    """(line, raw text or None, parsed value or Problem) for every row of a file, whatever its container."""
+def parsed_items(path: str | Path, info: dict | None = None) -> Iterator[tuple[int, str | None, Any]]:
+    """(line, raw text or None, parsed value or Problem) for every row of a file, whatever its container.
+    `info`, if given, receives a `warning` about what the container cannot carry (Parquet struct nulls)."""
     path = Path(path)
     f, gzipped, head = _open_binary(path)
     suffix = _inner_suffix(path, gzipped)
@@ -294,10 +347,12 @@ def parsed_items(path: str | Path) -> Iterator[tuple[int, str | None, Any]]:
             if not gzipped and (head == PARQUET_MAGIC or suffix == ".parquet"):
                 if head != PARQUET_MAGIC:
                     raise DataError(path, None, "named .parquet but is not a Parquet file")
+                # Parquet reads its footer first: a regular file by name, a pipe read whole into memory.
+                source = None if str(path) != kit_io.STDIN and path.is_file() else io.BytesIO(f.read())
                 f.close()
-                yield from _iter_parquet(path)
+                yield from _iter_parquet(path, source, info)
                 return
-            peek = f.peek(64)[:64] if hasattr(f, "peek") else b""
+            peek, f = _sniff(f, 64)
             # The name decides where it says: .jsonl is lines even if one starts with `[`; .json may be either.
             if suffix == ".json" or (suffix != ".jsonl" and peek.lstrip().startswith(b"[")):
                 yield from _iter_json_text(path, f, suffix)
@@ -386,13 +441,15 @@ def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> 
     """Every row of one file as a `Row`. `info`, if given, receives `format` and `how` (what auto chose)."""
     if fmt != "auto":
         convert = converter(fmt)  # fail on a bad name before the file is opened
-    items = parsed_items(path)
+    items = parsed_items(path, info)
     how = f"given: --format {fmt}"
     if fmt == "auto":
         sample = list(itertools.islice(items, SAMPLE_ROWS))
         fmt, how = detect_format(path, [v for _, _, v in sample if not isinstance(v, Problem)])
         items = itertools.chain(sample, items)
         convert = converter(fmt)
+    per_row = how.startswith("auto")  # in a mixed file, a row that plainly looks like another format is read so
+    minority: Counter = Counter()
     if info is not None:
         info.update(format=fmt, how=how)
     spath = str(path)
@@ -404,7 +461,28 @@ def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> 
             problem = Problem(NOT_OBJECT, f"a row must be a JSON object, got {type(value).__name__}")
             yield Row(spath, line, source, fmt, problem=problem)
         else:
+            row_fmt, row_convert = fmt, convert
+            other = _row_format(value, fmt) if per_row else None
+            if other is not None:
+                row_fmt, row_convert = other, converter(other)
+                minority[other] += 1
+                if info is not None:
+                    info["other_format_rows"] = dict(minority)
             try:
-                yield Row(spath, line, source, fmt, record=convert(value))
+                yield Row(spath, line, source, row_fmt, record=row_convert(value))
             except RowError as e:
-                yield Row(spath, line, source, fmt, problem=e.problem)
+                yield Row(spath, line, source, row_fmt, problem=e.problem)
+
+
+def _row_format(row: dict, file_fmt: str) -> str | None:
+    """The format a row of a mixed file is plainly written in, when it is not the file's (else None). Plain chat
+    rows stay with an openai / sharegpt file, whose readers read them too."""
+    shape = _looks_like(row)
+    if shape is None:
+        return None
+    fmt = shape.split(":")[0]
+    if fmt == file_fmt or (shape == "chat:messages" and file_fmt == "openai"):
+        return None
+    if shape == "chat:conversations" and file_fmt == "sharegpt":
+        return None
+    return fmt
