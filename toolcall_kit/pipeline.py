@@ -46,13 +46,65 @@ def recorded(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def project_root(config: str | Path | None) -> Path:
+    """The folder a run's relative paths are read from: the working folder, or the nearest folder above it
+    that holds `config`. A Jupyter kernel starts in the notebook's folder (notebooks/), so there the config,
+    the data and `runs/` are found one level up, as from the project root where `make` and papermill run."""
+    cwd = Path.cwd()
+    if config is None:
+        return cwd
+    path = Path(config).expanduser()
+    for folder in (cwd, *cwd.parents):
+        if path.is_absolute():
+            # The filesystem root holds every absolute path: it is never the project root.
+            if folder != Path(folder.anchor) and path.is_relative_to(folder):
+                return folder
+        elif (folder / path).is_file():
+            return folder
+    return cwd
+
+
+def _from_root(root: Path, path: str | None) -> str | None:
+    return path if path is None or Path(path).expanduser().is_absolute() else str(root / path)
+
+
+def _found(path: str) -> str:
+    """A relative path not found from the working folder, looked up in the folders above it (as the config)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return path
+    return next((str(f / p) for f in Path.cwd().parents if (f / p).exists()), path)
+
+
 def load(config: str | Path | None, overrides: list[str] | dict | None = None) -> RunConfig:
-    """The run config, with data paths taken from the prepare stage once it has run."""
+    """The run config, with data paths taken from the prepare stage once it has run.
+
+    Relative paths (the config's own, and in it the data files, output.dir, model.chat_template, init_from
+    and a local model folder) are read from `project_root(config)`, whatever the working folder: outside
+    the project root they become absolute paths under it."""
+    root = project_root(config)
+    cwd = Path.cwd()
+    if root != cwd and config is not None:
+        config = _from_root(root, str(config))
     cfg = load_config(config, overrides)
-    prepared = recorded(cfg, "prepare")
+    prepared = recorded(_rooted(cfg, root, cwd), "prepare")
     if prepared:
         cfg.data.train = prepared["train"]
         cfg.data.eval = prepared.get("eval")
+    return _rooted(cfg, root, cwd)
+
+
+def _rooted(cfg: RunConfig, root: Path, cwd: Path) -> RunConfig:
+    """`cfg` with its relative paths made absolute under `root` (unchanged when root is the working folder)."""
+    if root == cwd:
+        return cfg
+    cfg.data.train = _from_root(root, cfg.data.train)
+    cfg.data.eval = _from_root(root, cfg.data.eval)
+    cfg.output.dir = _from_root(root, cfg.output.dir)
+    cfg.model.chat_template = _from_root(root, cfg.model.chat_template)
+    cfg.init_from = _from_root(root, cfg.init_from)
+    if (root / cfg.model.name).is_dir() and not Path(cfg.model.name).expanduser().is_absolute():
+        cfg.model.name = str(root / cfg.model.name)  # a local model folder (hub ids and packaged: stay)
     return cfg
 
 
@@ -67,6 +119,7 @@ def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction
 
     out = cfg.run_dir / "data"
     if inputs:
+        inputs = [_found(str(p)) for p in inputs]
         rep = prepare(inputs, out, eval_fraction=eval_fraction, seed=cfg.train.seed)
         result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
     else:
@@ -123,15 +176,11 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
-    """HTML of training example `index` with its trained tokens marked, adapted as training adapts it."""
-    from .templates import adapt_record, detect_family
-    from .tokens import mask_html, read_records
+    """HTML of training example `index` exactly as training encodes it: adapted to the family, its trained
+    tokens marked, cut at max_seq_length (`index` counts adapted examples, as the token report does)."""
+    from .explore import MaskView
 
-    tok = tokenizer(cfg)
-    fam = detect_family(tok, cfg.model.family)
-    record = read_records(cfg.data.train)[index]
-    adapted = adapt_record(record, fam, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls)
-    return mask_html(tok, adapted[0], fam, chat_template(cfg), cfg.model.max_seq_length)
+    return MaskView(cfg).html(index)
 
 
 def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
