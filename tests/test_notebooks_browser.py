@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,8 +39,16 @@ pytestmark = pytest.mark.slow  # trains the tiny model; about a minute each on 2
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 JUPYTER = Path(sys.executable).with_name("jupyter")
-# Seconds: a notebook's Run All with the smoke config (the tiny model, 8 steps), with room for busy cores.
-RUN_ALL_TIMEOUT = 420
+# JupyterLab settings for the test's session only (JUPYTERLAB_SETTINGS_DIR): never save into the repository;
+# every cell in the page (no windowing), so the page can be read in one pass; no news prompt in the screenshots.
+SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false"},
+}
+# Seconds: a notebook's Run All with the smoke config (the tiny model, 8 steps: under a minute on 2 idle
+# cores), with room for cores other work holds.
+RUN_ALL_TIMEOUT = 900
 
 
 def _skip_reason() -> str | None:
@@ -86,9 +95,10 @@ class Lab:
 def lab(tmp_path_factory):
     """`make lab` on a free port, its token from JUPYTER_TOKEN, the worktree's code in the kernel, autosave off."""
     tmp = tmp_path_factory.mktemp("lab")
-    settings = tmp / "settings" / "@jupyterlab" / "docmanager-extension"
-    settings.mkdir(parents=True)
-    (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
+    for plugin, values in SETTINGS.items():
+        path = tmp / "settings" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -116,7 +126,9 @@ def lab(tmp_path_factory):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer on port {port} in 90 s:\n{log.read_text()[-3000:]}")
+                    pytest.fail(
+                        f"JupyterLab did not answer on port {port} in 90 s:\n{log.read_text()[-3000:]}"
+                    )
                 time.sleep(0.5)
         # Without the token the server refuses: `make lab` never serves token-less.
         with pytest.raises(urllib.error.HTTPError) as denied:
@@ -142,8 +154,14 @@ def lab(tmp_path_factory):
 def browser(tmp_path):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100",
-                "--disable-gpu", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+        "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(arg)
     try:
         driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=opts)
@@ -152,6 +170,14 @@ def browser(tmp_path):
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def jupyter(lab, browser):
+    """The server and a browser; the test's kernels are shut down after it (they hold a model each)."""
+    yield lab, browser
+    for k in lab.api("/api/kernels") or []:
+        lab.api(f"/api/kernels/{k['id']}", method="DELETE")
 
 
 @pytest.fixture
@@ -177,46 +203,92 @@ def _wait(what: str, fn, timeout: float, driver=None, shot: Path | None = None, 
         if time.monotonic() > deadline:
             if driver is not None and shot is not None:
                 driver.save_screenshot(str(shot))
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (screenshot {shot})" if shot else ""))
+            pytest.fail(
+                f"timed out after {timeout:.0f} s waiting for {what}"
+                + (f" (screenshot {shot})" if shot else "")
+            )
         time.sleep(every)
 
 
-def _cells(driver):
-    return driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
+# One round trip per look at the page: each cell's source, prompt and images, and the error outputs.
+PAGE_STATE = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+if (!panel) return null;
+const text = (el) => (el ? el.textContent : '') || '';
+return {
+  cells: [...panel.querySelectorAll('.jp-Notebook .jp-Cell')].map((c) => ({
+    source: text(c.querySelector('.cm-content')),
+    prompt: text(c.querySelector('.jp-InputPrompt')).trim(),
+    widget_images: c.querySelectorAll('.widget-output img').length,
+    images: c.querySelectorAll('.jp-OutputArea-output img').length,
+    output: text(c.querySelector('.jp-Cell-outputArea')),
+  })),
+  errors: [...panel.querySelectorAll("[data-mime-type='application/vnd.jupyter.error']")].map(
+    (e) => e.textContent.slice(-1500)),
+};
+"""
 
 
-def _source(cell) -> str:
-    return cell.find_element(By.CSS_SELECTOR, ".cm-content").get_attribute("textContent") or ""
+def page(driver) -> dict:
+    return driver.execute_script(PAGE_STATE) or {"cells": [], "errors": []}
 
 
-def _cell_with(driver, text: str):
-    return next((c for c in _cells(driver) if c.find_elements(By.CSS_SELECTOR, ".cm-content") and text in _source(c)), None)
+def cell(state: dict, text: str) -> dict | None:
+    return next((c for c in state["cells"] if text in c["source"]), None)
 
 
-def _prompt(cell) -> str:
-    found = cell.find_elements(By.CSS_SELECTOR, ".jp-InputPrompt")
-    return (found[0].get_attribute("textContent") or "").strip() if found else ""
+def ran(c: dict | None) -> bool:
+    return c is not None and any(ch.isdigit() for ch in c["prompt"])
 
 
-def _errors(driver) -> list[str]:
-    return [
-        e.get_attribute("textContent")[-1500:]
-        for e in driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.error']")
-    ]
+def finished(driver, last_cell_text: str) -> dict | None:
+    """The page once the last cell ran (its prompt holds a number) or a cell failed, else None."""
+    state = page(driver)
+    return state if state["errors"] or ran(cell(state, last_cell_text)) else None
 
 
 def open_notebook(driver, lab: Lab, name: str, shots: Path):
-    driver.get(f"{lab.url}/lab/tree/notebooks/{name}?token={lab.token}")
-    _wait(f"{name} to open", lambda: _cell_with(driver, "pipeline.record("), 120, driver, shots / "open-timeout.png")
-    # The kernel named in the notebook (python3) is started; wait until it is idle before editing.
-    _wait("the kernel", lambda: lab.api("/api/kernels") and all(k["execution_state"] == "idle" for k in lab.api("/api/kernels")),
-          120, driver, shots / "kernel-timeout.png")
+    """Open notebooks/NAME as the file browser does; its kernel (python3) starts in notebooks/. A workspace of
+    the test's own: nothing an earlier test opened is restored beside it."""
+    driver.get(f"{lab.url}/lab/workspaces/{shots.name}/tree/notebooks/{name}?token={lab.token}")
+    _wait(
+        f"{name} to open",
+        lambda: cell(page(driver), "pipeline.record("),
+        120,
+        driver,
+        shots / "open-timeout.png",
+    )
+
+    def idle():
+        kernels = lab.api("/api/kernels")
+        return kernels and all(k["execution_state"] == "idle" for k in kernels)
+
+    _wait("the kernel to start", idle, 120, driver, shots / "kernel-timeout.png", every=1)
+    panels = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel")
+    assert len(panels) == 1, f"{len(panels)} notebooks open: the page reader expects one"
+
+
+def screenshot(driver, path: Path, cell_text: str) -> None:
+    """A screenshot with the outputs of the cell whose source holds `cell_text` in view."""
+    driver.execute_script(
+        """const c = [...document.querySelectorAll('.jp-Notebook .jp-Cell')].find(
+             (c) => (c.querySelector('.cm-content') || {}).textContent?.includes(arguments[0]));
+           const out = c && (c.querySelector('.jp-Cell-outputArea img') || c.querySelector('.jp-Cell-outputArea'));
+           if (out) out.scrollIntoView({block: 'center'});""",
+        cell_text,
+    )
+    driver.save_screenshot(str(path))
 
 
 def set_parameters(driver, text: str):
     """Replace the parameters cell's text by typing, as a user does."""
-    cell = _cell_with(driver, 'config = "configs/')
-    editor = cell.find_element(By.CSS_SELECTOR, ".cm-content")
+    editor = next(
+        e
+        for e in driver.find_elements(
+            By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content"
+        )
+        if 'config = "configs/' in (e.get_attribute("textContent") or "")
+    )
     editor.click()
     editor.send_keys(Keys.CONTROL, "a")
     editor.send_keys(Keys.DELETE)
@@ -224,7 +296,7 @@ def set_parameters(driver, text: str):
         editor.send_keys(line)
         editor.send_keys(Keys.ENTER)
         editor.send_keys(Keys.HOME)  # undo any auto-indent
-    got = _source(cell)
+    got = editor.get_attribute("textContent")
     for line in text.strip().splitlines():
         assert line in got, f"the parameters cell reads {got!r} after typing {line!r}"
     editor.send_keys(Keys.ESCAPE)
@@ -232,22 +304,23 @@ def set_parameters(driver, text: str):
 
 def run_all(driver):
     driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-    _wait("the Run menu", lambda: driver.find_elements(
-        By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"), 10)[0].click()
-
-
-def finished(driver, last_cell_text: str) -> bool:
-    """The last cell ran (its prompt holds a number) or a cell failed."""
-    cell = _cell_with(driver, last_cell_text)
-    return bool(_errors(driver)) or (cell is not None and any(ch.isdigit() for ch in _prompt(cell)))
+    _wait(
+        "the Run menu",
+        lambda: driver.find_elements(
+            By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"
+        ),
+        10,
+    )[0].click()
 
 
 # ------------------------------------------------------------------------------------------ the tests
 
 
-def test_train_notebook_in_jupyterlab_shows_the_live_loss_curve(lab, browser, tmp_path, stored_notebooks_unchanged):
+def test_train_notebook_in_jupyterlab_shows_the_live_loss_curve(
+    jupyter, tmp_path, stored_notebooks_unchanged
+):
     """03_train.ipynb as opened from the file browser (kernel in notebooks/), smoke config, Run All."""
-    driver, runs = browser, tmp_path / "runs"
+    (lab, driver), runs = jupyter, tmp_path / "runs"
     open_notebook(driver, lab, "03_train.ipynb", tmp_path)
     set_parameters(driver, f'config = "configs/smoke.yaml"\noverrides = {{"output.dir": "{runs}"}}')
     driver.save_screenshot(str(tmp_path / "03-before-run.png"))
@@ -255,66 +328,87 @@ def test_train_notebook_in_jupyterlab_shows_the_live_loss_curve(lab, browser, tm
 
     live_image = False  # an image in the loss widget while the training cell still runs
     deadline = time.monotonic() + RUN_ALL_TIMEOUT
-    while not finished(driver, 'pipeline.record(cfg, "train", result)'):
-        train = _cell_with(driver, "pipeline.train_stage(cfg)")
-        try:
-            if not live_image and _prompt(train) == "[*]:" and train.find_elements(By.CSS_SELECTOR, ".widget-output img"):
-                live_image = True
-                driver.save_screenshot(str(tmp_path / "03-training-live-curve.png"))
-        except StaleElementReferenceException:
-            pass
+    while True:
+        state = page(driver)
+        train = cell(state, "pipeline.train_stage(cfg)")
+        if not live_image and train and train["prompt"] == "[*]:" and train["widget_images"]:
+            live_image = True
+            screenshot(driver, tmp_path / "03-training-live-curve.png", "pipeline.train_stage(cfg)")
+        if state["errors"] or ran(cell(state, 'pipeline.record(cfg, "train", result)')):
+            break
         if time.monotonic() > deadline:
             driver.save_screenshot(str(tmp_path / "03-timeout.png"))
             pytest.fail(f"Run All did not finish in {RUN_ALL_TIMEOUT} s (screenshot in {tmp_path})")
-        time.sleep(0.2)
-    driver.save_screenshot(str(tmp_path / "03-finished.png"))
-    assert not _errors(driver), f"a cell failed:\n{_errors(driver)[0]}"
+        time.sleep(0.5)
+    screenshot(driver, tmp_path / "03-finished.png", "explore.loss_plot(cfg)")
+    assert not state["errors"], f"a cell failed:\n{state['errors'][0]}"
     assert live_image, "the loss widget showed no image while the training cell ran"
+    train = cell(state, "pipeline.train_stage(cfg)")
+    assert train["widget_images"] == 1, "the live curve is redrawn in place: one image in the widget"
 
     result = json.loads((runs / "smoke" / "stages" / "03_train.json").read_text())
     assert result["status"] == "completed" and result["steps"] == result["max_steps"]
-    # The final curve as an image output, outside the widget (what a saved notebook keeps).
-    run_cell = _cell_with(driver, "explore.loss_plot(cfg)")
-    static = [img for img in run_cell.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")]
-    assert static, "the final loss plot is not shown as an image output"
-    assert "peak RSS" in run_cell.get_attribute("textContent")
+    # The final curve as an image output, outside the widget (what a saved notebook keeps), then the health.
+    shown = cell(state, "explore.loss_plot(cfg)")
+    assert shown["images"] == 1 and not shown["widget_images"], "the final loss plot is not an image output"
+    assert "peak RSS" in shown["output"] and "warnings" in shown["output"]
 
 
-def test_evaluate_notebook_in_jupyterlab_lists_failed_cases(lab, browser, tmp_path, stored_notebooks_unchanged):
+def test_evaluate_notebook_in_jupyterlab_lists_failed_cases(jupyter, tmp_path, stored_notebooks_unchanged):
     """05_evaluate.ipynb after a headless smoke pipeline: plots shown, failed-cases table filterable by reason."""
-    driver, runs = browser, tmp_path / "runs"
+    (lab, driver), runs = jupyter, tmp_path / "runs"
     overrides = {"output.dir": str(runs), "train.max_steps": 2, "train.eval_steps": 2, "train.save_steps": 2}
     code = (
         "from toolcall_kit.pipeline import run_all; "
         f"run_all('configs/smoke.yaml', {overrides!r}, stages=('prepare', 'train', 'merge'))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOOLCALL_KIT_NO_PROGRESS": "1"}
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600
+    )
 
     open_notebook(driver, lab, "05_evaluate.ipynb", tmp_path)
     set_parameters(
-        driver, f'config = "configs/smoke.yaml"\noverrides = {json.dumps(overrides)}\neval_limit = 6\nbase = False'
+        driver,
+        f'config = "configs/smoke.yaml"\noverrides = {json.dumps(overrides)}\neval_limit = 6\nbase = False',
     )
     run_all(driver)
-    _wait("Run All to finish", lambda: finished(driver, 'pipeline.record(cfg, "evaluate", result)'),
-          RUN_ALL_TIMEOUT, driver, tmp_path / "05-timeout.png", every=1)
-    driver.save_screenshot(str(tmp_path / "05-finished.png"))
-    assert not _errors(driver), f"a cell failed:\n{_errors(driver)[0]}"
-
-    plots = _cell_with(driver, "explore.eval_plots(cfg)").find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
-    assert len(plots) == 2, f"expected the confusion and per-tool plots, found {len(plots)} images"
-    view = _wait("the failed-cases table", lambda: driver.find_elements(By.CSS_SELECTOR, ".toolcall-kit-failed-cases-view"),
-                 30, driver, tmp_path / "05-no-table.png")[0]
-    failed = [json.loads(line) for line in (runs / "smoke" / "eval" / "predictions.jsonl").read_text().splitlines()]
+    state = _wait(
+        "Run All to finish",
+        lambda: finished(driver, 'pipeline.record(cfg, "evaluate", result)'),
+        RUN_ALL_TIMEOUT,
+        driver,
+        tmp_path / "05-timeout.png",
+        every=1,
+    )
+    screenshot(driver, tmp_path / "05-plots.png", "explore.eval_plots(cfg)")
+    assert not state["errors"], f"a cell failed:\n{state['errors'][0]}"
+    assert cell(state, "explore.eval_plots(cfg)")["images"] == 2, (
+        "the confusion and per-tool plots are not shown"
+    )
+    view = _wait(
+        "the failed-cases table",
+        lambda: driver.find_elements(By.CSS_SELECTOR, ".toolcall-kit-failed-cases-view"),
+        30,
+        driver,
+        tmp_path / "05-no-table.png",
+    )[0]
+    failed = [
+        json.loads(line) for line in (runs / "smoke" / "eval" / "predictions.jsonl").read_text().splitlines()
+    ]
     failed = [p for p in failed if not p["correct"]]
     assert failed, "the 2-step tiny model got every case right: nothing to filter"
     rows = view.find_elements(By.CSS_SELECTOR, "table.toolcall-kit-failed-cases tbody tr")
     assert len(rows) == len(failed)
-    headers = [th.get_attribute("textContent") for th in view.find_elements(By.CSS_SELECTOR, "table thead th")]
+    headers = [
+        th.get_attribute("textContent") for th in view.find_elements(By.CSS_SELECTOR, "table thead th")
+    ]
     assert headers == ["id", "request", "raw output", "expected", "reason"]
 
     # Filter by the rarest reason: only its rows remain.
     reason = min({p["reason"] for p in failed}, key=lambda r: sum(p["reason"] == r for p in failed))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", view)
+    driver.save_screenshot(str(tmp_path / "05-failed-cases.png"))
     choose = Select(view.find_element(By.CSS_SELECTOR, "select"))
     choose.select_by_visible_text(f"{reason} ({sum(p['reason'] == reason for p in failed)})")
 
@@ -322,6 +416,8 @@ def test_evaluate_notebook_in_jupyterlab_lists_failed_cases(lab, browser, tmp_pa
         shown = view.find_elements(By.CSS_SELECTOR, "table.toolcall-kit-failed-cases tbody tr")
         return shown if len(shown) == sum(p["reason"] == reason for p in failed) else None
 
-    shown = _wait(f"the table filtered to {reason!r}", filtered, 20, driver, tmp_path / "05-filter-timeout.png")
+    shown = _wait(
+        f"the table filtered to {reason!r}", filtered, 20, driver, tmp_path / "05-filter-timeout.png"
+    )
     assert all(reason in r.find_elements(By.TAG_NAME, "td")[-1].get_attribute("textContent") for r in shown)
     driver.save_screenshot(str(tmp_path / "05-filtered.png"))
