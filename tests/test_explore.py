@@ -63,6 +63,18 @@ def test_mask_view_shows_the_sequence_training_encodes(tmp_path, monkeypatch, ma
         assert ("cut at 40 tokens" in html) == (len(ids) > max_seq_length)
     assert pipeline.mask_view(cfg, 1) == view.html(1)
 
+    # The stepper: next / previous / a number, each showing that example's mask (clicks run the handlers).
+    stepper = explore.mask_stepper(cfg, 0)
+    (prev, number, nxt, _count), shown = stepper.children[0].children, stepper.children[1]
+    assert shown.value == view.html(0)
+    nxt.click()
+    assert number.value == 1 and shown.value == view.html(1)
+    number.value = 2
+    nxt.click()  # stays on the last example
+    assert number.value == 2 and shown.value == view.html(2)
+    prev.click()
+    assert shown.value == view.html(1)
+
 
 def test_rejects_by_reason_lists_raw_rows_with_file_and_line(tmp_path):
     from toolcall_kit.prepare import prepare

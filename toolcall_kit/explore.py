@@ -37,7 +37,7 @@ def _cell(value: Any, pre: bool = False) -> str:
         text = text[:CELL_CHARS] + f" … ({len(text) - CELL_CHARS} more characters)"
     body = html.escape(text)
     if pre:
-        body = f"<pre style='white-space:pre-wrap;margin:0;max-height:12em;overflow:auto'>{body}</pre>"
+        body = f"<pre style='white-space:pre-wrap;margin:0;max-height:12em;overflow:auto;min-width:14em'>{body}</pre>"
     return f"<td style='{CELL_STYLE}'>{body}</td>"
 
 
@@ -136,14 +136,15 @@ def data_chart(result: dict[str, Any]):
     tools = calls.most_common()
     fig = Figure(figsize=(11, 3.6), dpi=90, layout="constrained")
     ax_kind, ax_tool = fig.subplots(1, 2, width_ratios=[1, 2.2])
-    ax_kind.bar(list(kinds), list(kinds.values()), color="#4c78a8")
+    label = dict(ha="right", rotation_mode="anchor")
+    ax_kind.bar(range(len(kinds)), list(kinds.values()), color="#4c78a8")
+    ax_kind.set_xticks(range(len(kinds)), list(kinds), rotation=35, **label)
     ax_kind.set_title("kept examples by kind")
     ax_kind.set_ylabel("examples")
-    ax_kind.tick_params(axis="x", labelrotation=40)
-    ax_tool.bar([t for t, _ in tools], [n for _, n in tools], color="#f58518")
+    ax_tool.bar(range(len(tools)), [n for _, n in tools], color="#f58518")
+    ax_tool.set_xticks(range(len(tools)), [t for t, _ in tools], rotation=55, fontsize=7, **label)
     ax_tool.set_title(f"calls per tool ({len(tools)} tools)")
     ax_tool.set_ylabel("calls")
-    ax_tool.tick_params(axis="x", labelrotation=60, labelsize=7)
     return _image(_png(fig))
 
 
@@ -241,12 +242,20 @@ def loss_plot(cfg: RunConfig):
     return Image(filename=str(cfg.run_dir / "loss.png"))
 
 
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
 def train_health(result: dict[str, Any]):
     """Memory, speed and the health warnings of a training run, from its result."""
     facts = [
         ["status", result["status"] + (f": {result['error']}" if result.get("error") else "")],
         ["steps", f"{result['steps']} / {result['max_steps']}"],
-        ["loss", f"{result['first_loss']} -> {result['final_loss']} (eval {result.get('final_eval_loss')})"],
+        [
+            "loss (nats / trained token)",
+            f"{_g(result['first_loss'])} -> {_g(result['final_loss'])} "
+            f"(eval {_g(result.get('final_eval_loss'))})",
+        ],
         ["peak RSS (GiB)", result.get("peak_rss_gib")],
         [
             "GPU peak allocated / reserved (GiB)",
@@ -330,7 +339,7 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
         ["case", f"{case.id} ({case.kind}), {index} of {len(cases)} in {cfg.data.eval}"],
         ["request", _request(case)],
         ["tools offered", ", ".join(t["function"]["name"] for t in case.tools) or "none"],
-        ["raw output", raw],
+        ["raw output", _visible(raw)],
         ["parsed calls", pred.calls or "none"],
         ["expected", _case_expected({r["id"]: r for r in records}, case)],
         [
@@ -382,6 +391,13 @@ def failed_case_rows(cfg: RunConfig, which: str = "eval") -> list[dict[str, Any]
     return out
 
 
+def _visible(text: str) -> str:
+    """A model output as shown in a table: whitespace-only output says so instead of a blank cell."""
+    if text.strip():
+        return text
+    return f"(whitespace only: {len(text)} characters)" if text else "(empty)"
+
+
 def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
     """The failed cases as an HTML table; `reason` keeps only those that failed for it ("" = all)."""
     shown = [r for r in rows if not reason or r["reason"] == reason]
@@ -390,7 +406,13 @@ def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
     return html_table(
         ["id", "request", "raw output", "expected", "reason"],
         [
-            [r["id"], r["request"], r["output"], r["expected"], f"{r['reason']}: {r['detail']}".rstrip(": ")]
+            [
+                r["id"],
+                r["request"],
+                _visible(r["output"]),
+                r["expected"],
+                f"{r['reason']}: {r['detail']}".rstrip(": "),
+            ]
             for r in shown
         ],
         pre=("raw output", "expected"),

@@ -12,7 +12,9 @@ Stage -> notebook -> what it records in `runs/NAME/stages/NN_stage.json`:
 
 The run folder is the config's `output.dir/output.name`. Stage 1 writes the cleaned data under
 `RUN/data/`; every later stage loads the config through `load()`, which points `data.train` / `data.eval`
-at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept.
+at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept. `load()` also reads
+relative paths from the project root (`project_root`): a notebook opened in JupyterLab, whose kernel starts in
+notebooks/, finds configs/, data/ and runs/ as `make` and papermill do.
 """
 
 from __future__ import annotations
