@@ -1,7 +1,7 @@
 """The notebooks in a real browser: headless Chromium, driven by Selenium, against JupyterLab started by
 `make lab` (on a free loopback port, with a token), as a user opens them from the file browser.
 
-    .venv/bin/python -m pytest -q tests/test_notebooks_browser.py     # about 2 minutes on 2 CPU cores
+    .venv/bin/python -m pytest -q tests/test_notebooks_browser.py     # 5 minutes on 2 busy CPU cores
 
 Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them with apt); without them the tests
 skip and say so. Screenshots land in each test's tmp folder (`pytest --basetemp DIR` keeps them in DIR).
@@ -34,7 +34,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
 
-pytestmark = pytest.mark.slow  # trains the tiny model; about a minute each on 2 busy cores
+pytestmark = pytest.mark.slow  # trains the tiny model: 2 to 3 minutes each on 2 busy cores
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -49,6 +49,8 @@ SETTINGS = {
 # Seconds: a notebook's Run All with the smoke config (the tiny model, 8 steps: under a minute on 2 idle
 # cores), with room for cores other work holds.
 RUN_ALL_TIMEOUT = 900
+# Seconds for JupyterLab, a page or a kernel to start (5 to 20 s on 2 idle cores).
+START_TIMEOUT = 300
 
 
 def _skip_reason() -> str | None:
@@ -117,7 +119,7 @@ def lab(tmp_path_factory):
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = Lab(f"http://127.0.0.1:{port}", token, proc, log)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"make lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -127,7 +129,7 @@ def lab(tmp_path_factory):
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail(
-                        f"JupyterLab did not answer on port {port} in 90 s:\n{log.read_text()[-3000:]}"
+                        f"JupyterLab did not answer on port {port} in {START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
                     )
                 time.sleep(0.5)
         # Without the token the server refuses: `make lab` never serves token-less.
@@ -182,8 +184,16 @@ def jupyter(lab, browser):
 
 @pytest.fixture
 def stored_notebooks_unchanged():
+    """The stored notebooks are byte for byte as before; the checkpoints JupyterLab makes on opening a notebook
+    (notebooks/.ipynb_checkpoints/, git-ignored) are removed again if the test made them."""
     before = {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    checkpoints = ROOT / "notebooks" / ".ipynb_checkpoints"
+    had = set(checkpoints.iterdir()) if checkpoints.is_dir() else None
     yield
+    for path in set(checkpoints.iterdir() if checkpoints.is_dir() else ()) - (had or set()):
+        path.unlink()
+    if had is None and checkpoints.is_dir():
+        checkpoints.rmdir()
     changed = [p.name for p, data in before.items() if p.read_bytes() != data]
     assert not changed, f"the browser session wrote into the stored notebooks: {changed}"
 
@@ -255,7 +265,7 @@ def open_notebook(driver, lab: Lab, name: str, shots: Path):
     _wait(
         f"{name} to open",
         lambda: cell(page(driver), "pipeline.record("),
-        120,
+        START_TIMEOUT,
         driver,
         shots / "open-timeout.png",
     )
@@ -264,7 +274,7 @@ def open_notebook(driver, lab: Lab, name: str, shots: Path):
         kernels = lab.api("/api/kernels")
         return kernels and all(k["execution_state"] == "idle" for k in kernels)
 
-    _wait("the kernel to start", idle, 120, driver, shots / "kernel-timeout.png", every=1)
+    _wait("the kernel to start", idle, START_TIMEOUT, driver, shots / "kernel-timeout.png", every=1)
     panels = driver.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel")
     assert len(panels) == 1, f"{len(panels)} notebooks open: the page reader expects one"
 
