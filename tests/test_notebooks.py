@@ -6,6 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from toolcall_kit import pipeline
 from toolcall_kit.config import load_config
 from toolcall_kit.pipeline import STAGE_FILES, STAGES
 
@@ -36,6 +37,42 @@ def test_stored_without_outputs_and_with_parameters(path):
     params: dict = {}
     exec(tagged[0].source, params)  # noqa: S102 - our own notebook's literal assignments
     load_config(ROOT / params["config"], params["overrides"])  # the default config loads
+
+
+@pytest.mark.parametrize("config", ["configs/smoke.yaml", "configs/demo_cpu.yaml", str(ROOT / "configs/smoke.yaml")])
+def test_a_kernel_in_notebooks_reads_paths_from_the_project_root(config, monkeypatch):
+    """JupyterLab starts the kernel in notebooks/: the config, its data and runs/ are found one level up."""
+    monkeypatch.chdir(ROOT / "notebooks")
+    cfg = pipeline.load(config, {})
+    assert pipeline.project_root(config) == ROOT
+    assert Path(cfg.data.train) == ROOT / "data/demo/train.jsonl" and Path(cfg.data.train).is_file()
+    assert Path(cfg.data.eval) == ROOT / "data/demo/eval.jsonl"
+    assert cfg.run_dir == ROOT / "runs" / cfg.output.name
+    elsewhere = pipeline.load(config, {"output.dir": "/tmp/x", "data.train": "tests/data/chat.jsonl"})
+    assert elsewhere.run_dir == Path("/tmp/x") / cfg.output.name  # absolute paths stay as they are
+    assert Path(elsewhere.data.train) == ROOT / "tests/data/chat.jsonl"  # overrides: from the root as well
+
+
+def test_paths_stay_as_written_from_the_project_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = pipeline.load("configs/smoke.yaml", {})
+    assert (cfg.data.train, cfg.data.eval, cfg.output.dir) == ("data/demo/train.jsonl", "data/demo/eval.jsonl", "runs")
+
+
+def test_recorded_relative_paths_resolve_from_the_project_root(tmp_path, monkeypatch):
+    """A prepare stage recorded by `make train` (relative paths, from the root) is found from notebooks/ too."""
+    root = tmp_path / "project"
+    (root / "configs").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "configs" / "c.yaml").write_text((ROOT / "configs/smoke.yaml").read_text())
+    monkeypatch.chdir(root)
+    cfg = pipeline.load("configs/c.yaml", {})
+    pipeline.record(cfg, "prepare", {"train": "runs/smoke/data/train.jsonl", "eval": "runs/smoke/data/eval.jsonl"})
+    monkeypatch.chdir(root / "notebooks")
+    cfg = pipeline.load("configs/c.yaml", {})
+    assert Path(cfg.data.train) == root / "runs/smoke/data/train.jsonl"
+    assert Path(cfg.data.eval) == root / "runs/smoke/data/eval.jsonl"
+    assert pipeline._found("configs/c.yaml") == str(root / "configs/c.yaml")  # prepare's raw inputs likewise
 
 
 @pytest.mark.slow

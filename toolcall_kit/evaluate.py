@@ -1251,18 +1251,17 @@ def summary_markdown(report: dict) -> str:
 
 
 def write_plots(report: dict, folder: Path) -> list[str]:
-    """accuracy_by_tool.png and confusion.png (matplotlib, Agg backend); returns the file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """accuracy_by_tool.png and confusion.png; returns the file names. Each is drawn on its own Figure (no
+    pyplot): a notebook's backend and its other plots are left alone."""
+    from matplotlib.figure import Figure
 
     from .io import atomic_open
 
     written = []
     tools = [(k, b) for k, b in report["by_tool"].items() if b["expected"]]
     if tools:
-        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(tools) + 2), 3.5))
+        fig = Figure(figsize=(max(4, 0.6 * len(tools) + 2), 3.5))
+        ax = fig.subplots()
         names = [k for k, _ in tools]
         ax.bar(names, [100 * (b["accuracy"]["rate"] or 0) for _, b in tools], color="#4c72b0")
         ax.axhline(100 * TARGETS["arguments_ast"], color="grey", linestyle="--", linewidth=1)
@@ -1273,12 +1272,12 @@ def write_plots(report: dict, folder: Path) -> list[str]:
         fig.tight_layout()
         with atomic_open(folder / "accuracy_by_tool.png", "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        plt.close(fig)
         written.append("accuracy_by_tool.png")
     conf = report["confusion"]
     if conf["labels"]:
         n = len(conf["labels"])
-        fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5)))
+        fig = Figure(figsize=(max(4, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5)))
+        ax = fig.subplots()
         ax.imshow(conf["matrix"], cmap="Blues")
         ax.set_xticks(range(n), conf["labels"], rotation=45, ha="right")
         ax.set_yticks(range(n), conf["labels"])
@@ -1292,7 +1291,6 @@ def write_plots(report: dict, folder: Path) -> list[str]:
         fig.tight_layout()
         with atomic_open(folder / "confusion.png", "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        plt.close(fig)
         written.append("confusion.png")
     return written
 

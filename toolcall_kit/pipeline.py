@@ -12,7 +12,9 @@ Stage -> notebook -> what it records in `runs/NAME/stages/NN_stage.json`:
 
 The run folder is the config's `output.dir/output.name`. Stage 1 writes the cleaned data under
 `RUN/data/`; every later stage loads the config through `load()`, which points `data.train` / `data.eval`
-at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept.
+at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept. `load()` also reads
+relative paths from the project root (`project_root`): a notebook opened in JupyterLab, whose kernel starts in
+notebooks/, finds configs/, data/ and runs/ as `make` and papermill do.
 """
 
 from __future__ import annotations
@@ -48,20 +50,62 @@ def recorded(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def project_root(config: str | Path | None) -> Path:
+    """The folder a run's relative paths are read from: the working folder, or the nearest folder above it
+    that holds `config`. A Jupyter kernel starts in the notebook's folder (notebooks/), so there the config,
+    the data and `runs/` are found one level up, as from the project root where `make` and papermill run."""
+    cwd = Path.cwd()
+    if config is None:
+        return cwd
+    path = Path(config).expanduser()
+    for folder in (cwd, *cwd.parents):
+        if path.is_absolute():
+            # The filesystem root holds every absolute path: it is never the project root.
+            if folder != Path(folder.anchor) and path.is_relative_to(folder):
+                return folder
+        elif (folder / path).is_file():
+            return folder
+    return cwd
+
+
+def _from_root(root: Path, path: str | None) -> str | None:
+    return path if path is None or Path(path).expanduser().is_absolute() else str(root / path)
+
+
+def _found(path: str) -> str:
+    """A relative path not found from the working folder, looked up in the folders above it (as the config)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return path
+    return next((str(f / p) for f in Path.cwd().parents if (f / p).exists()), path)
+
+
 def load(config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True) -> RunConfig:
     """The run config, with data paths taken from the prepare stage once it has run (`prepared`).
+
+    Relative paths (the config's own, and in it the data files, output.dir, model.chat_template, init_from
+    and a local model folder) are read from `project_root(config)`, whatever the working folder: outside
+    the project root they become absolute paths under it.
 
     If the config now names other data than the prepare stage was recorded for (`--set data.train=...`), the
     prepared files are not used: the prepare stage prepares the new data, and any later stage run before it
     is an error (`_check_prepared`) instead of a silent switch back to the old data."""
-    cfg = load_config(config, overrides)
+    root = project_root(config)
+    cwd = Path.cwd()
+    if root != cwd and config is not None:
+        config = _from_root(root, str(config))
+    cfg = _rooted(load_config(config, overrides), root, cwd)
     sources = {"train": cfg.data.train, "eval": cfg.data.eval}
     cfg._data_sources = sources  # what the prepare stage reads, whatever load substitutes below
     rec = recorded(cfg, "prepare") if prepared else None
     if rec:
         was = rec.get("sources")
+
+        def same(x: str | None, y: str | None) -> bool:  # relative paths are read from the project root
+            return (x is None) == (y is None) and (x is None or (root / x).resolve() == (root / y).resolve())
+
         if was is not None:
-            changed = [f"data.{k}" for k in ("train", "eval") if was.get(k) != sources[k]]
+            changed = [f"data.{k}" for k in ("train", "eval") if not same(was.get(k), sources[k])]
         else:  # a record from before sources were kept: only an explicit --set is known to differ
             changed = sorted(k for k in _override_keys(overrides) if k in ("data.train", "data.eval"))
         if changed:
@@ -70,8 +114,22 @@ def load(config: str | Path | None, overrides: list[str] | dict | None = None, p
                 f"({stage_file(cfg, 'prepare')}); run the prepare stage again (--stages prepare,...) first"
             )
             return cfg
-        cfg.data.train = rec["train"]
-        cfg.data.eval = rec.get("eval")
+        cfg.data.train = _from_root(root, rec["train"]) if root != cwd else rec["train"]
+        cfg.data.eval = _from_root(root, rec.get("eval")) if root != cwd else rec.get("eval")
+    return cfg
+
+
+def _rooted(cfg: RunConfig, root: Path, cwd: Path) -> RunConfig:
+    """`cfg` with its relative paths made absolute under `root` (unchanged when root is the working folder)."""
+    if root == cwd:
+        return cfg
+    cfg.data.train = _from_root(root, cfg.data.train)
+    cfg.data.eval = _from_root(root, cfg.data.eval)
+    cfg.output.dir = _from_root(root, cfg.output.dir)
+    cfg.model.chat_template = _from_root(root, cfg.model.chat_template)
+    cfg.init_from = _from_root(root, cfg.init_from)
+    if (root / cfg.model.name).is_dir() and not Path(cfg.model.name).expanduser().is_absolute():
+        cfg.model.name = str(root / cfg.model.name)  # a local model folder (hub ids and packaged: stay)
     return cfg
 
 
@@ -100,6 +158,7 @@ def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction
     sources = dict(getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval})
     cfg.data.train, cfg.data.eval = sources["train"], sources["eval"]  # the config's data, not a prepared copy
     if inputs:
+        inputs = [_found(str(p)) for p in inputs]
         rep = prepare(inputs, out, eval_fraction=eval_fraction, seed=cfg.train.seed)
         result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
     else:
@@ -159,16 +218,12 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
-    """HTML of training example `index` with its trained tokens marked, adapted as training adapts it."""
+    """HTML of training example `index` exactly as training encodes it: adapted to the family, its trained
+    tokens marked, cut at max_seq_length (`index` counts adapted examples, as the token report does)."""
     _check_prepared(cfg)
-    from .templates import adapt_record, detect_family
-    from .tokens import mask_html, read_records
+    from .explore import MaskView
 
-    tok = tokenizer(cfg)
-    fam = detect_family(tok, cfg.model.family)
-    record = read_records(cfg.data.train)[index]
-    adapted = adapt_record(record, fam, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls)
-    return mask_html(tok, adapted[0], fam, chat_template(cfg), cfg.model.max_seq_length)
+    return MaskView(cfg).html(index)
 
 
 def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:

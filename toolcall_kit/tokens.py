@@ -589,15 +589,15 @@ def _sample_positions(n: int, k: int) -> set[int]:
 
 
 def plot_histogram(lengths: list[int], max_seq_length: int, out: str | os.PathLike, title: str = "") -> Path:
-    """A histogram PNG of tokens per example with the max_seq_length line; written atomically."""
-    import matplotlib
+    """A histogram PNG of tokens per example with the max_seq_length line; written atomically.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on its own Figure (no pyplot): a notebook's backend and its other plots are left alone."""
+    from matplotlib.figure import Figure
 
     from .io import atomic_open
 
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.subplots()
     ax.hist(lengths, bins=min(60, max(5, len(set(lengths)))), color="#4c78a8")
     ax.axvline(max_seq_length, color="#e45756", linestyle="--", label=f"max_seq_length {max_seq_length}")
     ax.set_xlabel("tokens per example (template and tools included)")
@@ -608,7 +608,6 @@ def plot_histogram(lengths: list[int], max_seq_length: int, out: str | os.PathLi
     out = Path(out)
     with atomic_open(out, "wb") as f:
         fig.savefig(f, format="png")
-    plt.close(fig)
     return out
 
 
