@@ -337,12 +337,22 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, dat
 
     from toolcall_kit.train import train
 
-    # lr 1e30: the first update throws the weights to ~1e30, the next forward overflows to inf/NaN.
-    cfg = cfg_for(
-        tmp_path, data, **{"train.learning_rate": 1e30, "train.save_steps": 1, "train.warmup_ratio": 0.0}
-    )
+    from transformers import TrainerCallback
+
+    class Poison(TrainerCallback):
+        """Before the third step, LoRA B becomes inf: that forward overflows to inf/NaN (the config refuses
+        the absurd learning rates that used to provoke it, so the fault is injected)."""
+
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if "lora_B" in name:
+                            p.fill_(float("inf"))
+
+    cfg = cfg_for(tmp_path, data, **{"train.save_steps": 1, "train.warmup_ratio": 0.0})
     with pytest.raises(KitError) as e:
-        train(cfg)
+        train(cfg, extra_callbacks=[Poison()])
     msg = str(e.value)
     assert "NaN" in msg or "nan" in msg or "inf" in msg
     assert "training stopped" in msg and "last good checkpoint is" in msg
