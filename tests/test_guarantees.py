@@ -86,7 +86,7 @@ def one_line_error(rc: int, err: str, *needles: str) -> None:
 def kit_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "toolcall_kit.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=kw.pop("timeout", 120), **kw)
+                          env=env, timeout=kw.pop("timeout", 300), **kw)
 
 
 # ------------------------------------------------------------------------ 1. merge --out never deletes
@@ -280,7 +280,7 @@ def test_prepare_reads_pipes_whole(tmp_path, how):
         "process_substitution": f"{kit} <(cat {raw}) --out {out} --json",
         "gzip_pipe": f"gzip -c {raw} | {kit} - --out {out} --json",
     }[how]
-    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["read"] == report["kept"] == 120
