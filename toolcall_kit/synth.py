@@ -924,11 +924,7 @@ class Generator:
         whatcan = self.bank.items("whatcan", si.WHAT_CAN)
         r = c.rng.random()
         if clar and r < 0.3:  # the tool is offered but a required value is missing: ask, do not call
-            cid, (tool, user, answer) = c.choice(clar)
-            slots = self.cat.intents[tool].sample(c)
-            u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
-            a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
-            msgs = [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+            cid, tool, msgs = self.clarification(c, clar)
             return Draft(NO_CALL, msgs, [tool], [cid], affinity=self.affinity([tool]))
         if whatcan and r < 0.5:  # the answer names the offered tools, so they are fixed here
             wid, q = c.choice(whatcan)
@@ -1009,11 +1005,8 @@ class Generator:
                 ex = ([{"role": "user", "content": self.decorate(c, text, mentioned)},
                        {"role": "assistant", "content": reply}], [tpl.id], td)  # fmt: skip
             elif r < 0.75 and clar:  # the tool is offered but a required value is missing: ask
-                cid, (tool, user, answer) = c.choice(clar)
-                slots = self.cat.intents[tool].sample(c)
-                u, _ = render(parse_template(user), lambda name, k, s=slots: s[name], c.rng)
-                a, _ = render(parse_template(answer), lambda name, k, s=slots: s[name], c.rng)
-                ex = ([{"role": "user", "content": u}, {"role": "assistant", "content": a}], [cid], False)
+                cid, _, msgs = self.clarification(c, clar)
+                ex = (msgs, [cid], False)
             elif r < 0.87 and oos:  # nothing in the catalog could do it
                 oid, (req, cap) = c.choice(oos)
                 ex = ([{"role": "user", "content": req},
@@ -1032,6 +1025,14 @@ class Generator:
         kind = classify({"messages": msgs})
         return Draft(kind, msgs, [], tids, any(ex[2] for ex in exchanges), tool_order=offered,
                      affinity=self.affinity(offered))  # fmt: skip
+
+    def clarification(self, c: Ctx, clar: list) -> tuple[str, str, list[dict]]:
+        """(template id, tool, [user, assistant]): a request missing a required value, answered by asking."""
+        cid, (tool, user, answer) = c.choice(clar)
+        slots = self.cat.intents[tool].sample(c)
+        u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
+        a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
+        return cid, tool, [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
 
     def offerable(self, tool: str) -> list[str]:
         bad = {tool} | si.SUBSTITUTES.get(tool, set())
