@@ -348,6 +348,42 @@ def test_batched_left_padded_generation_matches_one_at_a_time(tiny):
     assert batched == single
 
 
+def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(tiny):
+    """Rows that stop early leave the batch; every row still gets exactly `model.generate`'s greedy tokens."""
+    import torch
+
+    from toolcall_kit.templates import detect_family
+
+    model, tok = tiny
+    g = torch.Generator().manual_seed(1)
+    saved = model.lm_head.weight
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(saved.shape, generator=g))
+    try:
+        cases = E.cases_from_records(E.load_records(DATA))[:6]
+        prompts = E.render_prompts(tok, cases, detect_family(tok))
+        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        with torch.inference_mode():
+            free = [
+                model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=None)[0, len(ids):]
+                for ids in encoded
+            ]
+            # A stop token that ends some rows early and not others: the batch must shrink mid-way.
+            counts: dict[int, int] = {}
+            for row in free:
+                for t in set(row[2:10].tolist()):
+                    counts[t] = counts.get(t, 0) + 1
+            stop = max(counts, key=lambda t: (0 < counts[t] < len(free), counts[t]))
+            tok.padding_side = "left"
+            batch = tok.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
+            got = E.greedy_decode(model, batch["input_ids"], batch["attention_mask"], 16, {stop})
+    finally:
+        model.lm_head.weight = saved
+    want = [row.tolist()[: row.tolist().index(stop)] if stop in row.tolist() else row.tolist() for row in free]
+    lengths = {len(w) for w in want}
+    assert len(lengths) > 1 and 16 in lengths  # some rows stopped early, at least one ran to the limit
+    assert got == want
+
+
 def test_eval_with_adapter_matches_base(tmp_path):
     """A fresh LoRA adapter (B = 0) changes nothing: base and base+adapter predict the same text."""
     from peft import LoraConfig, get_peft_model

@@ -945,26 +945,60 @@ def generate_batched(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
-        batch = {k: t.to(device) for k, t in batch.items()}
         with torch.inference_mode():
-            gen = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=sorted(stop) or None,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
-        new = gen[:, batch["input_ids"].shape[1] :].tolist()
+            new = greedy_decode(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                max_new_tokens, stop)
         for i, ids in zip(idx, new, strict=True):
-            cut = next((k for k, t in enumerate(ids) if t in stop), len(ids))
-            out[i] = tokenizer.decode(ids[:cut], skip_special_tokens=False)
+            out[i] = tokenizer.decode(ids, skip_special_tokens=False)
         done += len(idx)
         if progress:
             progress(done, len(order))
     return out
+
+
+def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: set[int]) -> list[list[int]]:
+    """Greedy new tokens of a left-padded batch, each row cut before its first stop token.
+
+    Written out instead of `model.generate` because generate keeps a finished row in the batch until the
+    longest one ends: on a CPU a decoding step costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts,
+    2 cores), and one rambling answer per batch of 16 made evaluation ~3x longer than its tokens need.
+    Here a row leaves the batch (and the KV cache) when it ends, so batches can be large. transformers'
+    continuous batching (`generate_batch`) does this too, but its paged attention was ~2x slower than
+    `generate` on this CPU. Positions follow `generate`'s rule for left padding (cumulative mask - 1), so
+    the tokens are the ones `generate` picks.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0]
+    live = list(range(rows))  # original row of each row still in the batch
+    new: list[list[int]] = [[] for _ in range(rows)]
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    next_pos = positions[:, -1] + 1
+    for _ in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        keep = []
+        for j, (row, tok) in enumerate(zip(live, tokens.tolist(), strict=True)):
+            if tok in stop:
+                continue
+            new[row].append(tok)
+            if len(new[row]) < max_new_tokens:
+                keep.append(j)
+        if not keep:
+            break
+        if len(keep) < len(live):
+            pick = torch.tensor(keep, device=tokens.device)
+            cache.batch_select_indices(pick)
+            live, tokens, mask, next_pos = [live[j] for j in keep], tokens[pick], mask[pick], next_pos[pick]
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        next_pos = next_pos + 1
+    return new
 
 
 def _generations_dir() -> Path:
