@@ -324,60 +324,57 @@ def tiny():
     return load_model_and_tokenizer("tiny:qwen2")
 
 
-def test_batched_left_padded_generation_matches_one_at_a_time(tiny):
+@pytest.fixture
+def untied(tiny):
+    """The tiny model with a random, untied output layer: the random tiny model ties it to its embeddings and
+    so repeats its last token whatever the prompt; untied, each prompt's continuation is its own."""
     import torch
 
+    model, tok = tiny
+    saved = model.lm_head.weight
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(saved.shape, generator=torch.Generator().manual_seed(0)))
+    yield model, tok
+    model.lm_head.weight = saved
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(untied):
     from toolcall_kit.templates import detect_family
 
-    model, tok = tiny
-    # The random tiny model ties its output layer to its embeddings and so repeats its last token whatever
-    # the prompt; an untied random output layer makes each prompt's continuation its own.
-    g = torch.Generator().manual_seed(0)
-    saved = model.lm_head.weight
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(saved.shape, generator=g))
-    try:
-        cases = E.cases_from_records(E.load_records(DATA))
-        prompts = E.render_prompts(tok, cases, detect_family(tok))
-        lengths = {len(tok(p)["input_ids"]) for p in prompts}
-        batched = E.generate_batched(model, tok, prompts, batch_size=8, max_new_tokens=12)
-        single = E.generate_batched(model, tok, prompts, batch_size=1, max_new_tokens=12)
-    finally:
-        model.lm_head.weight = saved
+    model, tok = untied
+    cases = E.cases_from_records(E.load_records(DATA))
+    prompts = E.render_prompts(tok, cases, detect_family(tok))
+    lengths = {len(tok(p)["input_ids"]) for p in prompts}
+    batched = E.generate_batched(model, tok, prompts, batch_size=8, max_new_tokens=12)
+    single = E.generate_batched(model, tok, prompts, batch_size=1, max_new_tokens=12)
     assert len(lengths) > 4  # the batch really mixes prompt lengths (so padding matters)
     assert len(set(single)) >= 3  # continuations differ by prompt, so equality below means something
     assert batched == single
 
 
-def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(tiny):
+def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(untied):
     """Rows that stop early leave the batch; every row still gets exactly `model.generate`'s greedy tokens."""
     import torch
 
     from toolcall_kit.templates import detect_family
 
-    model, tok = tiny
-    g = torch.Generator().manual_seed(1)
-    saved = model.lm_head.weight
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(saved.shape, generator=g))
-    try:
-        cases = E.cases_from_records(E.load_records(DATA))[:6]
-        prompts = E.render_prompts(tok, cases, detect_family(tok))
-        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        with torch.inference_mode():
-            free = [
-                model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=None)[0, len(ids):]
-                for ids in encoded
-            ]
-            # A stop token that ends some rows early and not others: the batch must shrink mid-way.
-            counts: dict[int, int] = {}
-            for row in free:
-                for t in set(row[2:10].tolist()):
-                    counts[t] = counts.get(t, 0) + 1
-            stop = max(counts, key=lambda t: (0 < counts[t] < len(free), counts[t]))
-            tok.padding_side = "left"
-            batch = tok.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
-            got = E.greedy_decode(model, batch["input_ids"], batch["attention_mask"], 16, {stop})
-    finally:
-        model.lm_head.weight = saved
+    model, tok = untied
+    cases = E.cases_from_records(E.load_records(DATA))[:6]
+    prompts = E.render_prompts(tok, cases, detect_family(tok))
+    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    with torch.inference_mode():
+        free = [
+            model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=None)[0, len(ids) :]
+            for ids in encoded
+        ]
+        # A stop token that ends some rows early and not others: the batch must shrink mid-way.
+        counts: dict[int, int] = {}
+        for row in free:
+            for t in set(row[2:10].tolist()):
+                counts[t] = counts.get(t, 0) + 1
+        stop = max(counts, key=lambda t: (0 < counts[t] < len(free), counts[t]))
+        tok.padding_side = "left"
+        batch = tok.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
+        got = E.greedy_decode(model, batch["input_ids"], batch["attention_mask"], 16, {stop})
     want = [row.tolist()[: row.tolist().index(stop)] if stop in row.tolist() else row.tolist() for row in free]
     lengths = {len(w) for w in want}
     assert len(lengths) > 1 and 16 in lengths  # some rows stopped early, at least one ran to the limit
