@@ -332,7 +332,9 @@ def untied(tiny):
 
     model, tok = tiny
     saved = model.lm_head.weight
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(saved.shape, generator=torch.Generator().manual_seed(0)))
+    model.lm_head.weight = torch.nn.Parameter(
+        torch.randn(saved.shape, generator=torch.Generator().manual_seed(0))
+    )
     yield model, tok
     model.lm_head.weight = saved
 
@@ -363,7 +365,9 @@ def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(untied)
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     with torch.inference_mode():
         free = [
-            model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=None)[0, len(ids) :]
+            model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False, eos_token_id=None)[
+                0, len(ids) :
+            ]
             for ids in encoded
         ]
         # A stop token that ends some rows early and not others: the batch must shrink mid-way.
@@ -375,7 +379,9 @@ def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(untied)
         tok.padding_side = "left"
         batch = tok.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
         got = E.greedy_decode(model, batch["input_ids"], batch["attention_mask"], 16, {stop})
-    want = [row.tolist()[: row.tolist().index(stop)] if stop in row.tolist() else row.tolist() for row in free]
+    want = [
+        row.tolist()[: row.tolist().index(stop)] if stop in row.tolist() else row.tolist() for row in free
+    ]
     lengths = {len(w) for w in want}
     assert len(lengths) > 1 and 16 in lengths  # some rows stopped early, at least one ran to the limit
     assert got == want

@@ -209,7 +209,9 @@ def check_call_ast(call: dict, answer: dict, schema: dict | None, strict: bool =
         if strict:
             prop = props.get(p) if isinstance(props.get(p), dict) else {}
             wrapped = _wrap(value, prop)  # BFCL's possible answers write object values as {key: [value]}
-            if not any(same(value, a) or same(wrapped, a) for a in acceptable if not (isinstance(a, str) and a == "")):
+            if not any(
+                same(value, a) or same(wrapped, a) for a in acceptable if not (isinstance(a, str) and a == "")
+            ):
                 return f"{name}: {p!r} is {value!r}, expected exactly one of {[a for a in acceptable if a != '']!r}"
             continue
         prop = props.get(p) if isinstance(props.get(p), dict) else {}
@@ -946,8 +948,9 @@ def generate_batched(
         idx = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
         with torch.inference_mode():
-            new = greedy_decode(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                max_new_tokens, stop)
+            new = greedy_decode(
+                model, batch["input_ids"].to(device), batch["attention_mask"].to(device), max_new_tokens, stop
+            )
         for i, ids in zip(idx, new, strict=True):
             out[i] = tokenizer.decode(ids, skip_special_tokens=False)
         done += len(idx)
@@ -976,8 +979,14 @@ def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: s
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
     next_pos = positions[:, -1] + 1
     for _ in range(max_new_tokens):
         tokens = logits.argmax(-1)
@@ -995,8 +1004,13 @@ def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: s
             cache.batch_select_indices(pick)
             live, tokens, mask, next_pos = [live[j] for j in keep], tokens[pick], mask[pick], next_pos[pick]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]
         next_pos = next_pos + 1
     return new
 
@@ -1419,7 +1433,12 @@ def evaluate(
         )
         if texts is None:
             texts = generate_batched(
-                mdl, tok, prompts, batch_size, max_new_tokens, progress=lambda d, n: log(f"  generated {d}/{n}")
+                mdl,
+                tok,
+                prompts,
+                batch_size,
+                max_new_tokens,
+                progress=lambda d, n: log(f"  generated {d}/{n}"),
             )
             write_cached_generations(key, texts)
         preds_list = [parse_output(t, fmt) for t in texts]
