@@ -18,11 +18,15 @@ The two backends differ most in memory, so each has its own model:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import KitError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 GiB = 1024**3
 
@@ -136,10 +140,14 @@ def arch_for(model: str) -> Arch:
     )
 
 
-def lora_params(arch: Arch, r: int, targets: list[str] | None = None) -> int:
+def lora_params(arch: Arch, r: int, targets: str | list[str] | None = None, top_layers: int | None = None) -> int:
+    """LoRA parameters on `targets` ("all-linear", None or module names) in the top `top_layers` layers."""
     shapes = arch.linear_shapes()
-    names = list(shapes) if not targets or targets == "all-linear" else [t for t in targets if t in shapes]
-    return arch.layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
+    names = list(shapes) if not targets or targets == "all-linear" else targets
+    unknown = [n for n in names if n not in shapes]
+    if unknown:
+        raise KitError(f"lora.target_modules: the planner knows {', '.join(shapes)}, not {', '.join(unknown)}")
+    return min(top_layers or arch.layers, arch.layers) * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
 def layer_working_set(arch: Arch) -> int:
@@ -162,10 +170,11 @@ def memory(
     tokens_per_batch: int,
     gpu_gib: float,
     r: int = 16,
-    target_modules: list[str] | None = None,
+    target_modules: str | list[str] | None = None,
     load_in_4bit: bool = True,
     gradient_checkpointing: bool = True,
     backend: str = "unsloth",
+    top_layers: int | None = None,
 ) -> dict[str, float]:
     """Peak GPU memory (bytes) by part for one device batch of `tokens_per_batch` tokens (batch x length)."""
     if backend not in BACKENDS:
@@ -175,7 +184,7 @@ def memory(
     emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
     weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
     # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
-    lora = lora_params(arch, r, target_modules) * (2 + 4 + 8)
+    lora = lora_params(arch, r, target_modules, top_layers) * (2 + 4 + 8)
     tok = tokens_per_batch
     offloaded = 0.0
     if not gradient_checkpointing:
@@ -238,17 +247,21 @@ def estimate(
     tokens: int | None = None,
     epochs: float = 1.0,
     price_per_hour: float | None = None,
-    target_modules: list[str] | None = None,
+    target_modules: str | list[str] | None = None,
     backend: str = "unsloth",
+    grad_accum: int = 1,
+    top_layers: int | None = None,
 ) -> dict[str, Any]:
+    """Memory of one device batch (batch_size x max_seq_length tokens) on `gpu`, and with `tokens` (per epoch)
+    the time and cost. `grad_accum` sets no memory: it is kept in the effective batch the advice preserves."""
     if gpu not in GPUS:
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
     arch = arch_for(model)
     n = arch.params()
-    n_lora = lora_params(arch, r, target_modules)
+    n_lora = lora_params(arch, r, target_modules, top_layers)
     mem, tflops, price = GPUS[gpu]
     kw = dict(r=r, target_modules=target_modules, load_in_4bit=load_in_4bit,
-              gradient_checkpointing=gradient_checkpointing, backend=backend)
+              gradient_checkpointing=gradient_checkpointing, backend=backend, top_layers=top_layers)
     parts = memory(arch, batch_size * max_seq_length, mem, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
     out: dict[str, Any] = {
@@ -265,11 +278,17 @@ def estimate(
         "gpu_memory_gib": mem,
         "fits": parts["total"] <= mem * GiB,
         "max_tokens_per_batch": max_tokens_per_batch(arch, mem, **kw),
+        "effective_batch": batch_size * grad_accum,  # examples per optimizer step (one process)
     }
     if not out["fits"]:
-        out["advice"] = "lower batch_size (raise grad_accum to keep the effective batch), shorten max_seq_length, " + (
-            "use load_in_4bit" if not load_in_4bit else "turn on gradient_checkpointing"
-        )
+        fitting = out["max_tokens_per_batch"] // max_seq_length  # the largest batch_size that fits
+        if fitting:
+            accum = math.ceil(out["effective_batch"] / fitting)
+            out["advice"] = f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
+        else:
+            out["advice"] = "shorten max_seq_length, " + (
+                "use load_in_4bit" if not load_in_4bit else "turn on gradient_checkpointing"
+            )
     if tokens:
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
@@ -281,6 +300,29 @@ def estimate(
     return out
 
 
+def estimate_run(
+    cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
+) -> dict[str, Any]:
+    """`estimate` for a run config (what `toolcall-kit plan` calls). Backend "auto" is planned as unsloth: what
+    auto picks on a CUDA host where Unsloth is installed (the Docker image)."""
+    return estimate(
+        cfg.model.name,
+        max_seq_length=cfg.model.max_seq_length,
+        batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum,
+        r=cfg.lora.r,
+        target_modules=cfg.lora.target_modules,
+        top_layers=cfg.lora.top_layers,
+        load_in_4bit=cfg.model.load_in_4bit,
+        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        epochs=cfg.train.epochs or 1.0,
+        backend="hf" if cfg.backend == "hf" else "unsloth",
+        gpu=gpu,
+        tokens=tokens,
+        price_per_hour=price_per_hour,
+    )
+
+
 def summary(est: dict[str, Any]) -> str:
     m = est["memory_gib"]
     lines = [
@@ -289,7 +331,8 @@ def summary(est: dict[str, Any]) -> str:
         f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + LoRA/optimizer "
         f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
         f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
-        f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}"
+        f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}; "
+        f"effective batch {est['effective_batch']}"
         + (f"; offloaded checkpoints need {est['cpu_offload_gib']} GiB of CPU RAM" if est["cpu_offload_gib"] else ""),
     ]
     if "advice" in est:
