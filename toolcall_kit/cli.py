@@ -181,10 +181,8 @@ def _data_options(sp: argparse.ArgumentParser) -> None:
                     help="Llama 3.1 text beside a call: refuse, or drop the text (data.content_with_calls)")  # fmt: skip
 
 
-# Without --config: `tokens` and `show-mask` count as for a 4096-token run of one epoch; `plan` assumes QLoRA.
+# Without --config, `tokens` and `show-mask` count as for a 4096-token run of one epoch.
 DATA_DEFAULTS = {"model.max_seq_length": 4096, "train.epochs": 1}
-PLAN_DEFAULTS = {"model.max_seq_length": 2048, "model.load_in_4bit": True, "train.batch_size": 2,
-                 "train.gradient_checkpointing": True, "train.epochs": 1}  # fmt: skip
 
 
 def _run_config(args, flags: dict, defaults: dict):
@@ -231,12 +229,12 @@ def _pipeline(args) -> int:
 
 
 def _plan(args) -> int:
-    from .plan import estimate_run, summary
+    from .plan import NO_CONFIG, estimate, summary
 
     if not args.config and not args.model:
         raise KitError("plan needs --config or --model")
-    cfg = _run_config(args, {"model.name": args.model, "backend": args.backend}, PLAN_DEFAULTS)
-    est = estimate_run(cfg, gpu=args.gpu, tokens=args.tokens, price_per_hour=args.price)
+    cfg = _run_config(args, {"model.name": args.model, "backend": args.backend}, NO_CONFIG)
+    est = estimate(cfg, gpu=args.gpu, tokens=args.tokens, price_per_hour=args.price)
     print(json.dumps(est, indent=2) if args.json else summary(est))
     return 0
 

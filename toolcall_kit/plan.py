@@ -236,37 +236,32 @@ def max_tokens_per_batch(arch: Arch, gpu_gib: float, **kw: Any) -> int:
     return lo
 
 
+# What `toolcall-kit plan` assumes without a run config: QLoRA with gradient checkpointing, batch 2 x 2048 tokens.
+NO_CONFIG = {"model.max_seq_length": 2048, "model.load_in_4bit": True, "train.batch_size": 2,
+             "train.gradient_checkpointing": True, "train.epochs": 1}  # fmt: skip
+
+
 def estimate(
-    model: str,
-    max_seq_length: int = 2048,
-    batch_size: int = 2,
-    r: int = 16,
-    load_in_4bit: bool = True,
-    gradient_checkpointing: bool = True,
-    gpu: str = "a10g-24gb",
-    tokens: int | None = None,
-    epochs: float = 1.0,
-    price_per_hour: float | None = None,
-    target_modules: str | list[str] | None = None,
-    backend: str = "unsloth",
-    grad_accum: int = 1,
-    top_layers: int | None = None,
+    cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
 ) -> dict[str, Any]:
-    """Memory of one device batch (batch_size x max_seq_length tokens) on `gpu`, and with `tokens` (per epoch)
-    the time and cost. `grad_accum` sets no memory: it is kept in the effective batch the advice preserves."""
+    """Memory of one device batch (batch_size x max_seq_length tokens) of the run `cfg` on `gpu`, and with
+    `tokens` (per epoch) the time and cost. grad_accum sets no memory: the advice keeps the effective batch.
+    Backend "auto" is planned as unsloth, what it picks on a CUDA host with Unsloth (the Docker image)."""
     if gpu not in GPUS:
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
-    arch = arch_for(model)
+    model, lora, train = cfg.model, cfg.lora, cfg.train
+    arch = arch_for(model.name)
     n = arch.params()
-    n_lora = lora_params(arch, r, target_modules, top_layers)
+    n_lora = lora_params(arch, lora.r, lora.target_modules, lora.top_layers)
     mem, tflops, price = GPUS[gpu]
-    kw = dict(r=r, target_modules=target_modules, load_in_4bit=load_in_4bit,
-              gradient_checkpointing=gradient_checkpointing, backend=backend, top_layers=top_layers)
-    parts = memory(arch, batch_size * max_seq_length, mem, **kw)
+    kw = dict(r=lora.r, target_modules=lora.target_modules, top_layers=lora.top_layers,
+              load_in_4bit=model.load_in_4bit, gradient_checkpointing=train.gradient_checkpointing,
+              backend="hf" if cfg.backend == "hf" else "unsloth")  # fmt: skip
+    parts = memory(arch, train.batch_size * model.max_seq_length, mem, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
     out: dict[str, Any] = {
-        "model": model,
-        "backend": backend,
+        "model": model.name,
+        "backend": kw["backend"],
         "arch": asdict(arch),
         "params_billion": round(n / 1e9, 3),
         "lora_params_million": round(n_lora / 1e6, 2),
@@ -278,49 +273,28 @@ def estimate(
         "gpu_memory_gib": mem,
         "fits": parts["total"] <= mem * GiB,
         "max_tokens_per_batch": max_tokens_per_batch(arch, mem, **kw),
-        "effective_batch": batch_size * grad_accum,  # examples per optimizer step (one process)
+        "effective_batch": train.batch_size * train.grad_accum,  # examples per optimizer step (one process)
     }
     if not out["fits"]:
-        fitting = out["max_tokens_per_batch"] // max_seq_length  # the largest batch_size that fits
+        fitting = out["max_tokens_per_batch"] // model.max_seq_length  # the largest batch_size that fits
         if fitting:
             accum = math.ceil(out["effective_batch"] / fitting)
             out["advice"] = f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
         else:
             out["advice"] = "shorten max_seq_length, " + (
-                "use load_in_4bit" if not load_in_4bit else "turn on gradient_checkpointing"
+                "use load_in_4bit" if not model.load_in_4bit else "turn on gradient_checkpointing"
             )
     if tokens:
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
-        flops = tokens * epochs * n * (6 if gradient_checkpointing else 4)
-        hours = flops / (tflops * 1e12 * UTILISATION[load_in_4bit]) / 3600
+        epochs = train.epochs or 1.0
+        flops = tokens * epochs * n * (6 if train.gradient_checkpointing else 4)
+        utilisation = UTILISATION[model.load_in_4bit]
+        hours = flops / (tflops * 1e12 * utilisation) / 3600
         p = price if price_per_hour is None else price_per_hour
         out.update(training_tokens=int(tokens * epochs), hours=round(hours, 2), cost_usd=round(hours * p, 2),
-                   price_per_hour=p, utilisation_assumed=UTILISATION[load_in_4bit])
+                   price_per_hour=p, utilisation_assumed=utilisation)  # fmt: skip
     return out
-
-
-def estimate_run(
-    cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
-) -> dict[str, Any]:
-    """`estimate` for a run config (what `toolcall-kit plan` calls). Backend "auto" is planned as unsloth: what
-    auto picks on a CUDA host where Unsloth is installed (the Docker image)."""
-    return estimate(
-        cfg.model.name,
-        max_seq_length=cfg.model.max_seq_length,
-        batch_size=cfg.train.batch_size,
-        grad_accum=cfg.train.grad_accum,
-        r=cfg.lora.r,
-        target_modules=cfg.lora.target_modules,
-        top_layers=cfg.lora.top_layers,
-        load_in_4bit=cfg.model.load_in_4bit,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
-        epochs=cfg.train.epochs or 1.0,
-        backend="hf" if cfg.backend == "hf" else "unsloth",
-        gpu=gpu,
-        tokens=tokens,
-        price_per_hour=price_per_hour,
-    )
 
 
 def summary(est: dict[str, Any]) -> str:
