@@ -78,9 +78,9 @@ demo: $(STAMP)
 	done
 	$(BIN)/papermill -k python3 --cwd . notebooks/05_evaluate.ipynb $(EXECUTED)/05_evaluate.ipynb \
 	  -p config $(CONFIG) $(if $(EVAL_LIMIT),-p eval_limit $(EVAL_LIMIT))
-	@$(BIN)/python -c 'from toolcall_kit.pipeline import demo_report, format_demo_report, load; \
+	@$(BIN)/python -c 'from toolcall_kit.pipeline import demo_report, format_demo_report, load_run; \
 	  print(format_demo_report(demo_report("$(CONFIG)", float(open("$(EXECUTED)/.demo_started").read())))); \
-	  print("demo finished: see", load("$(CONFIG)").run_dir, "(stages/demo.json)")'
+	  print("demo finished: see", load_run("$(CONFIG)").run_dir, "(stages/demo.json)")'
 
 # JupyterLab on this machine only (127.0.0.1), its file browser in notebooks/. It always asks for a token: a new
 # random one each start (printed in the URL it logs), or JUPYTER_TOKEN's. Open a notebook, set `config`, Run All.

@@ -85,21 +85,28 @@ BASE = {"train": {"max_steps": 5}}
         ({**BASE, "lora": {"alpah": 8}}, "lora.alpah: unknown key (did you mean 'alpha'?)"),
         ({**BASE, "train": {"max_steps": 5, "learning_rate": 0}}, "train.learning_rate: must be > 0"),
         ({**BASE, "train": {"max_steps": 5, "learning_rate": -1e-4}}, "train.learning_rate: must be > 0"),
-        ({"train": {"max_steps": None}}, "train.epochs: set train.epochs or train.max_steps"),
+        ({"train": {"max_steps": None}}, "train: set train.epochs or train.max_steps"),
         ({**BASE, "train": {"max_steps": 0}}, "train.max_steps: must be >= 1"),
         ({**BASE, "train": {"max_steps": 5, "batch_size": 0}}, "train.batch_size: must be >= 1"),
-        ({**BASE, "train": {"max_steps": 5, "optim": "adam"}}, "train.optim: must be one of"),
+        ({**BASE, "train": {"max_steps": 5, "optim": "adam"}}, "train.optim: must be one of 'adamw_torch'"),
         ({**BASE, "train": {"max_steps": 5, "lr_scheduler": "cosin"}}, "train.lr_scheduler: must be one of"),
         ({**BASE, "train": {"max_steps": "ten"}}, "train.max_steps: expected an integer"),
+        ({**BASE, "train": {"max_steps": 5.0}}, "train.max_steps: expected an integer"),
+        ({**BASE, "train": {"max_steps": 5, "learning_rate": True}}, "train.learning_rate: expected a number"),
+        ({**BASE, "train": {"max_steps": 5, "learning_rate": float("nan")}}, "train.learning_rate: must be a finite"),
+        ({**BASE, "train": {"max_steps": 5, "learning_rate": 2.0}}, "train.learning_rate: must be <= 1.0"),
+        ({**BASE, "lora": 3}, "lora: must be a mapping of keys, got 3"),
+        ({**BASE, "init_from": ""}, "init_from: must not be empty"),
         ({**BASE, "train": {"max_steps": 5, "packing": "yes"}}, "train.packing: expected true or false"),
         ({**BASE, "model": {"max_seq_length": 8}}, "model.max_seq_length: must be >= 16"),
         ({**BASE, "model": {"dtype": "fp8"}}, "model.dtype: must be one of"),
-        ({**BASE, "lora": {"dropout": 1.5}}, "lora.dropout: must be in [0, 1)"),
-        ({**BASE, "lora": {"top_layers": 0}}, "lora.top_layers: must be >= 1 or null"),
-        ({**BASE, "train": {"max_steps": 5, "eval_limit": 0}}, "train.eval_limit: must be >= 1 or null"),
-        ({**BASE, "lora": {"target_modules": []}}, "lora.target_modules: must be a non-empty list"),
-        ({**BASE, "lora": {"target_modules": "everything"}}, "lora.target_modules: must be 'all-linear'"),
-        ({**BASE, "backend": "jax"}, "backend: must be one of auto, unsloth, hf"),
+        ({**BASE, "lora": {"dropout": 1.5}}, "lora.dropout: must be < 1.0, got 1.5"),
+        ({**BASE, "lora": {"top_layers": 0}}, "lora.top_layers: must be >= 1, got 0"),
+        ({**BASE, "train": {"max_steps": 5, "eval_limit": 0}}, "train.eval_limit: must be >= 1, got 0"),
+        ({**BASE, "lora": {"target_modules": []}}, "lora.target_modules: must be 'all-linear' or a non-empty list of module names, got []"),
+        ({**BASE, "lora": {"target_modules": "everything"}}, "lora.target_modules: must be 'all-linear' or a"),
+        ({**BASE, "lora": {"target_modules": ["q_proj", ""]}}, "lora.target_modules: must be 'all-linear' or a"),
+        ({**BASE, "backend": "jax"}, "backend: must be one of 'auto', 'unsloth' or 'hf', got 'jax'"),
         ({**BASE, "trainer": {}}, "trainer: unknown key (did you mean 'train'?)"),
         ({**BASE, "output": {"name": "a/b"}}, "output.name: must be a plain folder name"),
     ],
@@ -119,10 +126,8 @@ def test_error_from_a_file_names_the_file(tmp_path):
 
 def test_overrides_parse_with_yaml_scalar_rules():
     assert parse_override("train.max_steps=20") == ("train.max_steps", 20)
-    assert parse_override("train.learning_rate=2e-4") == (
-        "train.learning_rate",
-        "2e-4",
-    )  # YAML 1.1 reads a str
+    # YAML 1.1 (PyYAML's default) reads 2e-4 as a string; the config reads numbers as YAML 1.2 does.
+    assert parse_override("train.learning_rate=2e-4") == ("train.learning_rate", 2e-4)
     assert parse_override("train.learning_rate=2.0e-4") == ("train.learning_rate", 2e-4)
     assert parse_override("model.load_in_4bit=true") == ("model.load_in_4bit", True)
     assert parse_override("train.epochs=null") == ("train.epochs", None)
@@ -156,10 +161,34 @@ def test_bad_override_names_the_key():
         load_config(path, ["train.max_stepz=3"])
     with pytest.raises(KitError, match="lora.r: must be > 0, got 0"):
         load_config(path, {"lora.r": 0})
-    with pytest.raises(KitError, match="train: is a section"):
-        apply_overrides({}, ["train=3"])
-    with pytest.raises(KitError, match="too many dots"):
-        apply_overrides({}, ["train.a.b=3"])
+    with pytest.raises(KitError, match="train: must be a mapping of keys, got 3"):
+        load_config(path, ["train=3"])
+    with pytest.raises(KitError, match=r"train.a: unknown key"):
+        load_config(path, ["train.a.b=3"])
+    with pytest.raises(KitError, match="backend.x: backend is not a section"):
+        apply_overrides({"backend": "hf"}, ["backend.x=3"])
+
+
+def test_a_notebooks_section_override_keeps_the_sections_other_keys():
+    data = {"lora": {"r": 8, "alpha": 16}}
+    assert apply_overrides(data, {"lora": {"r": 4}}) == {"lora": {"r": 4, "alpha": 16}}
+    assert data == {"lora": {"r": 8, "alpha": 16}}  # the caller's dict is untouched
+    cfg = load_config(None, {"train": {"epochs": 1}, "lora": None})  # an empty section: the defaults
+    assert cfg.lora.r == 16 and cfg.output.name == "run"
+
+
+def test_a_file_reads_scientific_numbers_and_empty_sections(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("lora:\ntrain:\n  max_steps: 3\n  learning_rate: 2e-4\n")
+    cfg = load_config(f)
+    assert cfg.train.learning_rate == 2e-4 and cfg.output.name == "mine" and cfg.lora.r == 16
+
+
+def test_validate_checks_values_changed_after_loading():
+    cfg = load_config(None, {"train.epochs": 1})
+    cfg.lora.r = 0
+    with pytest.raises(KitError, match="lora.r: must be > 0, got 0"):
+        cfg.validate()
 
 
 def test_sft_mapping_is_explicit_and_cpu_safe(tmp_path):

@@ -430,13 +430,13 @@ def test_pipeline_set_data_train_is_not_ignored_after_prepare(tmp_path):
     second = write_rows(tmp_path / "b.jsonl", [record(c) for c in ("Lima", "Kyiv")])
     common = [f"output.dir={tmp_path / 'runs'}", "data.eval=null"]
     pipeline.run_all(SMOKE, [*common, f"data.train={first}"], stages=("prepare",))
-    cfg = pipeline.load(SMOKE, [*common, f"data.train={second}"])
+    cfg = pipeline.load_run(SMOKE, [*common, f"data.train={second}"])
     assert cfg.data.train == str(second)  # not the old prepared copy
-    with pytest.raises(KitError, match="recorded for other data"):
+    with pytest.raises(KitError, match="ran on other data"):
         pipeline.tokens_stage(cfg)
     out = pipeline.run_all(SMOKE, [*common, f"data.train={second}"], stages=("prepare",))
     assert out["prepare"]["kept"] == 2
-    cfg = pipeline.load(SMOKE, [*common, f"data.train={second}"])
+    cfg = pipeline.load_run(SMOKE, [*common, f"data.train={second}"])
     assert cfg.data.train == out["prepare"]["train"] and len(Path(cfg.data.train).read_text().splitlines()) == 2
 
 

@@ -264,7 +264,7 @@ def open_notebook(driver, lab: Lab, name: str, shots: Path):
     driver.get(f"{lab.url}/lab/workspaces/{shots.name}/tree/notebooks/{name}?token={lab.token}")
     _wait(
         f"{name} to open",
-        lambda: cell(page(driver), "pipeline.record("),
+        lambda: cell(page(driver), "pipeline.write_stage("),
         START_TIMEOUT,
         driver,
         shots / "open-timeout.png",
@@ -347,7 +347,7 @@ def test_train_notebook_in_jupyterlab_shows_the_live_loss_curve(
             screenshot(
                 driver, tmp_path / f"03-training-live-curve-{len(frames)}.png", "pipeline.train_stage(cfg)"
             )
-        if state["errors"] or ran(cell(state, 'pipeline.record(cfg, "train", result)')):
+        if state["errors"] or ran(cell(state, 'pipeline.write_stage(cfg, "train", result)')):
             break
         if time.monotonic() > deadline:
             driver.save_screenshot(str(tmp_path / "03-timeout.png"))
@@ -388,7 +388,7 @@ def test_evaluate_notebook_in_jupyterlab_lists_failed_cases(jupyter, tmp_path, s
     run_all(driver)
     state = _wait(
         "Run All to finish",
-        lambda: finished(driver, 'pipeline.record(cfg, "evaluate", result)'),
+        lambda: finished(driver, 'pipeline.write_stage(cfg, "evaluate", result)'),
         RUN_ALL_TIMEOUT,
         driver,
         tmp_path / "05-timeout.png",

@@ -4,8 +4,14 @@ from pathlib import Path
 import pytest
 
 from toolcall_kit.cli import main
+from toolcall_kit.config import load_config
 from toolcall_kit.errors import KitError
-from toolcall_kit.plan import GiB, arch_for, estimate, lora_params, max_tokens_per_batch, memory
+from toolcall_kit.plan import NO_CONFIG, GiB, arch_for, estimate, lora_params, max_tokens_per_batch, memory
+
+
+def run(model: str, **values):
+    """The run config `plan --model MODEL` plans for, with `values` ("model.load_in_4bit": False, ...)."""
+    return load_config(None, {**NO_CONFIG, "model.name": model, **values})
 
 
 @pytest.mark.parametrize(
@@ -28,15 +34,17 @@ def test_lora_count_llama8b_r16_all_linear():
 
 
 def test_4bit_and_checkpointing_lower_memory_and_small_gpu_does_not_fit():
-    full = estimate("llama-3.1-8b", load_in_4bit=False, gradient_checkpointing=False, gpu="a10g-24gb")
-    q = estimate("llama-3.1-8b", load_in_4bit=True, gradient_checkpointing=True, gpu="a10g-24gb")
+    full = estimate(
+        run("llama-3.1-8b", **{"model.load_in_4bit": False, "train.gradient_checkpointing": False}), gpu="a10g-24gb"
+    )
+    q = estimate(run("llama-3.1-8b"), gpu="a10g-24gb")
     assert q["memory_gib"]["total"] < full["memory_gib"]["total"]
     assert q["fits"] and not full["fits"] and "advice" in full
 
 
 def test_time_scales_with_tokens_and_price():
-    a = estimate("qwen2.5-7b", tokens=1_000_000, price_per_hour=2.0)
-    b = estimate("qwen2.5-7b", tokens=2_000_000, price_per_hour=2.0)
+    a = estimate(run("qwen2.5-7b"), tokens=1_000_000, price_per_hour=2.0)
+    b = estimate(run("qwen2.5-7b"), tokens=2_000_000, price_per_hour=2.0)
     assert b["hours"] == pytest.approx(2 * a["hours"], rel=0.05)
     assert b["cost_usd"] == pytest.approx(b["hours"] * 2.0, rel=0.01)
 
@@ -51,7 +59,7 @@ def test_local_config_json(tmp_path):
 
 def test_unknown_gpu_is_an_error():
     with pytest.raises(KitError, match="gpu"):
-        estimate("qwen2.5-7b", gpu="tpu-v9")
+        estimate(run("qwen2.5-7b"), gpu="tpu-v9")
 
 
 def test_cli_plan_json(capsys):
@@ -60,7 +68,7 @@ def test_cli_plan_json(capsys):
     assert out["gpu"] == "t4-16gb" and out["training_tokens"] == 1000
 
 
-# --- the unsloth backend against published long-context figures (issue 10) ------------------------------
+# --- the unsloth backend against published long-context figures ----------------------------------------
 
 # docs.unsloth.ai/basics/unsloth-benchmarks, "Llama 3.1 (8B) max. context length": 4-bit QLoRA on all linear
 # layers, r=32, batch 1, sequences padded to the length: (GPU GB, most tokens Unsloth fits).
@@ -125,3 +133,11 @@ def test_plan_takes_the_backend_from_the_config(capsys):
     assert unsloth["backend"] == "unsloth" and hf["backend"] == "hf"
     assert unsloth["memory_gib"]["total"] < hf["memory_gib"]["total"]
     assert unsloth["cpu_offload_gib"] > 0 and hf["cpu_offload_gib"] == 0
+
+
+def test_lora_count_follows_top_layers_and_refuses_unknown_modules():
+    arch = arch_for("qwen2.5-7b")  # 28 layers
+    assert lora_params(arch, 16, "all-linear", top_layers=7) * 4 == lora_params(arch, 16)
+    assert lora_params(arch, 16, ["q_proj"], top_layers=99) == lora_params(arch, 16, ["q_proj"])
+    with pytest.raises(KitError, match="lora.target_modules: .* not c_attn"):
+        lora_params(arch, 16, ["q_proj", "c_attn"])

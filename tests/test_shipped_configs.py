@@ -32,13 +32,13 @@ def _first_parallel(records) -> int:
 def test_stages_01_02_run_on_the_shipped_data(path, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs name data/demo/... relative to the repository
     overrides = {"output.dir": str(tmp_path)}
-    cfg = pipeline.load(path, overrides)
+    cfg = pipeline.load_run(path, overrides)
     tok = _tokenizer_like(cfg)
     monkeypatch.setattr(pipeline, "tokenizer", lambda cfg: tok)
 
     prep = pipeline.prepare_stage(cfg)
-    pipeline.record(cfg, "prepare", prep)
-    cfg = pipeline.load(path, overrides)  # what notebook 02 does: the prepared files from here on
+    pipeline.write_stage(cfg, "prepare", prep)
+    cfg = pipeline.load_run(path, overrides)  # what notebook 02 does: the prepared files from here on
     rep = pipeline.tokens_stage(cfg)
     assert rep["source_records"] == prep["reports"]["train"]["kept"] > 0
     assert rep["examples"] >= rep["source_records"]  # Llama 3.1 splits parallel calls into more examples

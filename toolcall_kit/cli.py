@@ -18,7 +18,6 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolcall-kit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
 
-    # --- prepare (issue: foundation) ---
     sp = sub.add_parser("prepare", help="read, convert, validate, dedupe and split tool-calling data")
     sp.add_argument("inputs", nargs="+", metavar="INPUT",
                     help=".jsonl, .json (array) or .parquet files, gzip too; or folders; - for standard input")
@@ -31,7 +30,6 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print report.json instead of the summary")
     sp.set_defaults(func=_prepare)
 
-    # --- merge (export) ---
     sp = sub.add_parser("merge", help="merge a run's LoRA adapter into its base; check and describe the export")
     sp.add_argument("adapter", metavar="RUN_OR_ADAPTER")
     sp.add_argument("--out", required=True, help="folder for the merged model (written atomically)")
@@ -42,20 +40,17 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_merge)
 
-    # --- pipeline (all stages, what the notebooks run) ---
     sp = sub.add_parser("pipeline", help="run the stages prepare, tokens, train, merge, evaluate for one config")
-    sp.add_argument("--config", required=True)
-    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _config_options(sp, required=True)
     sp.add_argument("--stages", default="prepare,tokens,train,merge,evaluate", help="comma-separated subset")
     sp.add_argument("--inputs", nargs="*", help="raw data files to prepare (default: the config's data files)")
     sp.add_argument("--eval-limit", type=int, help="evaluate only the first N examples")
     sp.set_defaults(func=_pipeline)
 
-    # --- plan (hardware planner) ---
     sp = sub.add_parser("plan", help="estimate GPU memory, time and cost of a run")
-    sp.add_argument("--config", help="a run config; its model, LoRA and batch settings are used")
-    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sp.add_argument("--model", help="model name or folder (overrides the config)")
+    _config_options(sp, "; its model, LoRA, batch and length settings are planned for (without it: "
+                    "QLoRA, gradient checkpointing, batch 2 x 2048 tokens)")  # fmt: skip
+    sp.add_argument("--model", help="model name or folder (model.name)")
     sp.add_argument("--gpu", default="a10g-24gb")
     sp.add_argument("--tokens", type=int, help="training tokens per epoch (from `toolcall-kit tokens`)")
     sp.add_argument("--price", type=float, help="$ per GPU hour")
@@ -64,23 +59,13 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_plan)
 
-    # --- train (issue 5) ---
     sp = sub.add_parser("train", help="LoRA/QLoRA fine-tune from a run config (unsloth or hf backend)")
-    sp.add_argument("--config", help="run config YAML (configs/*.yaml); not needed with --resume")
-    sp.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.max_steps=20 (repeatable)",
-    )
+    _config_options(sp, "; not needed with --resume")
     sp.add_argument("--backend", choices=["auto", "unsloth", "hf"], help="overrides the config's backend")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue runs/NAME from its last checkpoint")
     sp.add_argument("--json", action="store_true", help="print result.json instead of the summary")
     sp.set_defaults(func=_train)
 
-    # --- synth (issue 3: synthetic data) ---
     sp = sub.add_parser("synth", help="generate synthetic tool-calling conversations (validated, seeded)")
     sp.add_argument("--out", required=True, help="output JSONL file (written atomically)")
     sp.add_argument("--n", type=int, default=2000, help="number of examples, exactly")
@@ -115,13 +100,11 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the report as JSON instead of the summary")
     sp.set_defaults(func=_synth)
 
-    # --- model (issue 3: models that work offline) ---
     sp = sub.add_parser("model", help="resolve packaged:..., tiny:..., a folder or a hub id; print it")
     sp.add_argument("name", metavar="NAME", help="e.g. packaged:smollm2-135m-instruct, tiny:qwen2")
     sp.add_argument("--cache-dir", help="default: $TOOLCALL_KIT_CACHE/models or ~/.cache/toolcall_kit/models")
     sp.set_defaults(func=_model)
 
-    # --- eval, score, compare (issue 6: evaluation) ---
     sp = sub.add_parser("eval", help="generate and score tool calls on held-out data or BFCL; write runs/NAME/eval")
     sp.add_argument("--model", help="base or merged model (folder, packaged:..., tiny:..., hub id)")
     sp.add_argument("--adapter", help="LoRA adapter folder applied on --model (or on the base it names)")
@@ -159,36 +142,66 @@ def make_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_compare)
 
-    # --- tokens, show-mask (issue 4: templates, masks, token budget) ---
     sp = sub.add_parser("tokens", help="exact token counts, trained tokens, truncation and steps for a dataset")
-    sp.add_argument("data", metavar="DATA", help="canonical JSONL, e.g. prepare's train.jsonl")
-    sp.add_argument("--model", required=True, help="model whose tokenizer counts (folder, tiny:..., packaged:..., hub id)")
-    sp.add_argument("--max-seq-length", type=int, default=4096, help="tokens per example kept in training")
-    sp.add_argument("--batch-size", type=int, default=4, help="examples per device step")
-    sp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    sp.add_argument("--epochs", type=float, default=1)
-    sp.add_argument("--family", default="auto", help="chat-template family: auto, chatml, qwen2_5, llama3_1, mistral")
-    sp.add_argument("--parallel", default="error", choices=["error", "split"],
-                    help="Llama 3.1 parallel calls: refuse, or split into one call per assistant turn")
-    sp.add_argument("--call-text", default="error", choices=["error", "drop"],
-                    help="Llama 3.1 text beside a call: refuse, or drop the text")
+    _data_options(sp)
+    sp.add_argument("--batch-size", type=int, help="examples per device step (train.batch_size)")
+    sp.add_argument("--grad-accum", type=int, help="gradient accumulation steps (train.grad_accum)")
+    sp.add_argument("--epochs", type=float, help="train.epochs (without --config: 1)")
     sp.add_argument("--plot", metavar="FILE", help="write a histogram PNG of tokens per example")
     sp.add_argument("--json", action="store_true", help="print the full report (per example too) as JSON")
     sp.set_defaults(func=_tokens)
 
     sp = sub.add_parser("show-mask", help="print one conversation with the trained tokens marked")
-    sp.add_argument("data", metavar="DATA", help="canonical JSONL")
-    sp.add_argument("--model", required=True)
+    _data_options(sp)
     sp.add_argument("--index", type=int, default=0, help="row of DATA (0-based)")
-    sp.add_argument("--family", default="auto")
-    sp.add_argument("--parallel", default="error", choices=["error", "split"], help="as for `tokens`")
-    sp.add_argument("--call-text", default="error", choices=["error", "drop"], help="as for `tokens`")
-    sp.add_argument("--max-seq-length", type=int, help="mark where truncation would cut")
     sp.add_argument("--color", default="auto", choices=["auto", "always", "never"],
                     help="ANSI colour (auto: on a terminal); otherwise trained text is in [[...]]")
     sp.set_defaults(func=_show_mask)
 
     return p
+
+
+def _config_options(sp: argparse.ArgumentParser, note: str = "", required: bool = False) -> None:
+    sp.add_argument("--config", required=required, help="run config YAML (configs/*.yaml)" + note)
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")  # fmt: skip
+
+
+def _data_options(sp: argparse.ArgumentParser) -> None:
+    """What `tokens` and `show-mask` share: the data, the model and its template, as training uses them."""
+    sp.add_argument("data", nargs="?", metavar="DATA", help="canonical JSONL (default: the config's data.train)")
+    _config_options(sp, "; the options below override it")
+    sp.add_argument("--model", help="model whose tokenizer counts: folder, tiny:..., packaged:..., hub id (model.name)")
+    sp.add_argument("--max-seq-length", type=int,
+                    help="tokens per example kept in training (model.max_seq_length; without --config: 4096)")
+    sp.add_argument("--family", help="chat-template family: auto, chatml, qwen2_5, llama3_1, mistral (model.family)")
+    sp.add_argument("--parallel", choices=["error", "split"],
+                    help="Llama 3.1 parallel calls: refuse, or split into one call per assistant turn (data.parallel)")
+    sp.add_argument("--call-text", choices=["error", "drop"],
+                    help="Llama 3.1 text beside a call: refuse, or drop the text (data.content_with_calls)")  # fmt: skip
+
+
+# Without --config, `tokens` and `show-mask` count as for a 4096-token run of one epoch.
+DATA_DEFAULTS = {"model.max_seq_length": 4096, "train.epochs": 1}
+
+
+def _run_config(args, flags: dict, defaults: dict):
+    """The verb's RunConfig: --config (without one: the config defaults and `defaults`), then --set, then the
+    verb's own flags (those given)."""
+    from .config import load_config, parse_override
+
+    overrides = {} if args.config else dict(defaults)
+    overrides.update(parse_override(o) for o in args.overrides)
+    overrides.update((k, v) for k, v in flags.items() if v is not None)
+    return load_config(args.config, overrides)
+
+
+def _data_config(args, flags: dict | None = None):
+    if not args.config and not (args.data and args.model):
+        raise KitError(f"{args.verb}: give DATA and --model, or --config")
+    shared = {"data.train": args.data, "model.name": args.model, "model.max_seq_length": args.max_seq_length,
+              "model.family": args.family, "data.parallel": args.parallel, "data.content_with_calls": args.call_text}
+    return _run_config(args, shared | (flags or {}), DATA_DEFAULTS)
 
 
 def _prepare(args) -> int:
@@ -216,32 +229,12 @@ def _pipeline(args) -> int:
 
 
 def _plan(args) -> int:
-    from .plan import estimate, summary
+    from .plan import NO_CONFIG, estimate, summary
 
-    kw: dict = {}
-    if args.config:
-        from .config import load_config
-
-        cfg = load_config(args.config, args.overrides)
-        kw = dict(
-            model=cfg.model.name,
-            max_seq_length=cfg.model.max_seq_length,
-            load_in_4bit=cfg.model.load_in_4bit,
-            batch_size=cfg.train.batch_size,
-            r=cfg.lora.r,
-            gradient_checkpointing=cfg.train.gradient_checkpointing,
-            epochs=cfg.train.epochs or 1.0,
-            target_modules=cfg.lora.target_modules,
-            # auto trains with unsloth on a CUDA host where it is installed (the Docker image): plan for that.
-            backend="hf" if cfg.backend == "hf" else "unsloth",
-        )
-    if args.backend:
-        kw["backend"] = args.backend
-    if args.model:
-        kw["model"] = args.model
-    if "model" not in kw:
+    if not args.config and not args.model:
         raise KitError("plan needs --config or --model")
-    est = estimate(gpu=args.gpu, tokens=args.tokens, price_per_hour=args.price, **kw)
+    cfg = _run_config(args, {"model.name": args.model, "backend": args.backend}, NO_CONFIG)
+    est = estimate(cfg, gpu=args.gpu, tokens=args.tokens, price_per_hour=args.price)
     print(json.dumps(est, indent=2) if args.json else summary(est))
     return 0
 
@@ -338,23 +331,20 @@ def _compare(args) -> int:
 
 
 def _tokens(args) -> int:
-    from .tokens import summary, tokens_main
+    from .pipeline import count_tokens
+    from .tokens import summary
 
-    report = tokens_main(
-        args.data, args.model, max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, epochs=args.epochs, family=args.family, parallel=args.parallel,
-        content_with_calls=args.call_text, plot=args.plot,
-    )
+    flags = {"train.batch_size": args.batch_size, "train.grad_accum": args.grad_accum, "train.epochs": args.epochs}
+    report = count_tokens(_data_config(args, flags), plot=args.plot)
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return 0
 
 
 def _show_mask(args) -> int:
-    from .tokens import show_mask_main
+    from .pipeline import mask_text
 
     color = sys.stdout.isatty() if args.color == "auto" else args.color == "always"
-    print(show_mask_main(args.data, args.model, index=args.index, family=args.family, parallel=args.parallel,
-                         content_with_calls=args.call_text, color=color, max_seq_length=args.max_seq_length))
+    print(mask_text(_data_config(args), index=args.index, color=color))
     return 0
 
 

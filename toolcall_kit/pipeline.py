@@ -3,18 +3,18 @@
     toolcall-kit pipeline --config configs/demo_cpu.yaml            # all stages, no Jupyter needed
     make demo                                                        # the same through the notebooks
 
-Stage -> notebook -> what it records in `runs/NAME/stages/NN_stage.json`:
+Stage -> notebook -> what `write_stage` keeps in `runs/NAME/stages/NN_stage.json`:
   prepare   01_prepare_data.ipynb  the prepare report(s) and the train/eval files later stages use
   tokens    02_count_tokens.ipynb  the token budget (lengths, trained tokens, truncation, steps)
   train     03_train.ipynb         result.json of the training run (loss, speed, memory, backend)
   merge     04_merge.ipynb         merge_report.json (export check, serve command)
   evaluate  05_evaluate.ipynb      base vs fine-tuned tool-call metrics and the examples that changed
 
-The run folder is the config's `output.dir/output.name`. Stage 1 writes the cleaned data under
-`RUN/data/`; every later stage loads the config through `load()`, which points `data.train` / `data.eval`
-at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept. `load()` also reads
-relative paths from the project root (`project_root`): a notebook opened in JupyterLab, whose kernel starts in
-notebooks/, finds configs/, data/ and runs/ as `make` and papermill do.
+The run folder is the config's `output.dir/output.name` (its files: run_files.py). Stage 1 writes the cleaned
+data under `RUN/data/`; every later stage loads the config through `load_run()`, which points `data.train` /
+`data.eval` at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept.
+`load_run()` also reads relative paths from the project root (`project_root`): a notebook opened in
+JupyterLab, whose kernel starts in notebooks/, finds configs/, data/ and runs/ as `make` and papermill do.
 """
 
 from __future__ import annotations
@@ -27,27 +27,22 @@ from typing import Any
 from . import io
 from .config import RunConfig, load_config
 from .errors import KitError
-
-STAGES = ("prepare", "tokens", "train", "merge", "evaluate")
-STAGE_FILES = {name: f"{i:02d}_{name}.json" for i, name in enumerate(STAGES, 1)}
+from .run_files import MODEL_CONFIG, STAGES
 
 
-def stage_file(cfg: RunConfig, stage: str) -> Path:
-    return cfg.run_dir / "stages" / STAGE_FILES[stage]
-
-
-def record(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
+def write_stage(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
     """Write a stage's result (atomically) where the tests and the next stages read it; the stage
-    functions below only compute, so the notebooks' last cell and `run_all` decide what is recorded."""
-    path = stage_file(cfg, stage)
-    # Wall-clock time of recording (Unix seconds): `demo_report` turns these into per-stage durations.
+    functions below only compute, so the notebooks' last cell and `run_all` decide what is kept."""
+    path = cfg.files.stage(stage)
+    # Wall-clock time of writing (Unix seconds): `demo_report` turns these into per-stage durations.
     io.write_json(path, {**result, "recorded_at": round(time.time(), 2)})
     return path
 
 
-def recorded(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
-    path = stage_file(cfg, stage)
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_stage(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
+    """What `write_stage` kept for `stage`, or None if the stage has not run in this run folder."""
+    path = cfg.files.stage(stage)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def project_root(config: str | Path | None) -> Path:
@@ -80,42 +75,41 @@ def _found(path: str) -> str:
     return next((str(f / p) for f in Path.cwd().parents if (f / p).exists()), path)
 
 
-def load(config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True) -> RunConfig:
+def load_run(
+    config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True
+) -> RunConfig:
     """The run config, with data paths taken from the prepare stage once it has run (`prepared`).
 
     Relative paths (the config's own, and in it the data files, output.dir, model.chat_template, init_from
     and a local model folder) are read from `project_root(config)`, whatever the working folder: outside
     the project root they become absolute paths under it.
 
-    If the config now names other data than the prepare stage was recorded for (`--set data.train=...`), the
-    prepared files are not used: the prepare stage prepares the new data, and any later stage run before it
-    is an error (`_check_prepared`) instead of a silent switch back to the old data."""
+    If the config now names other data than the prepare stage ran on (`--set data.train=...`), the prepared
+    files are not used: the prepare stage prepares the new data, and any later stage run before it is an
+    error (`_check_prepared`) instead of a silent switch back to the old data."""
     root = project_root(config)
     cwd = Path.cwd()
     if root != cwd and config is not None:
         config = _from_root(root, str(config))
     cfg = _rooted(load_config(config, overrides), root, cwd)
     sources = {"train": cfg.data.train, "eval": cfg.data.eval}
-    cfg._data_sources = sources  # what the prepare stage reads, whatever load substitutes below
-    rec = recorded(cfg, "prepare") if prepared else None
-    if rec:
-        was = rec.get("sources")
+    cfg._data_sources = sources  # what the prepare stage reads, whatever load_run substitutes below
+    prep = read_stage(cfg, "prepare") if prepared else None
+    if prep:
+        was = prep.get("sources") or {}
 
         def same(x: str | None, y: str | None) -> bool:  # relative paths are read from the project root
             return (x is None) == (y is None) and (x is None or (root / x).resolve() == (root / y).resolve())
 
-        if was is not None:
-            changed = [f"data.{k}" for k in ("train", "eval") if not same(was.get(k), sources[k])]
-        else:  # a record from before sources were kept: only an explicit --set is known to differ
-            changed = sorted(k for k in _override_keys(overrides) if k in ("data.train", "data.eval"))
+        changed = [f"data.{k}" for k in ("train", "eval") if not same(was.get(k), sources[k])]
         if changed:
             cfg._stale_prepare = (
-                f"{', '.join(changed)}: the prepare stage in {cfg.run_dir} was recorded for other data "
-                f"({stage_file(cfg, 'prepare')}); run the prepare stage again (--stages prepare,...) first"
+                f"{', '.join(changed)}: the prepare stage in {cfg.run_dir} ran on other data "
+                f"({cfg.files.stage('prepare')}); run the prepare stage again (--stages prepare,...) first"
             )
             return cfg
-        cfg.data.train = _from_root(root, rec["train"]) if root != cwd else rec["train"]
-        cfg.data.eval = _from_root(root, rec.get("eval")) if root != cwd else rec.get("eval")
+        cfg.data.train = _from_root(root, prep["train"]) if root != cwd else prep["train"]
+        cfg.data.eval = _from_root(root, prep.get("eval")) if root != cwd else prep.get("eval")
     return cfg
 
 
@@ -139,45 +133,40 @@ def _check_prepared(cfg: RunConfig) -> None:
         raise KitError(stale)
 
 
-def _override_keys(overrides: list[str] | dict | None) -> list[str]:
-    if isinstance(overrides, dict):
-        return list(overrides)
-    return [o.split("=", 1)[0].strip() for o in overrides or []]
-
-
 # ------------------------------------------------------------------------------------------- stages
 
 
-def prepare_stage(cfg: RunConfig, inputs: list[str] | None = None, eval_fraction: float = 0.1) -> dict[str, Any]:
+def prepare_stage(
+    cfg: RunConfig, inputs: list[str] | None = None, eval_fraction: float = 0.1
+) -> dict[str, Any]:
     """Clean the run's data into RUN/data. Raw `inputs` (any format) are split by `eval_fraction`; without
     them the config's train and eval files are each validated as they are (a held-out eval file is never
     re-split: the demo's eval set is held out by phrasing template)."""
     from .prepare import prepare
 
-    out = cfg.run_dir / "data"
+    out = cfg.files.data
     sources = dict(getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval})
-    cfg.data.train, cfg.data.eval = sources["train"], sources["eval"]  # the config's data, not a prepared copy
+    cfg.data.train, cfg.data.eval = (
+        sources["train"],
+        sources["eval"],
+    )  # the config's data, not a prepared copy
     if inputs:
-        inputs = [_found(str(p)) for p in inputs]
-        rep = prepare(inputs, out, eval_fraction=eval_fraction, seed=cfg.train.seed)
+        rep = prepare([_found(str(p)) for p in inputs], out, eval_fraction=eval_fraction, seed=cfg.train.seed)
         result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
     else:
         reports = {"train": prepare([cfg.data.train], out / "train", eval_fraction=0.0, seed=cfg.train.seed)}
-        train_file, eval_file = reports["train"]["out"]["train"], None
         if cfg.data.eval:
             reports["eval"] = prepare([cfg.data.eval], out / "eval", eval_fraction=0.0, seed=cfg.train.seed)
-            eval_file = reports["eval"]["out"]["train"]
-        result = {"reports": reports, "train": train_file, "eval": eval_file}
-    for rep in result["reports"].values():
+        eval_file = reports["eval"]["out"]["train"] if "eval" in reports else None
+        result = {"reports": reports, "train": reports["train"]["out"]["train"], "eval": eval_file}
+    reports = result["reports"].values()
+    for rep in reports:
         if rep["kept"] == 0:
-            raise KitError(f"prepare kept no rows from {', '.join(rep['files'])}: see {rep['out']['rejects']}")
-    result.update(
-        sources=sources,  # what `load` compares the config with before it uses the prepared files
-        read=sum(r["read"] for r in result["reports"].values()),
-        kept=sum(r["kept"] for r in result["reports"].values()),
-        rejected=sum(r["rejected"] for r in result["reports"].values()),
-        duplicates=sum(r["duplicates"] for r in result["reports"].values()),
-    )
+            raise KitError(
+                f"prepare kept no rows from {', '.join(rep['files'])}: see {rep['out']['rejects']}"
+            )
+    result["sources"] = sources  # what `load_run` compares the config with before it uses the prepared files
+    result |= {k: sum(r[k] for r in reports) for k in ("read", "kept", "rejected", "duplicates")}
     cfg.data.train, cfg.data.eval = result["train"], result["eval"]
     cfg._stale_prepare = None
     return result
@@ -194,12 +183,13 @@ def chat_template(cfg: RunConfig) -> str | None:
     return Path(cfg.model.chat_template).read_text(encoding="utf-8") if cfg.model.chat_template else None
 
 
-def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
-    """Exact token budget of the training file with the model's tokenizer and template."""
-    _check_prepared(cfg)
+def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, Any]:
+    """Exact token budget of `data.train` with the model's tokenizer and template (`toolcall-kit tokens`)."""
     from .tokens import read_records, token_report
 
-    rep = token_report(
+    if plot:
+        io.check_writable_file(plot, "--plot")  # before the counting, not after it
+    return token_report(
         tokenizer(cfg),
         read_records(cfg.data.train),
         max_seq_length=cfg.model.max_seq_length,
@@ -212,9 +202,31 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
         # examples that training would rewrite.
         parallel=cfg.data.parallel,
         content_with_calls=cfg.data.content_with_calls,
-        plot=cfg.run_dir / "tokens" / "lengths.png",
+        plot=plot,
     )
-    return rep
+
+
+def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
+    """The token budget of the prepared training file, its length histogram in the run folder."""
+    _check_prepared(cfg)
+    return count_tokens(cfg, plot=cfg.files.tokens_plot)
+
+
+def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
+    """Row `index` of `data.train` (negative: from the end) as text with its trained tokens marked and the
+    tokens past `model.max_seq_length` shown after a cut line (`toolcall-kit show-mask`)."""
+    from .templates import adapt_records, detect_family
+    from .tokens import read_records, show_mask
+
+    records = read_records(cfg.data.train)
+    if not -len(records) <= index < len(records):
+        raise KitError(f"{cfg.data.train}: --index {index} is out of range (0..{len(records) - 1})")
+    tok = tokenizer(cfg)
+    fam = detect_family(tok, cfg.model.family)
+    rec = adapt_records([records[index]], fam, parallel=cfg.data.parallel,
+                        content_with_calls=cfg.data.content_with_calls)[0]  # fmt: skip
+    return show_mask(tok, rec, fam, color=color, chat_template=chat_template(cfg),
+                     max_seq_length=cfg.model.max_seq_length)  # fmt: skip
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
@@ -230,20 +242,22 @@ def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
     _check_prepared(cfg)
     from .train import train
 
-    result = train(cfg, extra_callbacks=extra_callbacks)
-    return result
+    return train(cfg, extra_callbacks=extra_callbacks)
 
 
 def merge_stage(cfg: RunConfig, dtype: str | None = None) -> dict[str, Any]:
     """Merge the run's adapter; dtype None: bfloat16 for a 4-bit or GPU-trained run, else float32."""
     from .merge import merge
 
-    rep = merge(cfg.run_dir, cfg.run_dir / "merged", dtype=dtype)
-    return rep
+    return merge(cfg.run_dir, cfg.files.merged, dtype=dtype)
 
 
 def evaluate_stage(
-    cfg: RunConfig, limit: int | None = None, batch_size: int = 16, max_new_tokens: int = 160, base: bool = True
+    cfg: RunConfig,
+    limit: int | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 160,
+    base: bool = True,
 ) -> dict[str, Any]:
     """Tool-call metrics of the merged model on the eval split, beside the untouched base model's.
 
@@ -255,34 +269,35 @@ def evaluate_stage(
     _check_prepared(cfg)
     if not cfg.data.eval:
         raise KitError("data.eval: the evaluate stage needs an eval file (prepare splits one off raw inputs)")
-    merged = cfg.run_dir / "merged"
-    if not (merged / "config.json").is_file():
-        raise KitError(f"{merged}: no merged model; run the merge stage first")
+    files = cfg.files
+    if not (files.merged / MODEL_CONFIG).is_file():
+        raise KitError(f"{files.merged}: no merged model; run the merge stage first")
     common = dict(data=cfg.data.eval, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
-    result: dict[str, Any] = {"tuned": evaluate(cfg.run_dir / "eval", model=str(merged), **common)}
+    result: dict[str, Any] = {"tuned": evaluate(files.eval, model=str(files.merged), **common)}
     if base:
-        result["base"] = evaluate(cfg.run_dir / "eval_base", model=cfg.model.name, cache=True, **common)
-        result["compare"] = compare(cfg.run_dir / "eval_base", cfg.run_dir / "eval")
+        result["base"] = evaluate(files.eval_base, model=cfg.model.name, cache=True, **common)
+        result["compare"] = compare(files.eval_base, files.eval)
     return result
 
 
 HEADLINE = ("tool_selection", "arguments_ast", "no_call", "valid_output", "accuracy")
 
 
-def demo_report(config: str | Path, started: float, overrides: list[str] | dict | None = None) -> dict[str, Any]:
+def demo_report(
+    config: str | Path, started: float, overrides: list[str] | dict | None = None
+) -> dict[str, Any]:
     """After `make demo`: wall time per stage (between the stage files' `recorded_at`, the first from
     `started`, Unix seconds) and in all, and the headline metrics of both models; written to
     `stages/demo.json` and returned."""
-    cfg = load(config, overrides)
+    cfg = load_run(config, overrides)
     stages, last = {}, started
     for stage in STAGES:
-        rec = recorded(cfg, stage)
-        if rec is None or "recorded_at" not in rec:
-            continue
-        stages[stage] = round(rec["recorded_at"] - last, 1)
-        last = rec["recorded_at"]
+        written = read_stage(cfg, stage) or {}
+        if "recorded_at" in written:
+            stages[stage] = round(written["recorded_at"] - last, 1)
+            last = written["recorded_at"]
     out: dict[str, Any] = {"wall_seconds": round(time.time() - started, 1), "stage_seconds": stages}
-    ev = recorded(cfg, "evaluate") or {}
+    ev = read_stage(cfg, "evaluate") or {}
     for side in ("tuned", "base"):
         if side in ev:
             m = ev[side]["metrics"]
@@ -291,11 +306,11 @@ def demo_report(config: str | Path, started: float, overrides: list[str] | dict 
             out[side]["eval_seconds"] = ev[side]["timing"]["seconds"]
     if "tuned" in ev:
         out["meets_targets"] = ev["tuned"]["meets_targets"]
-    train = recorded(cfg, "train") or {}
+    train = read_stage(cfg, "train") or {}
     for k in ("train_seconds", "tokens_per_s", "steps", "peak_rss_gib", "cpu_threads"):
         if k in train:
             out.setdefault("train", {})[k] = train[k]
-    io.write_json(cfg.run_dir / "stages" / "demo.json", out)
+    io.write_json(cfg.files.stage("demo"), out)
     return out
 
 
@@ -306,7 +321,8 @@ def format_demo_report(rep: dict[str, Any]) -> str:
         if side in rep:
             m = rep[side]
             lines.append(
-                f"{side:5s}: " + ", ".join(f"{k} {100 * m[k]:.1f}%" for k in HEADLINE if m.get(k) is not None)
+                f"{side:5s}: "
+                + ", ".join(f"{k} {100 * m[k]:.1f}%" for k in HEADLINE if m.get(k) is not None)
                 + f" ({m['cases']} cases)"
             )
     return "\n".join(lines)
@@ -323,8 +339,8 @@ def run_all(
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise KitError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    # A prepare stage that runs now reads the config's own data, not what an earlier one recorded.
-    cfg = load(config, overrides, prepared="prepare" not in stages)
+    # A prepare stage that runs now reads the config's own data, not what an earlier one prepared.
+    cfg = load_run(config, overrides, prepared="prepare" not in stages)
     if eval_limit is not None and eval_limit < 0:
         raise KitError(f"--eval-limit must be >= 0, got {eval_limit}")
     if "train" in stages:
@@ -332,26 +348,20 @@ def run_all(
         from .train import import_backend_first
 
         import_backend_first(cfg)
-    io.claim_dir(cfg.run_dir, "run", "output.dir/output.name", known=("config.yaml", "stages", "data"))
-    with io.folder_lock(cfg.run_dir, "output.dir/output.name"):
-        return _run_stages(cfg, stages, inputs, eval_limit)
-
-
-def _run_stages(cfg: RunConfig, stages, inputs, eval_limit) -> dict[str, Any]:
+    files = cfg.files
+    known = (files.config.name, files.stages.name, files.data.name)  # what an earlier stage left there
+    io.claim_dir(files.root, "run", "output.dir/output.name", known=known)
+    run = {
+        "prepare": lambda: prepare_stage(cfg, inputs),
+        "tokens": lambda: tokens_stage(cfg),
+        "train": lambda: train_stage(cfg),
+        "merge": lambda: merge_stage(cfg),
+        "evaluate": lambda: evaluate_stage(cfg, limit=eval_limit),
+    }
     out: dict[str, Any] = {}
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        print(f"== {stage}", flush=True)
-        if stage == "prepare":
-            out[stage] = prepare_stage(cfg, inputs)
-        elif stage == "tokens":
-            out[stage] = tokens_stage(cfg)
-        elif stage == "train":
-            out[stage] = train_stage(cfg)
-        elif stage == "merge":
-            out[stage] = merge_stage(cfg)
-        else:
-            out[stage] = evaluate_stage(cfg, limit=eval_limit)
-        print(f"   recorded {record(cfg, stage, out[stage])}", flush=True)
+    with io.folder_lock(files.root, "output.dir/output.name"):
+        for stage in (s for s in STAGES if s in stages):
+            print(f"== {stage}", flush=True)
+            out[stage] = run[stage]()
+            print(f"   wrote {write_stage(cfg, stage, out[stage])}", flush=True)
     return out

@@ -18,11 +18,15 @@ The two backends differ most in memory, so each has its own model:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import KitError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 GiB = 1024**3
 
@@ -136,10 +140,14 @@ def arch_for(model: str) -> Arch:
     )
 
 
-def lora_params(arch: Arch, r: int, targets: list[str] | None = None) -> int:
+def lora_params(arch: Arch, r: int, targets: str | list[str] | None = None, top_layers: int | None = None) -> int:
+    """LoRA parameters on `targets` ("all-linear", None or module names) in the top `top_layers` layers."""
     shapes = arch.linear_shapes()
-    names = list(shapes) if not targets or targets == "all-linear" else [t for t in targets if t in shapes]
-    return arch.layers * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
+    names = list(shapes) if not targets or targets == "all-linear" else targets
+    unknown = [n for n in names if n not in shapes]
+    if unknown:
+        raise KitError(f"lora.target_modules: the planner knows {', '.join(shapes)}, not {', '.join(unknown)}")
+    return min(top_layers or arch.layers, arch.layers) * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
 def layer_working_set(arch: Arch) -> int:
@@ -162,10 +170,11 @@ def memory(
     tokens_per_batch: int,
     gpu_gib: float,
     r: int = 16,
-    target_modules: list[str] | None = None,
+    target_modules: str | list[str] | None = None,
     load_in_4bit: bool = True,
     gradient_checkpointing: bool = True,
     backend: str = "unsloth",
+    top_layers: int | None = None,
 ) -> dict[str, float]:
     """Peak GPU memory (bytes) by part for one device batch of `tokens_per_batch` tokens (batch x length)."""
     if backend not in BACKENDS:
@@ -175,7 +184,7 @@ def memory(
     emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
     weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
     # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
-    lora = lora_params(arch, r, target_modules) * (2 + 4 + 8)
+    lora = lora_params(arch, r, target_modules, top_layers) * (2 + 4 + 8)
     tok = tokens_per_batch
     offloaded = 0.0
     if not gradient_checkpointing:
@@ -227,33 +236,32 @@ def max_tokens_per_batch(arch: Arch, gpu_gib: float, **kw: Any) -> int:
     return lo
 
 
+# What `toolcall-kit plan` assumes without a run config: QLoRA with gradient checkpointing, batch 2 x 2048 tokens.
+NO_CONFIG = {"model.max_seq_length": 2048, "model.load_in_4bit": True, "train.batch_size": 2,
+             "train.gradient_checkpointing": True, "train.epochs": 1}  # fmt: skip
+
+
 def estimate(
-    model: str,
-    max_seq_length: int = 2048,
-    batch_size: int = 2,
-    r: int = 16,
-    load_in_4bit: bool = True,
-    gradient_checkpointing: bool = True,
-    gpu: str = "a10g-24gb",
-    tokens: int | None = None,
-    epochs: float = 1.0,
-    price_per_hour: float | None = None,
-    target_modules: list[str] | None = None,
-    backend: str = "unsloth",
+    cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
 ) -> dict[str, Any]:
+    """Memory of one device batch (batch_size x max_seq_length tokens) of the run `cfg` on `gpu`, and with
+    `tokens` (per epoch) the time and cost. grad_accum sets no memory: the advice keeps the effective batch.
+    Backend "auto" is planned as unsloth, what it picks on a CUDA host with Unsloth (the Docker image)."""
     if gpu not in GPUS:
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
-    arch = arch_for(model)
+    model, lora, train = cfg.model, cfg.lora, cfg.train
+    arch = arch_for(model.name)
     n = arch.params()
-    n_lora = lora_params(arch, r, target_modules)
+    n_lora = lora_params(arch, lora.r, lora.target_modules, lora.top_layers)
     mem, tflops, price = GPUS[gpu]
-    kw = dict(r=r, target_modules=target_modules, load_in_4bit=load_in_4bit,
-              gradient_checkpointing=gradient_checkpointing, backend=backend)
-    parts = memory(arch, batch_size * max_seq_length, mem, **kw)
+    kw = dict(r=lora.r, target_modules=lora.target_modules, top_layers=lora.top_layers,
+              load_in_4bit=model.load_in_4bit, gradient_checkpointing=train.gradient_checkpointing,
+              backend="hf" if cfg.backend == "hf" else "unsloth")  # fmt: skip
+    parts = memory(arch, train.batch_size * model.max_seq_length, mem, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
     out: dict[str, Any] = {
-        "model": model,
-        "backend": backend,
+        "model": model.name,
+        "backend": kw["backend"],
         "arch": asdict(arch),
         "params_billion": round(n / 1e9, 3),
         "lora_params_million": round(n_lora / 1e6, 2),
@@ -265,19 +273,27 @@ def estimate(
         "gpu_memory_gib": mem,
         "fits": parts["total"] <= mem * GiB,
         "max_tokens_per_batch": max_tokens_per_batch(arch, mem, **kw),
+        "effective_batch": train.batch_size * train.grad_accum,  # examples per optimizer step (one process)
     }
     if not out["fits"]:
-        out["advice"] = "lower batch_size (raise grad_accum to keep the effective batch), shorten max_seq_length, " + (
-            "use load_in_4bit" if not load_in_4bit else "turn on gradient_checkpointing"
-        )
+        fitting = out["max_tokens_per_batch"] // model.max_seq_length  # the largest batch_size that fits
+        if fitting:
+            accum = math.ceil(out["effective_batch"] / fitting)
+            out["advice"] = f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
+        else:
+            out["advice"] = "shorten max_seq_length, " + (
+                "use load_in_4bit" if not model.load_in_4bit else "turn on gradient_checkpointing"
+            )
     if tokens:
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
-        flops = tokens * epochs * n * (6 if gradient_checkpointing else 4)
-        hours = flops / (tflops * 1e12 * UTILISATION[load_in_4bit]) / 3600
+        epochs = train.epochs or 1.0
+        flops = tokens * epochs * n * (6 if train.gradient_checkpointing else 4)
+        utilisation = UTILISATION[model.load_in_4bit]
+        hours = flops / (tflops * 1e12 * utilisation) / 3600
         p = price if price_per_hour is None else price_per_hour
         out.update(training_tokens=int(tokens * epochs), hours=round(hours, 2), cost_usd=round(hours * p, 2),
-                   price_per_hour=p, utilisation_assumed=UTILISATION[load_in_4bit])
+                   price_per_hour=p, utilisation_assumed=utilisation)  # fmt: skip
     return out
 
 
@@ -289,7 +305,8 @@ def summary(est: dict[str, Any]) -> str:
         f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + LoRA/optimizer "
         f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
         f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
-        f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}"
+        f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}; "
+        f"effective batch {est['effective_batch']}"
         + (f"; offloaded checkpoints need {est['cpu_offload_gib']} GiB of CPU RAM" if est["cpu_offload_gib"] else ""),
     ]
     if "advice" in est:
