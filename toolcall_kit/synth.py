@@ -572,6 +572,10 @@ class Bank:
         return [(f"{group}/{i + 1:02d}", items[i]) for i in self._keep(group, len(items))]
 
 
+def exchange(user: str, assistant: str) -> list[dict]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
 def join_requests(joiner: dict, parts: list[str]) -> str:
     """Several requests as one message (a `joiners` entry of dialogue.yaml)."""
     items = [joiner.get("item", "{text}").format(text=p, n=i, ordinal=o)
@@ -700,7 +704,7 @@ class Generator:
         chats = self.bank.items("chat", si.DIALOGUE["chat"])
         if user is None and chats and c.chance(P_PREAMBLE):
             qid, (q, a) = c.choice(chats)
-            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            msgs += exchange(q, a)
             tids.append(qid)
         msgs.append({"role": "user", "content": text})
         msgs += self.call_turn(c, calls, res, final)
@@ -782,24 +786,24 @@ class Generator:
         tools = self.tools_with(self.single_templates)
         for _ in range(20):
             a, b = c.rng.sample(tools, 2) if len(tools) >= 2 else (tools[0], tools[0])
-            ta, aa, tpa, da, _ = self.render_single(c, a)
-            tb, ab, tpb, db, _ = self.render_single(c, b)
-            res = self.results(c, [(a, aa), (b, ab)])
+            text_a, args_a, tpl_a, today_a, _ = self.render_single(c, a)
+            text_b, args_b, tpl_b, today_b, _ = self.render_single(c, b)
+            res = self.results(c, [(a, args_a), (b, args_b)])
             if res is not None:  # both tools have a plausible fake result
                 break
         else:
             raise RuntimeError("synth: no pair of tools with fake results for a sequential example")
         jid, joiner = c.choice(self.bank.items("seq", si.DIALOGUE["seq_joiners"]))
-        msgs: list[dict] = [{"role": "user", "content": joiner.format(ta, tb)}]
-        for t, args, r in ((a, aa, res[0]), (b, ab, res[1])):
+        msgs: list[dict] = [{"role": "user", "content": joiner.format(text_a, text_b)}]
+        for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1])):
             msgs += self.call_turn(c, [(t, args)], [r], None)
         final = " ".join(
-            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, aa, res[0]), (b, ab, res[1]))
+            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1]))
         )
         msgs.append({"role": "assistant", "content": final})
         needed = list(dict.fromkeys([a, b]))
         return Draft(
-            MULTI_STEP, msgs, needed, [jid, tpa.id, tpb.id], da or db, affinity=self.affinity(needed)
+            MULTI_STEP, msgs, needed, [jid, tpl_a.id, tpl_b.id], today_a or today_b, affinity=self.affinity(needed)
         )
 
     def no_call(self, c: Ctx) -> Draft:
@@ -815,16 +819,10 @@ class Generator:
             offered = self.offer(c, [], set(), 1)
             caps = si.join_words([self.cat.intents[t].capability for t in offered])
             ans = c.choice(si.DIALOGUE["what_can_answers"]).format(caps=caps)
-            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": ans}]
+            msgs = exchange(q, ans)
             return Draft(NO_CALL, msgs, [], [wid], tool_order=offered, affinity=self.affinity(offered))
         qid, (q, a) = c.choice(self.bank.items("chat", si.DIALOGUE["chat"]))
-        return Draft(
-            NO_CALL,
-            [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-            [],
-            [qid],
-            offer_min=1,
-        )
+        return Draft(NO_CALL, exchange(q, a), [], [qid], offer_min=1)
 
     def declined(self, c: Ctx, partner: bool) -> tuple[Draft, Draft | None]:
         """A request whose tool is not offered; with `partner`, the same request with its tool offered."""
@@ -836,8 +834,8 @@ class Generator:
             text = self.decorate(c, text, mentioned)
             offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
             reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-            d = Draft(DECLINED, [{"role": "user", "content": text}, {"role": "assistant", "content": reply}], [],
-                      [tpl.id], today, tool_order=offered, affinity=self.affinity([tool]))  # fmt: skip
+            d = Draft(DECLINED, exchange(text, reply), [], [tpl.id], today, tool_order=offered,
+                      affinity=self.affinity([tool]))  # fmt: skip
             if not partner:
                 return d, None
             p = self.single(c, tool, user=(text, args, tpl, today))
@@ -850,10 +848,7 @@ class Generator:
             return d, p
         oid, (req, cap) = c.choice(oos)
         offered = self.offer(c, [], set(), 1)
-        msgs = [
-            {"role": "user", "content": req},
-            {"role": "assistant", "content": self.decline_reply(c, cap, offered)},
-        ]
+        msgs = exchange(req, self.decline_reply(c, cap, offered))
         return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
 
     def session(self, c: Ctx) -> Draft:
@@ -886,18 +881,16 @@ class Generator:
                 tool = c.choice(withheld)
                 text, _, tpl, td, mentioned = self.render_single(c, tool)
                 reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-                ex = ([{"role": "user", "content": self.decorate(c, text, mentioned)},
-                       {"role": "assistant", "content": reply}], [tpl.id], td)  # fmt: skip
+                ex = (exchange(self.decorate(c, text, mentioned), reply), [tpl.id], td)
             elif r < 0.75 and clar:  # the tool is offered but a required value is missing: ask
                 cid, _, msgs = self.clarification(c, clar)
                 ex = (msgs, [cid], False)
             elif r < 0.87 and oos:  # nothing in the catalog could do it
                 oid, (req, cap) = c.choice(oos)
-                ex = ([{"role": "user", "content": req},
-                       {"role": "assistant", "content": self.decline_reply(c, cap, offered)}], [oid], False)  # fmt: skip
+                ex = (exchange(req, self.decline_reply(c, cap, offered)), [oid], False)
             if ex is None:
                 qid, (q, a) = c.choice(chats)
-                ex = ([{"role": "user", "content": q}, {"role": "assistant", "content": a}], [qid], False)
+                ex = (exchange(q, a), [qid], False)
             exchanges.append(ex)
             size += sum(len(json.dumps(m, ensure_ascii=False)) for m in ex[0])
         # An anchor that ends at its call (no results yet) must come last; otherwise anywhere.
@@ -916,7 +909,7 @@ class Generator:
         slots = self.cat.intents[tool].sample(c)
         u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
         a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
-        return cid, tool, [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        return cid, tool, exchange(u, a)
 
     def offerable(self, tool: str) -> list[str]:
         bad = {tool} | si.SUBSTITUTES.get(tool, set())
