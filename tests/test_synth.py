@@ -264,10 +264,6 @@ def test_sessions_ask_several_things_under_one_tool_set():
         )
     assert declines > 20
 
-    records, _ = S.generate(400, seed=2)
-    train, evl, dropped = S.split_by_template(records, 0.2)
-    assert len(train) + len(evl) + dropped == 400 and train and evl
-    assert not ({t for r in train for t in r["template_ids"]} & {t for r in evl for t in r["template_ids"]})
 
 
 def test_shipped_demo_files_reproduce_from_the_documented_commands(tmp_path):
@@ -319,13 +315,13 @@ def test_every_shipped_template_renders_valid_calls():
                         assert (
                             check_call({"function": {"name": tool, "arguments": args}}, declared, text) == []
                         )
-    for _, user, answer in si.CLARIFY:
+    for _, user, answer in si.DIALOGUE["clarify"]:
         S.parse_template(user), S.parse_template(answer)
 
 
 def test_template_language():
     nodes = S.parse_template("Hi {^a}[ and {b}] <x|y>.")
-    slots = {"a": si.S("paris", "location", "Paris"), "b": si.S("in °F", "units", "fahrenheit")}
+    slots = {"a": si.Slot("paris", "location", "Paris"), "b": si.Slot("in °F", "units", "fahrenheit")}
     seen = set()
     for seed in range(40):
         text, mentioned = S.render(nodes, lambda n, k: slots[n], random.Random(seed))
@@ -408,7 +404,7 @@ def test_schema_values_and_regex_sampler():
         r"^\w+@\w+\.com$",
     ]:
         for _ in range(20):
-            assert re.search(pattern, S._regex_sample(pattern, rng)), pattern
+            assert re.fullmatch(pattern, v := S.pattern_sample(pattern, rng)) and len(v) < 40, (pattern, v)
     c = si.Ctx(rng, si.dt.date(2026, 3, 2), "all", 0.2, 0)
     for _ in range(30):
         v = S.sample_value({"type": "integer", "minimum": 3, "maximum": 5}, "n", c)
@@ -433,11 +429,13 @@ class _Teacher(http.server.BaseHTTPRequestHandler):
     """A local OpenAI-style endpoint that rewrites every other message and drops values from the rest."""
 
     seen: list = []
+    headers_seen: list = []
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["messages"][-1]["content"]
         type(self).seen.append(body)
+        type(self).headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         new = (
             f"Please help me with this: {text}"
             if len(text) % 2
@@ -486,6 +484,28 @@ def test_teacher_accepts_good_paraphrases_and_rejects_dropped_values(tmp_path):
             and _calls(before)
         ):
             pass  # digits replaced by '#': a dropped value, kept as it was
+
+
+def test_teacher_sends_nothing_the_environment_holds_for_other_programs(monkeypatch):
+    """The openai client fills the key, organization, project and headers from OPENAI_* variables: not here."""
+    for var, value in (("OPENAI_API_KEY", "sk-other"), ("OPENAI_ORG_ID", "org-other"),
+                       ("OPENAI_PROJECT_ID", "proj-other"), ("OPENAI_CUSTOM_HEADERS", "Authorization: Bearer other")):
+        monkeypatch.setenv(var, value)  # fmt: skip
+    monkeypatch.delenv("TOOLCALL_KIT_TEACHER_API_KEY", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Teacher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    records, _ = S.generate(8, seed=3, mix="no_call=0,decline=0")
+    try:
+        _Teacher.headers_seen.clear()
+        assert S.paraphrase_with_teacher(records, url, "t")[1]["api_key_sent"] is False
+        sent = {k: v for h in _Teacher.headers_seen for k, v in h.items()}
+        assert _Teacher.headers_seen and not {"authorization", "openai-organization", "openai-project"} & set(sent)
+        _Teacher.headers_seen.clear()
+        S.paraphrase_with_teacher(records, url + "/v1/chat/completions", "t", api_key="kit-key")
+        assert {h["authorization"] for h in _Teacher.headers_seen} == {"Bearer kit-key"}
+    finally:
+        server.shutdown()
 
 
 def test_unreachable_teacher_is_a_kit_error():

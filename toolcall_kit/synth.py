@@ -14,8 +14,8 @@ Every example is a canonical record (`records.py`) that passes `validate.validat
 `template_ids` of the phrasings it was built from. Variety over volume, because data variety, not
 steps, limited the SmolLM2 prototype (see ../shared/ENVIRONMENT.md):
 
-- many hand-written phrasings per intent (`synth_intents.py`), values from realistic pools, optional
-  arguments only where the words mention them, argument order following the words;
+- many hand-written phrasings per intent (synth_data/*.yaml, drawn by `synth_intents.py`), values from
+  realistic pools, optional arguments only where the words mention them, argument order following the words;
 - system prompts varied (and none); relative dates ("tomorrow") only with today's date in the prompt;
 - the needed tool plus 0-3 distractors, shuffled, at most `max_tools` offered (3 keeps a SmolLM2
   example near 300 tokens);
@@ -24,8 +24,9 @@ steps, limited the SmolLM2 prototype (see ../shared/ENVIRONMENT.md):
 - `--split train|eval` holds out a share of every template group and of the open value pools
   (cities, people, tickers, ...), so the eval file measures generalisation, not recall.
 
-A user's own catalog (a JSON list of OpenAI tool definitions) gets schema-driven values
-(enums, formats, patterns, bounds, nested objects, arrays) and generic phrasings that state every value.
+A user's own catalog (a JSON list of OpenAI tool definitions) gets values from each parameter's schema
+(const, enum, examples, format, pattern, bounds, nested objects, arrays) and generic phrasings that state
+every value (synth_data/generic.yaml).
 
 Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase
 the user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments
@@ -44,8 +45,6 @@ import os
 import random
 import re
 import string
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,11 +53,23 @@ from pathlib import Path
 from typing import Any
 
 import regex
+import rstr
 
 from . import synth_intents as si
 from .errors import DataError, KitError
 from .io import check_writable_file, read_text_input, write_jsonl
-from .records import DECLINED, MULTI_STEP, NO_CALL, PARALLEL_CALLS, SINGLE_CALL, Record, classify
+from .records import (
+    DECLINED,
+    MULTI_STEP,
+    NO_CALL,
+    PARALLEL_CALLS,
+    SINGLE_CALL,
+    Record,
+    calls_of,
+    classify,
+    make_call,
+    tool_name,
+)
 from .synth_intents import Chain, Ctx, Intent, Slot
 from .validate import argument_errors, check_tools, validate_record
 
@@ -214,165 +225,58 @@ def _calls_in(t: Template) -> int:
     return max(ks)
 
 
+
 # ----------------------------------------------------------------------------------------------
-# Schema-driven values for user catalogs
+# Values for user catalogs: what each parameter's JSON Schema allows
 
 
-def _regex_sample(pattern: str, rng: random.Random) -> str:
-    """A string matching `pattern` (common constructs: classes, repeats, groups, alternation)."""
+class ShortXeger(rstr.Rstr):
+    """rstr's regex sampler on our rng, with open repeats (`+`, `*`, `{2,}`) kept to at most 3 beyond their
+    minimum (rstr allows 100): a value the user dictates stays short."""
+
+    def _handle_repeat(self, start_range: int, end_range: int, value: str) -> str:
+        return super()._handle_repeat(start_range, min(end_range, start_range + 3), value)
+
+
+def pattern_sample(pattern: str, rng: random.Random) -> str:
     try:
-        import re._parser as sre  # Python >= 3.11
-    except ImportError:  # pragma: no cover
-        import sre_parse as sre  # type: ignore[no-redef]
-    alphabet = string.ascii_letters + string.digits + "-_.@"
-
-    def in_class(ch: str, items) -> bool:
-        neg, hit = False, False
-        for op, av in items:
-            name = str(op)
-            if name == "NEGATE":
-                neg = True
-            elif name == "LITERAL":
-                hit |= ord(ch) == av
-            elif name == "RANGE":
-                hit |= av[0] <= ord(ch) <= av[1]
-            elif name == "CATEGORY":
-                word = ch.isalnum() or ch == "_"
-                hit |= {"CATEGORY_DIGIT": ch.isdigit(), "CATEGORY_NOT_DIGIT": not ch.isdigit(),
-                        "CATEGORY_WORD": word, "CATEGORY_NOT_WORD": not word,
-                        "CATEGORY_SPACE": ch.isspace(), "CATEGORY_NOT_SPACE": not ch.isspace()}.get(str(av), False)  # fmt: skip
-        return hit != neg
-
-    def gen(items) -> str:
-        out = []
-        for op, av in items:
-            name = str(op)
-            if name == "LITERAL":
-                out.append(chr(av))
-            elif name == "NOT_LITERAL":
-                out.append(rng.choice([c for c in string.ascii_lowercase if ord(c) != av]))
-            elif name == "ANY":
-                out.append(rng.choice(string.ascii_lowercase))
-            elif name == "IN":
-                allowed = [c for c in alphabet if in_class(c, av)]
-                if not allowed:
-                    raise ValueError(f"cannot sample a character class in {pattern!r}")
-                out.append(rng.choice(allowed))
-            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                lo, hi, sub = av
-                k = rng.randint(lo, min(hi, lo + 3))
-                out.extend(gen(sub) for _ in range(k))
-            elif name == "SUBPATTERN":
-                out.append(gen(av[-1]))
-            elif name == "BRANCH":
-                out.append(gen(rng.choice(av[1])))
-            elif name == "AT":
-                continue
-            else:
-                raise ValueError(f"unsupported regex construct {name} in {pattern!r}")
-        return "".join(out)
-
-    return gen(sre.parse(pattern))
+        return ShortXeger(rng).xeger(pattern)
+    except Exception as e:  # rstr has no error type of its own for constructs it cannot draw
+        raise KitError(f"cannot draw a value for the schema pattern {pattern!r}: {e}") from None
 
 
-_WORDS = ["blue widget", "spring campaign", "quarterly plan", "north garden", "team alpha", "project atlas",
-          "green tea", "weekly summary", "sample item", "river walk"]  # fmt: skip
-_COUNTRIES = [("US", "United States"), ("DE", "Germany"), ("FR", "France"), ("JP", "Japan"), ("BR", "Brazil"),
-              ("CA", "Canada"), ("IN", "India"), ("ES", "Spain")]  # fmt: skip
-_LANG_CODES = {
-    "English": "en",
-    "French": "fr",
-    "Spanish": "es",
-    "German": "de",
-    "Italian": "it",
-    "Japanese": "ja",
-}
-
-
-def _string_guess(name: str, schema: dict, c: Ctx) -> str:
-    """A natural value for a string parameter, guessed from its format and name (the pattern is checked after)."""
-    n = name.lower()
-    fmt = schema.get("format")
-    r, today = c.rng, c.today
-    if fmt == "date" or n.endswith("date") or n.startswith("date"):
-        return (today + dt.timedelta(days=r.randint(1, 60))).isoformat()
-    if fmt == "date-time" or "datetime" in n or "timestamp" in n:
-        day = (today + dt.timedelta(days=r.randint(1, 30))).isoformat()
+def string_value(schema: dict, c: Ctx) -> str:
+    """A value for a free string parameter: shaped by its `format`, else a neutral phrase."""
+    fmt, r = schema.get("format"), c.rng
+    if fmt == "date":
+        return (c.today + dt.timedelta(days=r.randint(1, 60))).isoformat()
+    if fmt == "date-time":
+        day = (c.today + dt.timedelta(days=r.randint(1, 30))).isoformat()
         return f"{day}T{r.randint(7, 20):02d}:{r.choice([0, 30]):02d}:00Z"
-    if fmt == "time" or n.endswith("time"):
+    if fmt == "time":
         return f"{r.randint(7, 20):02d}:{r.choice([0, 15, 30, 45]):02d}"
-    if fmt == "email" or "email" in n:
-        return si._email(c)[1]
-    if fmt in ("uri", "url") or n in ("url", "link", "website") or n.endswith("_url"):
-        return f"https://www.{c.pick('domains', si.DOMAINS)}/{c.choice(['docs', 'news', 'shop', 'about'])}"
+    if fmt == "email":
+        return si.email_address(c)[1]
+    if fmt in ("uri", "url"):
+        return f"https://www.{c.pick('domains')}/{c.choice(['docs', 'news', 'shop', 'about'])}"
     if fmt == "uuid":
-        return "-".join("".join(r.choice("0123456789abcdef") for _ in range(k)) for k in (8, 4, 4, 4, 12))
+        return "-".join(si.hex_id(c, k) for k in (8, 4, 4, 4, 12))
     if fmt == "ipv4":
         return ".".join(str(r.randint(1, 254)) for _ in range(4))
-    if "country" in n:
-        code, cname = c.choice(_COUNTRIES)
-        return code if schema.get("pattern") or schema.get("maxLength") == 2 else cname
-    if "currency" in n:
-        return c.choice(list(si.CURRENCIES))
-    if "lang" in n:
-        lang = c.choice(list(_LANG_CODES))
-        return _LANG_CODES[lang] if schema.get("pattern") or schema.get("maxLength") == 2 else lang
-    if any(k in n for k in ("city", "location", "destination", "origin", "place")):
-        return c.pick("cities", si.CITIES)
-    if "ticker" in n or "symbol" in n:
-        return c.pick("tickers", si.TICKERS)[0]
-    if "first" in n and "name" in n:
-        return c.pick("first", si.FIRST)
-    if "last" in n and "name" in n:
-        return c.pick("last", si.LAST)
-    if "product" in n:
-        return c.pick("products", si.PRODUCTS)
-    if n in ("name", "full_name", "customer", "customer_name", "person", "contact", "recipient"):
-        return f"{c.pick('first', si.FIRST)} {c.pick('last', si.LAST)}"
-    if any(k in n for k in ("query", "search", "keyword", "topic")):
-        return c.pick("queries", si.SEARCH_QUERIES)
-    if any(k in n for k in ("title", "subject")):
-        return c.pick("event_titles", si.EVENT_TITLES)
-    if any(
-        k in n
-        for k in ("message", "text", "body", "content", "note", "comment", "description", "summary", "reason")
-    ):
-        return c.pick("email_topics", si.EMAIL_TOPICS)[1]
-    if "address" in n or "street" in n:
-        return c.pick("addresses", si.ADDRESSES)[0]
-    if n.endswith("id") or "number" in n or "code" in n:
-        return f"{re.sub('[^A-Za-z]', '', n)[:3].upper() or 'ID'}-{r.randint(10000, 99999)}"
-    if "user" in n:
-        return f"{si._ascii(c.pick('first', si.FIRST)).lower()}{r.randint(1, 99)}"
-    return c.pick("words", _WORDS)
+    return c.pick("words")
 
 
-def _number_guess(name: str, schema: dict, integer: bool, c: Ctx) -> int | float:
-    n = name.lower()
+def number_value(schema: dict, integer: bool, c: Ctx) -> int | float:
+    """A number within the schema's bounds (1..100 where it sets none), on its `multipleOf` grid."""
     lo, hi = schema.get("minimum"), schema.get("maximum")
     if "exclusiveMinimum" in schema:
         lo = schema["exclusiveMinimum"] + (1 if integer else 0.01)
     if "exclusiveMaximum" in schema:
         hi = schema["exclusiveMaximum"] - (1 if integer else 0.01)
-    if lo is None or hi is None:
-        if any(k in n for k in ("count", "limit", "num", "quantity", "qty", "top", "size")):
-            dlo, dhi = 1, 10
-        elif "year" in n:
-            dlo, dhi = 2020, 2030
-        elif "age" in n:
-            dlo, dhi = 18, 80
-        elif any(k in n for k in ("price", "amount", "cost", "budget", "total")):
-            dlo, dhi = 5, 500
-        elif "lat" in n:
-            dlo, dhi = -60, 60
-        elif "lon" in n or "lng" in n:
-            dlo, dhi = -170, 170
-        else:
-            dlo, dhi = 1, 100
-        if lo is None:
-            lo = dlo if hi is None or dlo <= hi else hi - (dhi - dlo)
-        if hi is None:
-            hi = max(dhi, lo + 10)
+    if lo is None:
+        lo = 1 if hi is None or hi >= 1 else hi - 99
+    if hi is None:
+        hi = max(100, lo + 10)
     step = schema.get("multipleOf")
     if step:
         v = c.rng.randint(math.ceil(lo / step), math.floor(hi / step)) * step
@@ -383,7 +287,7 @@ def _number_guess(name: str, schema: dict, integer: bool, c: Ctx) -> int | float
 
 
 def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
-    """A plausible value for a JSON Schema (user catalogs): const/enum/examples first, then type rules."""
+    """A value a JSON Schema accepts (user catalogs): const/enum/examples first, then type rules."""
     if depth > 6:
         raise ValueError(f"schema for {name!r} nests too deeply")
     if "const" in schema:
@@ -394,9 +298,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         return copy.deepcopy(c.choice(schema["examples"]))
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[
-                key
-            ]
+            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[key]
             return sample_value(c.choice(branches), name, c, depth + 1)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
         merged: dict = {}
@@ -411,7 +313,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
     if t == "boolean":
         return c.chance(0.5)
     if t in ("integer", "number"):
-        return _number_guess(name, schema, t == "integer", c)
+        return number_value(schema, t == "integer", c)
     if t == "array":
         lo = schema.get("minItems", 1)
         want = c.rng.randint(lo, max(lo, min(schema.get("maxItems", lo + 2), lo + 2)))
@@ -420,7 +322,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         for _ in range(50):
             if len(out) >= want:
                 break
-            v = sample_value(items, name[:-1] if name.endswith("s") else name, c, depth + 1)
+            v = sample_value(items, name, c, depth + 1)
             if v not in out or not schema.get("uniqueItems"):
                 out.append(v)
         return out
@@ -434,10 +336,10 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         return obj
     if t == "null":
         return None
-    v = _string_guess(name, schema, c)
+    v = string_value(schema, c)
     pat = schema.get("pattern")
     if pat and not _matches(pat, v):
-        v = _regex_sample(pat, c.rng)
+        v = pattern_sample(pat, c.rng)
     lo, hi = schema.get("minLength", 0), schema.get("maxLength")
     if len(v) < lo:
         v = v + "x" * (lo - len(v))
@@ -447,7 +349,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
 
 
 def _matches(pattern: str, text: str) -> bool:
-    """A catalog's `pattern` on a guessed value, time-bounded as everywhere (validate.bounded_search)."""
+    """A catalog's `pattern` on a drawn value, time-bounded as everywhere (validate.bounded_search)."""
     from .validate import PatternTooSlow, bounded_search
 
     try:
@@ -473,28 +375,7 @@ def _human(key: str) -> str:
     return key.replace("_", " ").replace("-", " ").strip()
 
 
-GENERIC_TEMPLATES = [
-    "Use {tool} with {kv_and}.",
-    "Can you run {tool}? {kv_sent}",
-    "I need you to {desc}: {kv_colon}.",
-    "{^kv_is}. Please run {tool}.",
-    "Could you run {tool} for me with {kv_eq}?",
-    "Please {desc} — {kv_and}.",
-    "Call {name} with {kv_eq}.",
-    "Go ahead and {desc}, using {kv_and}.",
-    "{^desc}, please: {kv_colon}.",
-    "Run {name}: {kv_colon}.",
-]
-GENERIC_TEMPLATES_NOARGS = [
-    "Please run {tool}.", "Can you {desc}?", "Call {name}, please.", "{^desc}.", "Go ahead and {desc}.",
-    "I need you to {desc}.",
-]  # fmt: skip
-GENERIC_PARALLEL = [
-    "Run {tool} twice: first with {kv_and.1}, then with {kv_and.2}.",
-    "Call {name} for {kv_eq.1} and also for {kv_eq.2}.",
-    "I need {tool} done two ways — {kv_colon.1}; and {kv_colon.2}.",
-    "Please {desc} for both of these: ({kv_and.1}) and ({kv_and.2}).",
-]
+GENERIC = si.load_data("generic")  # phrasings for user catalogs' tools
 
 
 def _description_verb(fn: dict) -> str:
@@ -534,17 +415,14 @@ def generic_intent(fn: dict) -> Intent:
         return slots
 
     def execute(c: Ctx, args: dict) -> dict:
-        ref = "".join(c.choice("0123456789abcdef") for _ in range(8))
-        return {"status": "success", "reference": f"{name[:3]}_{ref}", "input": args}
+        return {"status": "success", "reference": f"{name[:3]}_{si.hex_id(c, 8)}", "input": args}
 
     def summarize(c: Ctx, args: dict, result: dict) -> str:
-        return c.choice([f"Done — {_human(name)} succeeded (reference {result['reference']}).",
-                         f"{name} completed successfully; the reference is {result['reference']}."])  # fmt: skip
+        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, reference=result["reference"])
 
-    has_args = bool(params.get("properties"))
-    return Intent(name, desc, sample, GENERIC_TEMPLATES if has_args else GENERIC_TEMPLATES_NOARGS, execute, summarize,
-                  parallel=GENERIC_PARALLEL if has_args else [])  # fmt: skip
-
+    if params.get("properties"):
+        return Intent(name, desc, sample, GENERIC["templates"], execute, summarize, parallel=GENERIC["parallel"])
+    return Intent(name, desc, sample, GENERIC["templates_noargs"], execute, summarize)
 
 # ----------------------------------------------------------------------------------------------
 # Catalogs
@@ -583,7 +461,7 @@ def _read_tools(path: Path) -> list:
 def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
     """`general`, `customer_service`, a path to a JSON list of OpenAI tools, or several joined by commas."""
     shipped = {name: _read_tools(CATALOG_DIR / f"{name}.json") for name in SHIPPED_CATALOGS}
-    shipped_defs = {t["function"]["name"]: t for tools in shipped.values() for t in tools}
+    shipped_defs = {tool_name(t): t for tools in shipped.values() for t in tools}
     cat = Catalog([], {}, {}, {})
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         path = CATALOG_DIR / f"{item}.json" if item in shipped else Path(item)
@@ -602,7 +480,7 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
             raise DataError(path, None, str(problems[0]))
         cat.names.append(item)
         for t in tools:
-            name = t["function"]["name"]
+            name = tool_name(t)
             if name in cat.tools:
                 raise KitError(f"tool {name!r} is defined by more than one catalog in {spec!r}")
             cat.tools[name] = t
@@ -694,6 +572,17 @@ class Bank:
         return [(f"{group}/{i + 1:02d}", items[i]) for i in self._keep(group, len(items))]
 
 
+def exchange(user: str, assistant: str) -> list[dict]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
+def join_requests(joiner: dict, parts: list[str]) -> str:
+    """Several requests as one message (a `joiners` entry of dialogue.yaml)."""
+    items = [joiner.get("item", "{text}").format(text=p, n=i, ordinal=o)
+             for i, (p, o) in enumerate(zip(parts, si.DIALOGUE["ordinals"], strict=False), 1)]  # fmt: skip
+    return joiner.get("before", "") + joiner["sep"].join(items)
+
+
 @dataclass
 class Draft:
     """One example before it becomes a record (the offered tools and system prompt are added last)."""
@@ -724,7 +613,7 @@ class Generator:
         if tool not in self.cat.generic:
             return self.bank.get(tool, intent.templates)
         return self.bank.get(
-            "generic" if intent.templates is GENERIC_TEMPLATES else "generic0", intent.templates
+            "generic" if intent.templates is GENERIC["templates"] else "generic0", intent.templates
         )
 
     def parallel_templates(self, tool: str) -> list[Template]:
@@ -755,10 +644,10 @@ class Generator:
 
     def decorate(self, c: Ctx, text: str, mentioned: list[Slot]) -> str:
         if c.chance(P_GREETING):
-            text = c.choice(si.GREETINGS) + text
+            text = c.choice(si.DIALOGUE["greetings"]) + text
         # A closing "Thanks!" right after a value the user dictates (an e-mail body) would read as part of it.
         if c.chance(P_THANKS) and not any(s.text and text.endswith(s.text) for s in mentioned):
-            text += c.choice(si.THANKS)
+            text += c.choice(si.DIALOGUE["thanks"])
         return text
 
     def call_turn(
@@ -770,8 +659,7 @@ class Generator:
             while not cid or cid in ids:
                 cid = "call_" + "".join(c.choice(string.ascii_letters + string.digits) for _ in range(8))
             ids.append(cid)
-        tcs = [{"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
-               for cid, (name, args) in zip(ids, calls, strict=True)]  # fmt: skip
+        tcs = [make_call(name, args, cid) for cid, (name, args) in zip(ids, calls, strict=True)]
         msgs: list[dict] = [{"role": "assistant", "content": None, "tool_calls": tcs}]
         if results is not None:
             for (name, _), cid, r in zip(calls, ids, results, strict=True):
@@ -813,10 +701,10 @@ class Generator:
         final = self.cat.intents[tool].summarize(c, args, res[0]) if res else None
         msgs: list[dict] = []
         tids = [tpl.id]
-        chats = self.bank.items("chat", si.CHAT)
+        chats = self.bank.items("chat", si.DIALOGUE["chat"])
         if user is None and chats and c.chance(P_PREAMBLE):
             qid, (q, a) = c.choice(chats)
-            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            msgs += exchange(q, a)
             tids.append(qid)
         msgs.append({"role": "user", "content": text})
         msgs += self.call_turn(c, calls, res, final)
@@ -857,8 +745,8 @@ class Generator:
             calls.append((t, args))
             tids.append(tpl.id)
             today |= td
-        jid, joiner = c.choice(self.bank.items("join", si.JOINERS))
-        return self._parallel_draft(c, joiner(parts), calls, [jid, *tids], today)
+        jid, joiner = c.choice(self.bank.items("join", si.DIALOGUE["joiners"]))
+        return self._parallel_draft(c, join_requests(joiner, parts), calls, [jid, *tids], today)
 
     def _parallel_draft(self, c: Ctx, text: str, calls: list, tids: list[str], today: bool) -> Draft:
         res = self.results(c, calls) if c.chance(P_RESULT_PARALLEL) else None
@@ -873,7 +761,7 @@ class Generator:
 
     def multi_step(self, c: Ctx) -> Draft:
         chains = [ch for ch in self.cat.chains() if self.bank.get(f"chain.{ch.name}", ch.templates)]
-        seq_ok = bool(self.cat.generic) and bool(self.bank.items("seq", si.SEQ_JOINERS))
+        seq_ok = bool(self.cat.generic) and bool(self.bank.items("seq", si.DIALOGUE["seq_joiners"]))
         if seq_ok and (not chains or c.chance(0.5)):
             return self._multi_seq(c)
         if not chains:
@@ -898,30 +786,30 @@ class Generator:
         tools = self.tools_with(self.single_templates)
         for _ in range(20):
             a, b = c.rng.sample(tools, 2) if len(tools) >= 2 else (tools[0], tools[0])
-            ta, aa, tpa, da, _ = self.render_single(c, a)
-            tb, ab, tpb, db, _ = self.render_single(c, b)
-            res = self.results(c, [(a, aa), (b, ab)])
+            text_a, args_a, tpl_a, today_a, _ = self.render_single(c, a)
+            text_b, args_b, tpl_b, today_b, _ = self.render_single(c, b)
+            res = self.results(c, [(a, args_a), (b, args_b)])
             if res is not None:  # both tools have a plausible fake result
                 break
         else:
             raise RuntimeError("synth: no pair of tools with fake results for a sequential example")
-        jid, joiner = c.choice(self.bank.items("seq", si.SEQ_JOINERS))
-        msgs: list[dict] = [{"role": "user", "content": joiner([ta, tb])}]
-        for t, args, r in ((a, aa, res[0]), (b, ab, res[1])):
+        jid, joiner = c.choice(self.bank.items("seq", si.DIALOGUE["seq_joiners"]))
+        msgs: list[dict] = [{"role": "user", "content": joiner.format(text_a, text_b)}]
+        for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1])):
             msgs += self.call_turn(c, [(t, args)], [r], None)
         final = " ".join(
-            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, aa, res[0]), (b, ab, res[1]))
+            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1]))
         )
         msgs.append({"role": "assistant", "content": final})
         needed = list(dict.fromkeys([a, b]))
         return Draft(
-            MULTI_STEP, msgs, needed, [jid, tpa.id, tpb.id], da or db, affinity=self.affinity(needed)
+            MULTI_STEP, msgs, needed, [jid, tpl_a.id, tpl_b.id], today_a or today_b, affinity=self.affinity(needed)
         )
 
     def no_call(self, c: Ctx) -> Draft:
-        clar = [(i, it) for i, it in self.bank.items("clarify", si.CLARIFY)
+        clar = [(i, it) for i, it in self.bank.items("clarify", si.DIALOGUE["clarify"])
                 if it[0] in self.cat.tools and it[0] not in self.cat.generic]  # fmt: skip
-        whatcan = self.bank.items("whatcan", si.WHAT_CAN)
+        whatcan = self.bank.items("whatcan", si.DIALOGUE["what_can"])
         r = c.rng.random()
         if clar and r < 0.3:  # the tool is offered but a required value is missing: ask, do not call
             cid, tool, msgs = self.clarification(c, clar)
@@ -930,21 +818,15 @@ class Generator:
             wid, q = c.choice(whatcan)
             offered = self.offer(c, [], set(), 1)
             caps = si.join_words([self.cat.intents[t].capability for t in offered])
-            ans = c.choice(si.WHAT_CAN_ANSWERS).format(caps=caps)
-            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": ans}]
+            ans = c.choice(si.DIALOGUE["what_can_answers"]).format(caps=caps)
+            msgs = exchange(q, ans)
             return Draft(NO_CALL, msgs, [], [wid], tool_order=offered, affinity=self.affinity(offered))
-        qid, (q, a) = c.choice(self.bank.items("chat", si.CHAT))
-        return Draft(
-            NO_CALL,
-            [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-            [],
-            [qid],
-            offer_min=1,
-        )
+        qid, (q, a) = c.choice(self.bank.items("chat", si.DIALOGUE["chat"]))
+        return Draft(NO_CALL, exchange(q, a), [], [qid], offer_min=1)
 
     def declined(self, c: Ctx, partner: bool) -> tuple[Draft, Draft | None]:
         """A request whose tool is not offered; with `partner`, the same request with its tool offered."""
-        oos = self.bank.items("oos", si.OUT_OF_SCOPE)
+        oos = self.bank.items("oos", si.DIALOGUE["out_of_scope"])
         withheld = [t for t in self.tools_with(self.single_templates) if self.offerable(t)]
         if withheld and not (oos and c.chance(P_OUT_OF_SCOPE)):
             tool = c.choice(withheld)
@@ -952,8 +834,8 @@ class Generator:
             text = self.decorate(c, text, mentioned)
             offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
             reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-            d = Draft(DECLINED, [{"role": "user", "content": text}, {"role": "assistant", "content": reply}], [],
-                      [tpl.id], today, tool_order=offered, affinity=self.affinity([tool]))  # fmt: skip
+            d = Draft(DECLINED, exchange(text, reply), [], [tpl.id], today, tool_order=offered,
+                      affinity=self.affinity([tool]))  # fmt: skip
             if not partner:
                 return d, None
             p = self.single(c, tool, user=(text, args, tpl, today))
@@ -966,10 +848,7 @@ class Generator:
             return d, p
         oid, (req, cap) = c.choice(oos)
         offered = self.offer(c, [], set(), 1)
-        msgs = [
-            {"role": "user", "content": req},
-            {"role": "assistant", "content": self.decline_reply(c, cap, offered)},
-        ]
+        msgs = exchange(req, self.decline_reply(c, cap, offered))
         return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
 
     def session(self, c: Ctx) -> Draft:
@@ -983,10 +862,10 @@ class Generator:
         callable_ = [t for t in offered if self.single_templates(t)]
         blocked = set(offered).union(*(si.SUBSTITUTES.get(t, set()) for t in offered))
         withheld = [t for t in self.tools_with(self.single_templates) if t not in blocked]
-        clar = [(i, it) for i, it in self.bank.items("clarify", si.CLARIFY)
+        clar = [(i, it) for i, it in self.bank.items("clarify", si.DIALOGUE["clarify"])
                 if it[0] in offered and it[0] not in self.cat.generic]  # fmt: skip
-        oos = self.bank.items("oos", si.OUT_OF_SCOPE)
-        chats = self.bank.items("chat", si.CHAT)
+        oos = self.bank.items("oos", si.DIALOGUE["out_of_scope"])
+        chats = self.bank.items("chat", si.DIALOGUE["chat"])
         exchanges: list[tuple[list[dict], list[str], bool]] = []  # (messages, template ids, needs today)
         size = sum(len(json.dumps(m, ensure_ascii=False)) for m in anchor.messages)
         for _ in range(c.rng.randint(*SESSION_TURNS) - 1):
@@ -1002,18 +881,16 @@ class Generator:
                 tool = c.choice(withheld)
                 text, _, tpl, td, mentioned = self.render_single(c, tool)
                 reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-                ex = ([{"role": "user", "content": self.decorate(c, text, mentioned)},
-                       {"role": "assistant", "content": reply}], [tpl.id], td)  # fmt: skip
+                ex = (exchange(self.decorate(c, text, mentioned), reply), [tpl.id], td)
             elif r < 0.75 and clar:  # the tool is offered but a required value is missing: ask
                 cid, _, msgs = self.clarification(c, clar)
                 ex = (msgs, [cid], False)
             elif r < 0.87 and oos:  # nothing in the catalog could do it
                 oid, (req, cap) = c.choice(oos)
-                ex = ([{"role": "user", "content": req},
-                       {"role": "assistant", "content": self.decline_reply(c, cap, offered)}], [oid], False)  # fmt: skip
+                ex = (exchange(req, self.decline_reply(c, cap, offered)), [oid], False)
             if ex is None:
                 qid, (q, a) = c.choice(chats)
-                ex = ([{"role": "user", "content": q}, {"role": "assistant", "content": a}], [qid], False)
+                ex = (exchange(q, a), [qid], False)
             exchanges.append(ex)
             size += sum(len(json.dumps(m, ensure_ascii=False)) for m in ex[0])
         # An anchor that ends at its call (no results yet) must come last; otherwise anywhere.
@@ -1032,7 +909,7 @@ class Generator:
         slots = self.cat.intents[tool].sample(c)
         u, _ = render(parse_template(user), lambda name, k: slots[name], c.rng)
         a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
-        return cid, tool, [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        return cid, tool, exchange(u, a)
 
     def offerable(self, tool: str) -> list[str]:
         bad = {tool} | si.SUBSTITUTES.get(tool, set())
@@ -1040,7 +917,7 @@ class Generator:
 
     def decline_reply(self, c: Ctx, cap: str, offered: list[str]) -> str:
         offered_caps = si.join_words([self.cat.intents[t].capability for t in offered], "or")
-        return c.choice(si.DECLINE_REPLIES).format(cap=cap, offered=offered_caps)
+        return c.choice(si.DIALOGUE["decline_replies"]).format(cap=cap, offered=offered_caps)
 
     def offer(self, c: Ctx, needed: list[str], exclude: set[str], at_least: int = 0) -> list[str]:
         """The needed tools plus distractors (same catalog preferred: harder to tell apart), shuffled."""
@@ -1060,7 +937,7 @@ class Generator:
     def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
         prompts = [
             (i, t)
-            for i, (aff, t) in self.bank.items("system", si.SYSTEM_PROMPTS)
+            for i, (aff, t) in self.bank.items("system", si.DIALOGUE["system_prompts"])
             if aff in ("any", d.affinity)
         ]
         text, pid = None, None
@@ -1068,8 +945,8 @@ class Generator:
             pid, text = c.choice(prompts)
         if d.needs_today or c.chance(P_DATE_LINE):  # "tomorrow" means nothing without today's date
             t = c.today
-            line = c.choice([f"Today is {t.strftime('%A')}, {t.strftime('%B')} {t.day}, {t.year}.",
-                             f"Current date: {t.isoformat()}.", f"Today's date is {t.isoformat()} ({t.strftime('%A')})."])  # fmt: skip
+            line = c.choice(si.DIALOGUE["date_lines"]).format(weekday=t.strftime("%A"), month=t.strftime("%B"),
+                                                               day=t.day, year=t.year, iso=t.isoformat())  # fmt: skip
             text = f"{text} {line}" if text else line
         return text, pid
 
@@ -1174,8 +1051,7 @@ def _report(
     templates: set[str] = set()
     for r in records:
         for m in r["messages"]:
-            for call in m.get("tool_calls") or []:
-                by_tool[call["function"]["name"]] += 1
+            by_tool.update(name for name, _ in calls_of(m))
         templates.update(r["template_ids"])
     return {
         "n": len(records),
@@ -1196,32 +1072,6 @@ def _report(
     }
 
 
-def split_by_template(
-    records: list[Record], eval_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Record], list[Record], int]:
-    """(train, eval, dropped) for records that already exist: eval keeps records whose template ids all
-    fall in the held-out share of their group, train those with none there; a record mixing both would
-    leak and is dropped (counted). For fresh data `generate(split=...)` leaks nothing and drops nothing."""
-    sizes: dict[str, int] = {}
-    for r in records:
-        for tid in r.get("template_ids") or []:
-            g, _, i = tid.rpartition("/")
-            sizes[g] = max(sizes.get(g, 0), int(i))
-    held = {
-        f"{g}/{i + 1:02d}"
-        for g, size in sizes.items()
-        for i in si.pool_partition(f"tpl:{g}", size, eval_fraction, seed)
-    }
-    train, evl, dropped = [], [], 0
-    for r in records:
-        inside = [t in held for t in r.get("template_ids") or []]
-        if inside and all(inside):
-            evl.append(r)
-        elif not any(inside):
-            train.append(r)
-        else:
-            dropped += 1
-    return train, evl, dropped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1235,11 +1085,10 @@ PARAPHRASE_SYSTEM = (
 )
 
 
-def _chat_url(url: str) -> str:
-    u = url.rstrip("/")
-    if u.endswith("/chat/completions"):
-        return u
-    return u + ("/chat/completions" if u.endswith("/v1") else "/v1/chat/completions")
+def teacher_base_url(url: str) -> str:
+    """The OpenAI base URL (ending in /v1) for a server address, its /v1, or its /v1/chat/completions."""
+    u = url.rstrip("/").removesuffix("/chat/completions")
+    return u if u.endswith("/v1") else u + "/v1"
 
 
 def _leaves(v: Any) -> list[Any]:
@@ -1255,18 +1104,17 @@ def anchors_of(text: str, record: Record) -> list[tuple[str, bool]]:
     Values the words only imply ("in Fahrenheit" -> "fahrenheit" is stated; "Germany" -> "DE" is not) are
     left to the teacher."""
     out: list[tuple[str, bool]] = []
-    for m in record["messages"]:
-        for call in m.get("tool_calls") or []:
-            for v in _leaves(call["function"]["arguments"]):
-                if isinstance(v, bool) or v is None:
-                    continue
-                s = str(v)
-                if len(s) < 2 and not s.isdigit():
-                    continue
-                if s in text:
-                    out.append((s, True))
-                elif s.lower() in text.lower():
-                    out.append((s, False))
+    for _, args in (call for m in record["messages"] for call in calls_of(m)):
+        for v in _leaves(args):
+            if isinstance(v, bool) or v is None:
+                continue
+            s = str(v)
+            if len(s) < 2 and not s.isdigit():
+                continue
+            if s in text:
+                out.append((s, True))
+            elif s.lower() in text.lower():
+                out.append((s, False))
     return list(dict.fromkeys(out))
 
 
@@ -1311,13 +1159,16 @@ def teacher_key(url: str, api_key: str | None = None) -> str | None:
     return key
 
 
-def _post(url: str, body: dict, timeout: float, api_key: str | None = None) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read().decode("utf-8"))
+def teacher_client(base_url: str, key: str | None, timeout: float):
+    """(an `openai` client, the headers each request sends) that send `key` and nothing the environment holds
+    for other programs: the client fills the key, organization, project and headers from OPENAI_* variables."""
+    from openai import Omit, OpenAI
+
+    own = {"Authorization": f"Bearer {key}" if key else Omit(), "OpenAI-Organization": Omit(),
+           "OpenAI-Project": Omit()}  # fmt: skip
+    # A placeholder api_key only lets the client be built; the Authorization header above is what is sent.
+    client = OpenAI(api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0, default_headers=own)
+    return client, own
 
 
 def paraphrase_with_teacher(
@@ -1337,8 +1188,11 @@ def paraphrase_with_teacher(
     keeps every stated value and the record still validates; otherwise the original stays and the reason
     is counted. At most `workers` requests are in flight. `api_key` (else $TOOLCALL_KIT_TEACHER_API_KEY) is
     sent as a Bearer token, only over https or to this machine (`teacher_key`). Returns (records, report)."""
-    endpoint = _chat_url(url)
-    key = teacher_key(endpoint, api_key)
+    import openai
+
+    base = teacher_base_url(url)
+    key = teacher_key(base, api_key)
+    client, headers = teacher_client(base, key, timeout)
     out = copy.deepcopy(records)
     jobs: list[tuple[int, int, str]] = []
     not_sent: Counter = Counter()
@@ -1355,21 +1209,14 @@ def paraphrase_with_teacher(
 
     def ask(job: tuple[int, int, str]) -> tuple[str | None, str | None]:
         text = job[2]
-        body = {"model": model, "temperature": temperature, "stream": False,
-                "max_tokens": min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
-                "messages": [{"role": "system", "content": PARAPHRASE_SYSTEM}, {"role": "user", "content": text}]}  # fmt: skip
         try:
-            resp = _post(endpoint, body, timeout, key)
-            return resp["choices"][0]["message"].get("content") or "", None
-        except (
-            urllib.error.URLError,
-            TimeoutError,
-            OSError,
-            KeyError,
-            IndexError,
-            TypeError,
-            ValueError,
-        ) as e:
+            resp = client.chat.completions.create(
+                model=model, temperature=temperature, stream=False, extra_headers=headers,
+                max_tokens=min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
+                messages=[{"role": "system", "content": PARAPHRASE_SYSTEM}, {"role": "user", "content": text}],
+            )  # fmt: skip
+            return resp.choices[0].message.content or "", None
+        except (openai.OpenAIError, IndexError, AttributeError, TypeError, ValueError) as e:
             return None, f"{type(e).__name__}: {e}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -1398,6 +1245,7 @@ def paraphrase_with_teacher(
                 accepted += 1
                 continue
         rejected[reason] += 1
+    endpoint = base + "/chat/completions"
     if jobs and http_ok == 0:
         raise KitError(f"teacher at {endpoint} answered no request: {first_error}")
     report = {
@@ -1412,8 +1260,6 @@ def paraphrase_with_teacher(
         "not_sent": dict(sorted(not_sent.items())),
     }
     return out, report
-
-
 # ----------------------------------------------------------------------------------------------
 # Entry point
 
@@ -1439,7 +1285,7 @@ def synth(
     if bool(teacher_url) != bool(teacher_model):
         raise KitError("--teacher-url and --teacher-model go together")
     if teacher_url:
-        teacher_key(_chat_url(teacher_url), teacher_api_key)  # refuse before generating, not after
+        teacher_key(teacher_base_url(teacher_url), teacher_api_key)  # refuse before generating, not after
     check_writable_file(out, "--out")
     records, report = generate(
         n, seed, catalog, mix, split, holdout_fraction, holdout_seed, max_tools, contrast
