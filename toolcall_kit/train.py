@@ -449,18 +449,22 @@ def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
 
 
 def _target_modules(cfg: RunConfig, model) -> str | list[str]:
-    """lora.target_modules for PEFT ("all-linear" PEFT resolves itself); a name the model lacks is an error
-    naming it (PEFT only complains when no name matches)."""
+    """lora.target_modules for PEFT; a name the model lacks is an error naming it (PEFT only complains when no
+    name matches)."""
     import torch
 
+    head = model.get_output_embeddings()  # TRL's chunked loss reads its weight directly: never wrapped
+    linear = sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+    )
     if cfg.lora.target_modules == "all-linear":
-        return "all-linear"
-    have = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-    missing = [m for m in cfg.lora.target_modules if m not in have]
+        # PEFT resolves "all-linear" itself, but refuses it beside layers_to_transform (lora.top_layers).
+        return "all-linear" if cfg.lora.top_layers is None else linear
+    missing = [m for m in cfg.lora.target_modules if m not in linear]
     if missing:
         raise KitError(
             f"lora.target_modules: {', '.join(missing)} not found in {cfg.model.name} "
-            f"(its linear layers: {', '.join(have)})"
+            f"(its linear layers: {', '.join(linear)})"
         )
     return list(cfg.lora.target_modules)
 
@@ -509,7 +513,8 @@ def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) 
             f"set lora.r={theirs.get('r')}"
         )
     modules = theirs.get("target_modules")
-    modules = {modules} if isinstance(modules, str) else set(modules or [])
+    # PEFT saves "all-linear" resolved, as full module paths: compare leaf names.
+    modules = {modules} if isinstance(modules, str) else {m.rsplit(".", 1)[-1] for m in modules or []}
     if modules and modules != {"all-linear"} and modules != set(targets):
         raise KitError(f"lora.target_modules: {targets} differ from the init_from adapter's {sorted(modules)}")
     loaded = model.load_adapter(str(adapter), adapter_name="default", is_trainable=True)
