@@ -730,7 +730,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_train_disjoint_data_and_save_one_adapter(tmp_path, data):
+def test_torchrun_two_ranks_train_and_save_one_adapter(tmp_path, data):
     o = {
         "data.train": data["train"],
         "data.eval": None,
