@@ -7,6 +7,7 @@ import json
 
 import pytest
 from template_fixtures import FAMILY_NAMES, KINDS, family_tokenizer, sample_records
+from unsloth_masks import unsloth_mask_leaks
 
 from toolcall_kit.errors import KitError
 from toolcall_kit.records import text_of
@@ -17,7 +18,6 @@ from toolcall_kit.tokens import (
     mask_html,
     show_mask,
     token_report,
-    unsloth_mask_leaks,
     verify_mask,
 )
 

@@ -148,7 +148,6 @@ def test_hf_backend_trains_and_fills_the_run_folder(hf_run):
         "metrics.jsonl",
         "loss.png",
         "result.json",
-        "rows.rank0.jsonl",
     ):
         assert (run / name).is_file(), name
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,6 +162,39 @@ def test_hf_backend_trains_and_fills_the_run_folder(hf_run):
     fp = json.loads((run / "data_fingerprints.json").read_text())
     assert fp["train"]["rows"] == 32 and fp["eval"]["rows"] == 8 and len(fp["train"]["sha256"]) == 64
     assert json.loads((run / "result.json").read_text()) == result
+    # PEFT resolved lora.target_modules "all-linear": every projection, never the output head.
+    assert result["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def test_fingerprints_hold_the_token_reports_statistics(hf_run, data):
+    """One set of token statistics: what training records for its data is what stage 02 reports."""
+    from toolcall_kit.tokens import load_tokenizer, read_records, token_report
+
+    cfg, result = hf_run
+    fp = json.loads((Path(result["run_dir"]) / "data_fingerprints.json").read_text())
+    tok = load_tokenizer(cfg.model.name)
+    report = token_report(tok, read_records(data["train"]), max_seq_length=cfg.model.max_seq_length)
+    keys = ("examples", "tokens", "trained_tokens", "kept_tokens", "kept_trained_tokens", "truncated_examples",
+            "longest_tokens", "distribution", "max_seq_length")  # fmt: skip
+    assert {k: fp["train"][k] for k in keys} == {k: report[k] for k in keys}
+    assert fp["train"]["trained_tokens"] > 0 and fp["train"]["rows"] == 32
+
+
+def test_recipe_steps_run_one_by_one(tmp_path, data):
+    """train()'s steps are functions of their own: set up, load, encode, and the run folder's first files."""
+    from toolcall_kit.train import build_datasets, load_model, setup_run, start_run_folder
+
+    cfg = cfg_for(tmp_path, data, **{"output.name": "steps"})
+    run = setup_run(cfg)
+    assert run.backend == "hf" and run.checkpoint is None and run.main and cfg.run_dir.is_dir()
+    loaded = load_model(run)
+    assert loaded.family == "chatml" and loaded.targets and loaded.model.peft_config
+    datasets = build_datasets(run, loaded)
+    assert len(datasets.train.input_ids) == 32 and len(datasets.eval.input_ids) == 8
+    assert all(len(i) == len(lab) for i, lab in zip(datasets.train.input_ids, datasets.train.labels, strict=True))
+    start_run_folder(run, datasets)
+    assert load_config(cfg.run_dir / "config.yaml") == cfg
+    assert json.loads((cfg.run_dir / "data_fingerprints.json").read_text())["train"]["examples"] == 32
 
 
 def test_hf_backend_loss_fell_and_adapter_changed(hf_run):
@@ -205,19 +237,6 @@ def test_top_layers_adapts_only_the_top_layers_and_length_grouping_pads_less(tmp
         train(cfg_for(tmp_path, data, **{"output.name": "deep", "lora.top_layers": 3}))
 
 
-def test_rows_log_lists_every_example_once_per_epoch(hf_run):
-    _, result = hf_run
-    steps = [
-        json.loads(line) for line in (Path(result["run_dir"]) / "rows.rank0.jsonl").read_text().splitlines()
-    ]
-    assert [s["step"] for s in steps] == list(range(1, 11))
-    seen = [r for s in steps for r in s["rows"]]
-    assert len(seen) == 20  # batch 2 x 10 steps
-    first_epoch = seen[:32]
-    assert len(set(first_epoch)) == len(first_epoch)  # a shuffled epoch: no repeats
-    assert set(seen) <= set(range(32))
-
-
 def test_masked_tokens_get_label_minus_100_and_no_loss(tmp_path, data):
     """TRL 1.14 keeps the kit's labels: -100 exactly where the assistant mask is 0, and the loss is the
     mean cross-entropy over the trained positions only."""
@@ -227,10 +246,10 @@ def test_masked_tokens_get_label_minus_100_and_no_loss(tmp_path, data):
     from toolcall_kit.config import sft_kwargs
     from toolcall_kit.models import resolve_model
     from toolcall_kit.tokens import encode, read_records
-    from toolcall_kit.train import InitFrom, _dataset, encode_records, load_hf
+    from toolcall_kit.train import _dataset, encode_records, load_hf
 
     cfg = cfg_for(tmp_path, data, **{"data.eval": None})
-    model, tok, _ = load_hf(cfg, resolve_model(cfg.model.name), InitFrom(), False, True)
+    model, tok = load_hf(cfg, resolve_model(cfg.model.name), False, True)
     records = read_records(data["train"])
     enc = encode_records(records, tok, None, cfg.model.max_seq_length, "data.train", data["train"])
     for rec, ids, labels in zip(records, enc.input_ids, enc.labels, strict=True):
@@ -241,9 +260,8 @@ def test_masked_tokens_get_label_minus_100_and_no_loss(tmp_path, data):
 
     args = SFTConfig(**sft_kwargs(cfg, tmp_path / "ck", on_gpu=False, bf16_ok=True))
     trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(enc), processing_class=tok)
-    assert trainer.train_dataset[0]["labels"] == enc.labels[trainer.train_dataset[0]["row"]]
+    assert trainer.train_dataset[0]["labels"] == enc.labels[0]
     batch = next(iter(trainer.get_train_dataloader()))
-    batch.pop("row", None)
     model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(model, dict(batch))
@@ -315,11 +333,12 @@ def test_overwrite_replaces_training_files_and_keeps_prepared_data(tmp_path, dat
     prepared.parent.mkdir(parents=True)
     prepared.write_text("kept\n")
     train(cfg)  # a folder with only other stages' files is not "a run"
-    (cfg.run_dir / "rows.rank1.jsonl").write_text("stale\n")
+    stale = cfg.run_dir / "checkpoints" / "checkpoint-99"
+    stale.mkdir(parents=True)
     cfg.output.overwrite = True
     result = train(cfg)
     assert result["status"] == "completed"
-    assert prepared.read_text() == "kept\n" and not (cfg.run_dir / "rows.rank1.jsonl").exists()
+    assert prepared.read_text() == "kept\n" and not stale.exists()
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):
@@ -332,12 +351,40 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
         train(resume=run)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data):
-    import torch
-
+def test_resume_from_a_checkpoint_cut_short_names_it(tmp_path):
     from toolcall_kit.train import train
 
+    run = tmp_path / "cut"
+    (run / "checkpoints" / "checkpoint-4").mkdir(parents=True)  # killed while saving: no trainer_state.json
+    (run / "config.yaml").write_text(SMOKE.read_text())
+    with pytest.raises(KitError, match=r"checkpoint-4 is incomplete .*delete it"):
+        train(resume=run)
+
+
+def test_metrics_are_the_trainers_log_history(tmp_path):
+    """The log is the Trainer's log_history (a checkpoint restores it on resume); the end-of-training summary
+    stays out of metrics.jsonl."""
+    from transformers import TrainerState
+
+    from toolcall_kit.callbacks import RunLog
+
+    state = TrainerState()
+    state.log_history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]  # as restored from checkpoint-2
+    log = RunLog(tmp_path)
+    log.follow(state)
+    log.warn(2, "loss_spike", "spike")
+    state.log_history.append({"step": 2, "train_runtime": 1.0, "train_loss": 1.7})
+    log.flush(force=True)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("loss") for r in rows] == [2.0, 1.5, None] and rows[2]["warning"] == "loss_spike"
+    assert state.log_history[2]["warning"] == "loss_spike"  # saved with the next checkpoint
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, data):
+    import torch
     from transformers import TrainerCallback
+
+    from toolcall_kit.train import train
 
     class Poison(TrainerCallback):
         """Before the third step, LoRA B becomes inf: that forward overflows to inf/NaN (the config refuses
@@ -668,10 +715,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, data):
     assert resumed["resumed_from"].endswith("checkpoint-4")
     assert resumed["steps"] == ref["steps"] == 12
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-4)
-    # Same data order: the example ids of every step match the uninterrupted run's.
-    rows = lambda d: [json.loads(x) for x in (Path(d) / "rows.rank0.jsonl").read_text().splitlines()]  # noqa: E731
-    assert rows(run) == rows(ref["run_dir"])
-    # And the per-step losses agree (the killed attempt's rows past step 4 were dropped).
+    # The per-step losses agree (same data order), and the killed attempt's rows past step 4 are gone: the
+    # log is the checkpoint's log_history.
     losses = lambda d: [  # noqa: E731
         (m["step"], m["loss"])
         for m in map(json.loads, (Path(d) / "metrics.jsonl").read_text().splitlines())
@@ -685,7 +730,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_train_disjoint_data_and_save_one_adapter(tmp_path, data):
+def test_torchrun_two_ranks_train_and_save_one_adapter(tmp_path, data):
     o = {
         "data.train": data["train"],
         "data.eval": None,
@@ -703,13 +748,8 @@ def test_torchrun_two_ranks_train_disjoint_data_and_save_one_adapter(tmp_path, d
     run = tmp_path / "runs" / "ddp"
     result = json.loads((run / "result.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 4
-    r0 = [json.loads(x) for x in (run / "rows.rank0.jsonl").read_text().splitlines()]
-    r1 = [json.loads(x) for x in (run / "rows.rank1.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in r0] == [s["step"] for s in r1] == [1, 2, 3, 4]
-    seen0 = [r for s in r0 for r in s["rows"]]
-    seen1 = [r for s in r1 for r in s["rows"]]
-    assert len(seen0) == len(seen1) == 8  # batch 2 x 4 steps per rank
-    assert not set(seen0) & set(seen1)  # disjoint shards
+    losses = [json.loads(x).get("loss") for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len([x for x in losses if x is not None]) == 4  # one metrics.jsonl, written by rank 0
     # Exactly one adapter, written by rank 0.
     adapters = [p for p in run.rglob("adapter_model.safetensors") if "checkpoints" not in p.parts]
     assert adapters == [run / "adapter" / "adapter_model.safetensors"]

@@ -1,13 +1,13 @@
 """Trainer callbacks: the run log (metrics.jsonl), health checks, and the live loss curve.
 
     log = RunLog(run_dir, main=True)
-    tracker = BatchTracker(trainer.data_collator, trainer.model)   # counts tokens, records example ids
+    tracker = BatchTracker(trainer.data_collator, trainer.model)   # counts real, padded and trained tokens
     trainer.data_collator = tracker
-    callbacks = [MetricsCallback(log, tracker), HealthCallback(log), LivePlotCallback(log, run_dir / "loss.png")]
+    callbacks = [MetricsCallback(log, tracker), HealthCallback(log), LivePlotCallback(log, RunFiles(run_dir).loss_plot)]
 
-- `RunLog` keeps metrics rows and warnings in memory and rewrites `metrics.jsonl` atomically (at most every
-  few seconds, and at each save, evaluation and the end), so a crash never leaves a torn file and a resumed
-  run can cut the log back to its checkpoint's step.
+- `RunLog` holds the metrics rows and warnings (in the Trainer's `log_history` once training begins, so a
+  resumed run's log is the checkpoint's) and rewrites `metrics.jsonl` atomically (at most every few seconds,
+  and at each save, evaluation and the end), so a crash never leaves a torn file.
 - `HealthCallback`: a non-finite loss or non-finite trained weights stop the run before anything is saved
   from them (the last good checkpoint stays the newest); loss spikes, exploding gradient norms, eval loss
   rising while train loss falls, and a loss that never moves are warnings (log, metrics.jsonl, notebook).
@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from .io import atomic_open, write_jsonl
+from .run_files import RunFiles
 
 log = logging.getLogger("toolcall_kit.train")
 
-# Keys copied from the Trainer's log dict into metrics.jsonl (others, like TRL's entropy, are kept too).
-_TRAIN_KEYS = ("loss", "grad_norm", "learning_rate", "mean_token_accuracy", "epoch")
 # Final summary logged by Trainer at the end (train_runtime, ...): goes to result.json, not to the curve.
 _SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 
@@ -69,90 +68,69 @@ def memory_now() -> dict[str, float]:
 
 
 class RunLog:
-    """metrics.jsonl rows and health warnings, in memory; `flush()` rewrites the file atomically."""
+    """metrics.jsonl rows and health warnings, in memory; `flush()` rewrites the file atomically.
+
+    Once training begins the rows are the Trainer's own `state.log_history` (`follow`), which every checkpoint
+    saves and a resumed run restores: metrics.jsonl is cut back to the checkpoint's step with no code here.
+    """
 
     def __init__(self, run_dir: str | Path, main: bool = True, min_interval_s: float = 5.0):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = RunFiles(run_dir).metrics
         self.main = main
         self.min_interval_s = min_interval_s
         self.rows: list[dict[str, Any]] = []
         self._last_flush = 0.0
-        self._listeners: list[Any] = []
-        self.resumed_step: int | None = None
 
     @property
     def warnings(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if "warning" in r]
 
-    def load_until(self, step: int) -> None:
-        """Resume: keep the rows of an earlier attempt up to `step` (the checkpoint's), drop the rest."""
-        self.resumed_step = step
-        if not self.path.exists():
-            return
-        import json
-
-        kept = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line from a run killed mid-write cannot exist (atomic), but stay tolerant
-                if row.get("step", 0) <= step:
-                    kept.append(row)
-        self.rows = kept
+    def follow(self, state) -> None:
+        state.log_history.extend(self.rows)
+        self.rows = state.log_history
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        for fn in self._listeners:
-            fn(row)
 
     def warn(self, step: int, kind: str, message: str) -> None:
         log.warning("step %d: %s", step, message)
         self.add({"step": step, "warning": kind, "message": message})
-
-    def on_row(self, fn) -> None:
-        self._listeners.append(fn)
 
     def flush(self, force: bool = False) -> None:
         if not self.main:
             return
         now = time.monotonic()
         if force or now - self._last_flush >= self.min_interval_s:
-            write_jsonl(self.path, self.rows)
+            # Trainer's end-of-training summary (train_runtime, ...) goes to result.json, not to the curve.
+            write_jsonl(self.path, (r for r in self.rows if not any(k in r for k in _SUMMARY_KEYS)))
             self._last_flush = now
 
 
 class BatchTracker:
-    """Wraps the Trainer's data collator: counts real / padded / trained tokens and records example ids.
+    """Wraps the Trainer's data collator: counts real / padded / trained tokens of each training batch.
 
-    The dataset carries a `row` column (the example's index in the data file); it is popped here so the
-    model never sees it. Batches are queued as they are collated (accelerate loads one batch ahead) and
-    `pop_step(n)` hands the oldest n to the step that trained them. Evaluation batches (model in eval mode)
-    are not counted.
+    Batches are queued as they are collated (accelerate loads one batch ahead) and `pop_step(n)` hands the
+    oldest n to the step that trained them. Evaluation batches (model in eval mode) are not counted.
     """
 
     def __init__(self, collator, model):
         self.collator = collator
         self.model = model
-        self.queue: list[tuple[list[int], int, int, int]] = []
+        self.queue: list[tuple[int, int, int]] = []
 
     def __call__(self, features: list[dict[str, Any]]):
-        rows = [int(f.pop("row")) for f in features if "row" in f]
         real = sum(len(f["input_ids"]) for f in features)
         batch = self.collator(features)
         if getattr(self.model, "training", True):
             processed = int(batch["input_ids"].numel())
             trained = int((batch["labels"] != -100).sum()) if "labels" in batch else 0
-            self.queue.append((rows, real, processed, trained))
+            self.queue.append((real, processed, trained))
         return batch
 
-    def pop_step(self, n: int) -> tuple[list[int], int, int, int]:
+    def pop_step(self, n: int) -> tuple[int, int, int]:
+        """(real, processed, trained) tokens of the next optimizer step's n batches."""
         taken, self.queue = self.queue[:n], self.queue[n:]
-        rows = [r for b in taken for r in b[0]]
-        return rows, sum(b[1] for b in taken), sum(b[2] for b in taken), sum(b[3] for b in taken)
+        return sum(b[0] for b in taken), sum(b[1] for b in taken), sum(b[2] for b in taken)
 
 
 @functools.cache
@@ -160,47 +138,31 @@ def _metrics_callback_cls():
     base = _callback_base()
 
     class MetricsCallback(base):
-        """Turns Trainer logs into metrics.jsonl rows with tokens/s and memory; records example ids per rank."""
+        """Turns Trainer logs into metrics.jsonl rows with tokens/s and memory; counts tokens for result.json."""
 
-        def __init__(self, runlog: RunLog, tracker: BatchTracker | None, rows_path: Path | None = None):
+        def __init__(self, runlog: RunLog, tracker: BatchTracker | None):
             self.runlog = runlog
             self.tracker = tracker
-            self.rows_path = rows_path
-            self.step_rows: list[dict[str, Any]] = []
-            self.summary: dict[str, float] = {}
             self.totals = {"real_tokens": 0, "processed_tokens": 0, "trained_tokens": 0, "steps": 0}
             self._since = {"real": 0, "t0": time.perf_counter()}
-            self.train_seconds = 0.0
-            self._t_begin = None
-
-        def load_rows_until(self, step: int | None) -> None:
-            """Resume: keep the example ids of the steps the checkpoint already holds."""
-            if step is None or self.rows_path is None or not self.rows_path.is_file():
-                return
-            from .io import read_jsonl
-
-            self.step_rows = [r for r in read_jsonl(self.rows_path) if r["step"] <= step]
 
         def on_train_begin(self, args, state, control, **kw):
-            self._t_begin = time.perf_counter()
+            self.runlog.follow(state)
             self._since = {"real": 0, "t0": time.perf_counter()}
 
         def on_step_end(self, args, state, control, **kw):
             if self.tracker is None:
                 return
-            rows, real, processed, trained = self.tracker.pop_step(args.gradient_accumulation_steps)
+            real, processed, trained = self.tracker.pop_step(args.gradient_accumulation_steps)
             self.totals["real_tokens"] += real
             self.totals["processed_tokens"] += processed
             self.totals["trained_tokens"] += trained
             self.totals["steps"] += 1
             self._since["real"] += real
-            if self.rows_path is not None:
-                self.step_rows.append({"step": state.global_step, "rows": rows})
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
             if any(k in logs for k in _SUMMARY_KEYS):
-                self.summary.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
                 return
             row: dict[str, Any] = {"step": state.global_step}
             for k, v in logs.items():
@@ -220,21 +182,18 @@ def _metrics_callback_cls():
                         self.totals["real_tokens"] / self.totals["processed_tokens"], 4
                     )
             row.update(memory_now())
-            self.runlog.add(row)
+            history = state.log_history
+            if history and history[-1].get("step") == state.global_step and logs.keys() <= history[-1].keys():
+                history[-1] = row  # Trainer.log appended these logs just before calling back
+            else:
+                self.runlog.add(row)
             self.runlog.flush(force="eval_loss" in row)
 
         def on_save(self, args, state, control, **kw):
-            # Written with each checkpoint so that a resumed run finds the log up to its checkpoint.
             self.runlog.flush(force=True)
-            if self.rows_path is not None:
-                write_jsonl(self.rows_path, self.step_rows)
 
         def on_train_end(self, args, state, control, **kw):
-            if self._t_begin is not None:
-                self.train_seconds = time.perf_counter() - self._t_begin
             self.runlog.flush(force=True)
-            if self.rows_path is not None:
-                write_jsonl(self.rows_path, self.step_rows)
 
     return MetricsCallback
 

@@ -301,8 +301,10 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] |
 # ---------------------------------------------------------------- mapping onto TRL
 
 
-def sft_kwargs(cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok: bool) -> dict[str, Any]:
-    """The `trl.SFTConfig(**kwargs)` for this run, field by field.
+def sft_kwargs(
+    cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok: bool, backend: str = "hf"
+) -> dict[str, Any]:
+    """The `trl.SFTConfig(**kwargs)` for this run, field by field (training sets no field after it).
 
     TRL's defaults that would surprise on CPU are set on purpose: `bf16` (TRL defaults it on),
     `gradient_checkpointing` (TRL defaults it on), `use_cpu`, and `max_length` (TRL's 1024 would re-truncate).
@@ -312,6 +314,8 @@ def sft_kwargs(cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok:
     """
     t = cfg.train
     bf16, fp16 = mixed_precision(cfg.model.dtype, on_gpu=on_gpu, bf16_ok=bf16_ok)
+    # Unsloth wires its own checkpointing through get_peft_model; TRL's would wrap the model twice.
+    checkpointing = t.gradient_checkpointing and backend != "unsloth"
     kw: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -330,12 +334,14 @@ def sft_kwargs(cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok:
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        # Show NaN/inf in the logged loss instead of Trainer's silent "average of previous losses" stand-in.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if (t.eval_steps and cfg.data.eval) else "no",
         eval_steps=t.eval_steps if cfg.data.eval else None,
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit,
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=checkpointing,
         bf16=bf16,
         fp16=fp16,
         use_cpu=not on_gpu,
@@ -345,14 +351,14 @@ def sft_kwargs(cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok:
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         # The kit's metrics.jsonl and loss.png replace TensorBoard/W&B; nothing leaves the machine.
         report_to="none",
-        # The kit's collator needs the `row` column (example ids per rank); TRL's pads the rest.
+        # The dataset holds only input_ids and labels, both needed: nothing for Trainer to sort out.
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,
         ddp_find_unused_parameters=False,
     )
-    if t.gradient_checkpointing:
+    if checkpointing:
         kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     return kw
 

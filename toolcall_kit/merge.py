@@ -24,6 +24,7 @@ from typing import Any
 
 from . import io
 from .errors import KitError, loading
+from .run_files import ADAPTER_CONFIG, MERGE_REPORT, MODEL_CONFIG, REPORT, RunFiles
 
 # Largest |logit| difference accepted between adapter and merged export, per dtype. Merging adds the
 # low-rank product into the weight once instead of at every forward; in fp32 that reorders a few sums
@@ -39,11 +40,13 @@ PROBE = [
 def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
     """(adapter folder, run folder or None) from a run folder or an adapter folder."""
     path = Path(path)
-    for cand in (path, path / "adapter"):
-        if (cand / "adapter_config.json").is_file():
-            run = cand.parent if cand != path else (path if (path / "config.yaml").is_file() else None)
+    for cand in (path, RunFiles(path).adapter):
+        if (cand / ADAPTER_CONFIG).is_file():
+            run = cand.parent if cand != path else (path if RunFiles(path).config.is_file() else None)
             return cand, run
-    raise KitError(f"{path}: no adapter_config.json here or in {path / 'adapter'} (is this a finished run?)")
+    raise KitError(
+        f"{path}: no {ADAPTER_CONFIG} here or in {RunFiles(path).adapter} (is this a finished run?)"
+    )
 
 
 def _read_json(path: Path) -> Any:
@@ -77,7 +80,8 @@ def _run_info(run: Path | None) -> dict[str, Any]:
         return info
     import yaml
 
-    cfg_file = run / "config.yaml"
+    files = RunFiles(run)
+    cfg_file = files.config
     if cfg_file.is_file():
         try:
             info["config"] = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
@@ -85,11 +89,10 @@ def _run_info(run: Path | None) -> dict[str, Any]:
             raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
         if not isinstance(info["config"], dict):
             raise KitError(f"{cfg_file}: not a run config (a YAML mapping)")
-    for name in ("result.json", "data_fingerprints.json"):
-        f = run / name
+    for key, f in (("result", files.result), ("data_fingerprints", files.data_fingerprints)):
         if f.is_file():
-            info[name.removesuffix(".json")] = _read_json(f)
-    ev = run / "eval" / "report.json"
+            info[key] = _read_json(f)
+    ev = files.eval / REPORT
     if ev.is_file():
         info["eval"] = _read_json(ev)
     return info
@@ -115,7 +118,7 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
     """A pre-quantized base would be merged into (and saved as) 4-bit weights: refuse it, naming the fix."""
     from .models import unquantized_name
 
-    cfg_file = Path(base_path) / "config.json"
+    cfg_file = Path(base_path) / MODEL_CONFIG
     if cfg_file.is_file():
         quant = json.loads(cfg_file.read_text()).get("quantization_config")
     else:
@@ -155,6 +158,19 @@ def _probe_logits(model, tokenizer, tools: list[dict] | None):
     ids = {k: ids[k].to(model.device) for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         return model(**ids).logits.float().cpu()
+
+
+def _probe_tools(info: dict[str, Any]) -> list[dict] | None:
+    """The tools of the run's first training record, for the probe; None when there are none to read (the
+    export check does not depend on them)."""
+    train_file = ((info.get("config") or {}).get("data") or {}).get("train")
+    if not train_file or not Path(train_file).is_file():
+        return None
+    try:
+        _, first = next(io.iter_json_lines(train_file))
+        return first.get("tools") or None
+    except (KitError, StopIteration, AttributeError):
+        return None
 
 
 def _serve_parser(tokenizer) -> tuple[str, str]:
@@ -244,9 +260,9 @@ def merge(
 
 def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
     info = _run_info(run)
-    adapter_cfg = _read_json(adapter_dir / "adapter_config.json")
+    adapter_cfg = _read_json(adapter_dir / ADAPTER_CONFIG)
     if not isinstance(adapter_cfg, dict):
-        raise KitError(f"{adapter_dir / 'adapter_config.json'}: not an adapter config (a JSON object)")
+        raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
     base_name = base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
     warnings = _base_warnings(base, adapter_cfg, info)
@@ -265,14 +281,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     torch_dtype = getattr(torch, dtype)
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
     tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
-    tools = None
-    train_file = ((info.get("config") or {}).get("data") or {}).get("train")
-    if train_file and Path(train_file).is_file():
-        try:
-            with open(train_file, encoding="utf-8") as f:
-                tools = json.loads(f.readline()).get("tools") or None
-        except (OSError, ValueError, AttributeError):
-            tools = None  # the probe runs without tools; the export check does not depend on them
+    tools = _probe_tools(info)
 
     model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
     # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
@@ -318,7 +327,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
         report.update(family=family, vllm_tool_call_parser=parser)
         report["serve_command"] = serve_command(out, family, parser)
         io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family, parser, report, info))
-        io.write_json(tmp / "merge_report.json", report)
+        io.write_json(tmp / MERGE_REPORT, report)
     return report
 
 

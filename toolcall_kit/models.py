@@ -30,7 +30,6 @@ import os
 import random
 import re
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,35 +187,21 @@ def _marker_ok(folder: Path, expected: dict) -> bool:
     return all(found.get(k) == v for k, v in expected.items())
 
 
-@contextmanager
-def _locked(folder: Path):
-    """An exclusive lock beside `folder` so two processes do not build the same model at once."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: atomic_dir still keeps a half-built folder out of sight
-        yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _ensure(folder: Path, expected: dict, build) -> Path:
     """Reuse `folder` if its marker matches `expected`, else build it once (locked, atomic)."""
     if _marker_ok(folder, expected):
         return folder
-    with _locked(folder):
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the folder: two processes do not build the same model at once.
+    with FileLock(folder.parent / f".{folder.name}.lock"):
         if _marker_ok(folder, expected):  # another process built it while we waited
             return folder
         start = time.monotonic()
         with atomic_dir(folder, kind="model", replace_unmarked=True) as tmp:  # the cache is the kit's
             build(tmp)
             write_json(tmp / MARKER, {**expected, "build_seconds": round(time.monotonic() - start, 1)})
-            _open_permissions(tmp)
     return folder
 
 
@@ -395,16 +380,6 @@ def _tidy_tokenizer_config(folder: Path, tokenizer_class: str, max_length: int) 
         clean_up_tokenization_spaces=False,
     )
     write_json(config_path, tok_config)
-
-
-def _open_permissions(folder: Path) -> None:
-    """mkdtemp/mkstemp create 0700/0600; give the built model the umask's usual modes (shared caches)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for item in folder.iterdir():
-        if item.is_file():
-            os.chmod(item, 0o666 & ~umask)
 
 
 def _tiny_tokenizer(arch: str, vocab_size: int, seed: int):

@@ -11,9 +11,8 @@ tools, user turns and tool results are never trained. `encode_many` renders each
 compiled template, batch-encodes the texts with the fast tokenizer and maps the generation blocks'
 character offsets to tokens: the same mask as apply_chat_template, at batch-encoding speed.
 
-`verify_mask` checks a mask token by token; `unsloth_mask_leaks` runs Unsloth's marker-based
-`train_on_responses_only` masking on the same tokens and reports where it differs from ours;
-`token_report` is the budget (exact counts, naive estimate, truncation, steps).
+`verify_mask` checks a mask token by token; `token_report` is the budget (exact counts, naive estimate,
+truncation, steps), with the statistics (`token_stats`) that training also records for its data.
 """
 
 from __future__ import annotations
@@ -22,14 +21,11 @@ import html
 import json
 import math
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError, KitError
-from .records import Record, text_of
+from .records import Record, calls_of, text_of
 from .templates import (
     Family,
     _rid,
@@ -37,7 +33,6 @@ from .templates import (
     detect_family,
     render_with_spans,
     template_losses,
-    turn_texts,
     verify_roundtrip,
 )
 
@@ -88,21 +83,6 @@ def _render_all(tokenizer: Any, records: list[Record], fam: Family, chat_templat
         texts.append(text)
         spans.append(trained_spans(rec, sp))
     return texts, spans
-
-
-def _prepare(tokenizer: Any, records: list[Record], family: str | Family | None, chat_template: str | None):
-    fam = detect_family(tokenizer, family)
-    texts, spans = _render_all(tokenizer, records, fam, chat_template)
-    return fam, texts, spans
-
-
-def _encode_texts(tokenizer: Any, texts: list[str], spans: list[list[tuple[int, int]]], chunk: int = 4096):
-    """Yield (input_ids, mask) for each text, batch-encoding `chunk` texts at a time (bounded memory)."""
-    _need_fast(tokenizer)
-    for start in range(0, len(texts), chunk):
-        enc = tokenizer(texts[start : start + chunk], add_special_tokens=False)
-        for k, ids in enumerate(enc["input_ids"]):
-            yield ids, _mask_from_spans(enc.encodings[k], len(ids), spans[start + k])
 
 
 def _need_fast(tokenizer: Any) -> None:
@@ -185,8 +165,8 @@ def _other_texts(record: Record) -> list[tuple[str, str]]:
     for m in record.get("messages") or []:
         if m.get("role") == "assistant":
             assistant.append(text_of(m.get("content")) or "")
-            for c in m.get("tool_calls") or []:
-                assistant.append(json.dumps(c.get("function", {}).get("arguments"), ensure_ascii=False))
+            for _, args in calls_of(m):
+                assistant.append(json.dumps(args, ensure_ascii=False))
     joined = "\n".join(assistant)
     out = []
     for i, m in enumerate(record.get("messages") or []):
@@ -282,188 +262,43 @@ def verify_mask(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Unsloth's marker-based masking, compared with ours
-# ---------------------------------------------------------------------------------------------------------
-
-_UNSLOTH_CHILD = r"""
-import json, sys
-import unsloth  # noqa: F401  (must come before transformers: it patches them)
-from unsloth_zoo.dataset_utils import train_on_responses_only
-from transformers import AutoTokenizer
-job = json.load(open(sys.argv[1]))
-tok = AutoTokenizer.from_pretrained(job["tokenizer"])
-fn = train_on_responses_only(None, instruction_part=job["instruction_part"], response_part=job["response_part"],
-                             tokenizer=tok, return_function=True)
-labels = fn({"input_ids": job["input_ids"]})["labels"]
-json.dump([[0 if x == -100 else 1 for x in row] for row in labels], open(sys.argv[2], "w"))
-"""
-
-
-def unsloth_masks(
-    tokenizer: Any, input_ids: list[list[int]], instruction_part: str, response_part: str
-) -> list[list[int]]:
-    """Unsloth's own `train_on_responses_only` masks (1 = trained) for these token ids.
-
-    Calls the function Unsloth exposes for exactly this (`return_function=True`). In a process where
-    Unsloth is already imported it runs in place; otherwise in a child Python that imports Unsloth first,
-    as Unsloth requires, so that this process's transformers stay unpatched (about 8 s on CPU).
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("unsloth") is None or importlib.util.find_spec("unsloth_zoo") is None:
-        raise KitError("Unsloth is not installed: the marker-masking check needs it (make install)")
-    if "unsloth" in sys.modules:
-        from unsloth_zoo.dataset_utils import train_on_responses_only
-
-        fn = train_on_responses_only(
-            None,
-            instruction_part=instruction_part,
-            response_part=response_part,
-            tokenizer=tokenizer,
-            return_function=True,
-        )
-        labels = fn({"input_ids": [list(x) for x in input_ids]})["labels"]
-        return [[0 if x == -100 else 1 for x in row] for row in labels]
-    with tempfile.TemporaryDirectory(prefix="toolcall-kit-unsloth-") as tmp:
-        tokenizer.save_pretrained(Path(tmp) / "tok")
-        job, result = Path(tmp) / "job.json", Path(tmp) / "labels.json"
-        job.write_text(
-            json.dumps(
-                {
-                    "tokenizer": str(Path(tmp) / "tok"),
-                    "instruction_part": instruction_part,
-                    "response_part": response_part,
-                    "input_ids": [list(x) for x in input_ids],
-                }
-            )
-        )
-        env = {**os.environ, "UNSLOTH_SKIP_TORCHVISION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(
-            [sys.executable, "-c", _UNSLOTH_CHILD, str(job), str(result)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise KitError(f"Unsloth's train_on_responses_only failed: {tail[0]}")
-        return json.loads(result.read_text())
-
-
-def unsloth_mask_leaks(
-    tokenizer: Any,
-    records: list[Record],
-    instruction_part: str | None = None,
-    response_part: str | None = None,
-    family: str | Family | None = None,
-    chat_template: str | None = None,
-) -> dict:
-    """Where Unsloth's marker-based masking differs from the kit's {% generation %} masks.
-
-    Markers default to the family's (Unsloth's documented ones). Returns
-    {"instruction_part", "response_part", "records", "leaked_tokens", "missed_tokens", "leaks": [...],
-    "misses": [...]}: a leak is a token Unsloth trains that ours does not (tool results, user text,
-    weight-0 turns), classified by the message it comes from; a miss is assistant text ours trains and
-    Unsloth does not (for Mistral, the answer after [TOOL_RESULTS] has no [/INST] before it). The fix is
-    to train with the kit's masks (`encode_many`), which the trainer does.
-    """
-    fam = detect_family(tokenizer, family)
-    q = instruction_part if instruction_part is not None else fam.instruction_part
-    a = response_part if response_part is not None else fam.response_part
-    fam_, texts, spans = _prepare(tokenizer, records, fam, chat_template)
-    ours, ids_all = [], []
-    for ids, mask in _encode_texts(tokenizer, texts, spans):
-        ids_all.append(ids)
-        ours.append(mask)
-    theirs = unsloth_masks(tokenizer, ids_all, q, a)
-    leaks, misses = [], []
-    n_leak = n_miss = 0
-    for r, rec in enumerate(records):
-        enc = tokenizer(texts[r], add_special_tokens=False, return_offsets_mapping=True)
-        owner = _char_owner(tokenizer, rec, fam, chat_template, texts[r])
-        for kind, sel, sink in (("leak", (1, 0), leaks), ("miss", (0, 1), misses)):
-            runs = _runs([int(t == sel[0] and o == sel[1]) for t, o in zip(theirs[r], ours[r], strict=True)])
-            for s, e in runs:
-                a0, b0 = enc["offset_mapping"][s][0], enc["offset_mapping"][e - 1][1]
-                where = owner(a0, b0)
-                sink.append(
-                    {
-                        "index": r,
-                        "id": rec.get("id"),
-                        "tokens": e - s,
-                        "message": where,
-                        "text": texts[r][a0:b0][:200],
-                    }
-                )
-                if kind == "leak":
-                    n_leak += e - s
-                else:
-                    n_miss += e - s
-    return {
-        "family": fam.name,
-        "instruction_part": q,
-        "response_part": a,
-        "records": len(records),
-        "leaked_tokens": n_leak,
-        "missed_tokens": n_miss,
-        "leaks": leaks,
-        "misses": misses,
-    }
-
-
-def _runs(flags: list[int]) -> list[tuple[int, int]]:
-    out, start = [], None
-    for k, f in enumerate(flags + [0]):
-        if f and start is None:
-            start = k
-        elif not f and start is not None:
-            out.append((start, k))
-            start = None
-    return out
-
-
-def _char_owner(tokenizer, record, fam, chat_template, text):
-    """A function: character range -> the messages whose text it overlaps (best effort, by content)."""
-    places = []
-    pos = 0
-    for i, m in enumerate(record.get("messages") or []):
-        if m.get("role") == "assistant":
-            continue
-        t = (text_of(m.get("content")) or "").strip()
-        if not t:
-            continue
-        for cand in (t, json.dumps(t, ensure_ascii=False)[1:-1]):
-            k = text.find(cand, pos)
-            if k >= 0:
-                places.append((k, k + len(cand), f"messages[{i}] ({m['role']})"))
-                pos = k
-                break
-    try:
-        _, turns = turn_texts(tokenizer, record, fam, chat_template)
-        for i, s, e in turns:
-            w = record["messages"][i].get("weight", 1)
-            places.append((s, e, f"messages[{i}] (assistant{', weight 0' if w == 0 else ''})"))
-    except KitError:
-        pass
-
-    def owner(a: int, b: int) -> str:
-        hit = sorted((p for p in places if p[0] < b and a < p[1]), key=lambda p: p[0])
-        return ", ".join(dict.fromkeys(p[2] for p in hit)) or "template text (headers, markers, tool list)"
-
-    return owner
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Token budget
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _percentile(sorted_vals: list[int], q: float) -> float:
-    if not sorted_vals:
-        return 0.0
-    k = (len(sorted_vals) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return float(sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo))
+def count_tokens(mask: list[int], max_seq_length: int) -> dict[str, int]:
+    """One example's tokens and trained tokens, before and after truncation to `max_seq_length`."""
+    return {
+        "tokens": len(mask),
+        "trained": sum(mask),
+        "kept_tokens": min(len(mask), max_seq_length),
+        "kept_trained": sum(mask[:max_seq_length]),
+    }
+
+
+def token_stats(counts: list[dict[str, int]], max_seq_length: int) -> dict[str, Any]:
+    """The statistics of a split, from `count_tokens` of each example: stage 02's token report and training's
+    data_fingerprints.json both hold these."""
+    import numpy as np
+
+    lengths = [c["tokens"] for c in counts]
+    return {
+        "examples": len(counts),
+        "max_seq_length": max_seq_length,
+        "tokens": sum(lengths),
+        "trained_tokens": sum(c["trained"] for c in counts),
+        "kept_tokens": sum(c["kept_tokens"] for c in counts),
+        "kept_trained_tokens": sum(c["kept_trained"] for c in counts),
+        "truncated_examples": sum(1 for n in lengths if n > max_seq_length),
+        "longest_tokens": max(lengths, default=0),
+        "distribution": {
+            "min": min(lengths, default=0),
+            "median": float(np.percentile(lengths, 50)) if lengths else 0.0,
+            "p95": float(np.percentile(lengths, 95)) if lengths else 0.0,
+            "max": max(lengths, default=0),
+            "mean": round(sum(lengths) / len(lengths), 1) if lengths else 0.0,
+        },
+    }
 
 
 def token_report(
@@ -500,21 +335,9 @@ def token_report(
     for k, text, _spans, ids, mask in iter_encoded(tokenizer, adapted, fam, chat_template):
         if check:
             lost.extend(template_losses(text, adapted[k]))
-        n = len(ids)
-        trained = sum(mask)
-        kept_trained = sum(mask[:max_seq_length]) if n > max_seq_length else trained
-        examples.append(
-            {
-                "index": k,
-                "id": adapted[k].get("id"),
-                "tokens": n,
-                "trained": trained,
-                "kept_tokens": min(n, max_seq_length),
-                "kept_trained": kept_trained,
-                "naive": round(len(text) / 4),
-            }
-        )
-        if trained and not kept_trained:  # how far max_seq_length would have to grow (tokens)
+        count = count_tokens(mask, max_seq_length)
+        examples.append({"index": k, "id": adapted[k].get("id"), **count, "naive": round(len(text) / 4)})
+        if count["trained"] and not count["kept_trained"]:  # how far max_seq_length would have to grow (tokens)
             first_trained[k] = mask.index(1)
         if k in sample and not lost:
             verify_roundtrip(tokenizer, adapted[k], fam, chat_template)
@@ -525,8 +348,8 @@ def token_report(
         more = f" (and {len(lost) - 5} more)" if len(lost) > 5 else ""
         raise KitError(f"the {fam.name} template silently drops data: " + "; ".join(lost[:5]) + more)
 
-    lengths = sorted(e["tokens"] for e in examples)
-    total = sum(lengths)
+    stats = token_stats(examples, max_seq_length)
+    total = stats["tokens"]
     naive_total = sum(e["naive"] for e in examples)
     over = [e for e in examples if e["tokens"] > max_seq_length]
     all_cut = [e for e in examples if e["trained"] > 0 and e["kept_trained"] == 0]
@@ -538,22 +361,10 @@ def token_report(
         "family": fam.name,
         "vllm_tool_call_parser": fam.vllm_parser,
         "model": str(getattr(tokenizer, "name_or_path", "")),
-        "examples": len(examples),
         "source_records": len(records),
-        "max_seq_length": max_seq_length,
-        "tokens": total,
-        "trained_tokens": sum(e["trained"] for e in examples),
-        "kept_tokens": sum(e["kept_tokens"] for e in examples),
-        "kept_trained_tokens": sum(e["kept_trained"] for e in examples),
+        **stats,
         "naive_tokens": naive_total,
         "naive_error_pct": round(100.0 * (naive_total - total) / total, 1) if total else 0.0,
-        "distribution": {
-            "min": lengths[0] if lengths else 0,
-            "median": _percentile(lengths, 0.5),
-            "p95": _percentile(lengths, 0.95),
-            "max": lengths[-1] if lengths else 0,
-            "mean": round(total / len(lengths), 1) if lengths else 0.0,
-        },
         "over_max_seq_length": [{"index": e["index"], "id": e["id"], "tokens": e["tokens"]} for e in over],
         "all_assistant_tokens_cut": [
             {
@@ -576,6 +387,7 @@ def token_report(
         "per_example": [{k: e[k] for k in ("index", "id", "tokens", "trained", "naive")} for e in examples],
     }
     if plot is not None:
+        lengths = [e["tokens"] for e in examples]
         report["plot"] = str(
             plot_histogram(lengths, max_seq_length, plot, title=f"{fam.name}: tokens per example")
         )

@@ -7,23 +7,27 @@
     from toolcall_kit.train import train
     result = train(load_config("configs/demo_cpu.yaml", {"train.max_steps": 20}))
 
+`train()` is the recipe: `setup_run` (backend, checks, run folder, lock) -> `load_model` -> `build_datasets`
+-> `start_run_folder` -> `build_trainer` -> `fit` -> `finish_run` (final eval, adapter, result.json).
+
 Backends:
 - unsloth: `FastLanguageModel.from_pretrained` (4-bit or 16-bit) + `get_peft_model` + TRL `SFTTrainer`.
-  Unsloth patches transformers, TRL and PEFT when imported, so it is imported before them, in `train()`,
+  Unsloth patches transformers, TRL and PEFT when imported, so it is imported before them, in `setup_run`,
   and nothing in this module imports transformers at module level.
 - hf: transformers (+ bitsandbytes NF4 when `model.load_in_4bit`) + PEFT `LoraConfig` + TRL `SFTTrainer`.
 - auto: unsloth when it is installed, imports, and a CUDA GPU is present; otherwise hf. The choice and the
   reason go to the log and to result.json.
 
 Data: canonical JSONL records -> `templates.adapt_record` (the family's quirks) -> `tokens.encode_many`
-(the family's training template, assistant-only mask, per-message `weight`) -> `input_ids` + `labels` (-100 where the mask is 0). TRL 1.14 receives the data
-already tokenized: it keeps a given `labels` column as it is, pads, and its default `chunked_nll` loss runs
-the output layer only at trained positions. Examples whose trained tokens are all cut off by
-`model.max_seq_length` are an error listing them (TRL would drop them silently).
+(the family's training template, assistant-only mask, per-message `weight`) -> `input_ids` + `labels` (-100
+where the mask is 0). TRL receives the data already tokenized: it keeps a given `labels` column as it is,
+pads, and its default `chunked_nll` loss runs the output layer only at trained positions. Examples whose
+trained tokens are all cut off by `model.max_seq_length` are an error listing them (TRL would drop them
+silently).
 
-Run folder (`runs/NAME/`): config.yaml (resolved), data_fingerprints.json, metrics.jsonl, loss.png,
-checkpoints/checkpoint-N (Trainer; resume point), adapter/ (safetensors + tokenizer), rows.rank{R}.jsonl
-(example ids per optimizer step and process), result.json.
+Run folder (`runs/NAME/`, names in run_files.py): config.yaml (resolved), data_fingerprints.json,
+metrics.jsonl, loss.png, checkpoints/checkpoint-N (Trainer; resume point), adapter/ (safetensors +
+tokenizer), result.json.
 """
 
 from __future__ import annotations
@@ -44,18 +48,28 @@ from typing import Any
 from . import io
 from .config import EIGHT_BIT_OPTIMS, RunConfig, load_config, sft_kwargs
 from .errors import KitError
+from .run_files import ADAPTER_CONFIG, CONFIG, MODEL_CONFIG, TRAINER_STATE, RunFiles
 
 log = logging.getLogger("toolcall_kit.train")
 
-# Names of files in a run folder (one place: merge, evaluate and notebooks read these).
-CONFIG_FILE = "config.yaml"
-FINGERPRINTS_FILE = "data_fingerprints.json"
-RESULT_FILE = "result.json"
-CHECKPOINTS = "checkpoints"
-ADAPTER = "adapter"
-PLOT_FILE = "loss.png"
-# Linear layers PEFT must never wrap: the output head (TRL's chunked loss reads its weight directly).
-_NEVER_TARGET = ("lm_head", "embed_out", "output")
+
+def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None) -> dict:
+    """Train a LoRA adapter as `cfg` says; returns result.json's content.
+
+    `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (pass `cfg` to
+    change something, e.g. a larger max_steps: `load_run_config(run_dir, overrides)`). A NaN/inf loss stops
+    the run and raises KitError after writing result.json (status "stopped"); the last good checkpoint
+    stays. `extra_callbacks`: more TrainerCallbacks (tests inject faults this way). The run folder is locked
+    from its creation to the end of the run, so a second process writing the same run gets a KitError.
+    """
+    with ExitStack() as hold:
+        run = setup_run(cfg, resume, hold)
+        model = load_model(run)
+        data = build_datasets(run, model)
+        start_run_folder(run, data)
+        parts = build_trainer(run, model, data, extra_callbacks)
+        train_seconds = fit(run, parts)
+        return finish_run(run, model, data, parts, train_seconds)
 
 
 # ------------------------------------------------------------------ backend choice
@@ -126,113 +140,6 @@ def import_backend_first(cfg: RunConfig) -> str:
     return backend
 
 
-# ------------------------------------------------------------------ data
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass
-class Encoded:
-    """A tokenized split: the columns TRL gets, plus the counts the run reports."""
-
-    input_ids: list[list[int]]
-    labels: list[list[int]]
-    rows: list[int]  # index of each example's source record in the data file (0-based)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-def encode_records(
-    records: list[dict],
-    tokenizer,
-    family: str | None,
-    max_seq_length: int,
-    key: str,
-    path: str,
-    chat_template: str | None = None,
-    parallel: str = "error",
-    content_with_calls: str = "error",
-) -> Encoded:
-    """Adapt to the family, tokenize with the assistant-only mask, truncate, refuse fully cut examples."""
-    from .templates import adapt_record, detect_family
-    from .tokens import encode_many
-
-    family = detect_family(tokenizer, family).name
-    adapted, source = [], []
-    for i, rec in enumerate(records):
-        for a in adapt_record(rec, family, parallel=parallel, content_with_calls=content_with_calls):
-            adapted.append(a)
-            source.append(i)
-    encoded = encode_many(tokenizer, adapted, family, chat_template=chat_template)
-
-    ids_out, labels_out, rows = [], [], []
-    cut_off: list[str] = []  # examples with no trained token left within max_seq_length
-    truncated = total = trained = longest = 0
-    for rec, i, enc in zip(adapted, source, encoded, strict=True):
-        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-        full = len(ids)
-        longest = max(longest, full)
-        if full > max_seq_length:
-            truncated += 1
-            ids, mask = ids[:max_seq_length], mask[:max_seq_length]
-        n_trained = sum(1 for m in mask if m)
-        if n_trained == 0:
-            name = rec.get("id") or f"line {i + 1}"
-            why = (
-                f"{full} tokens" if full > max_seq_length else "no trained turn: all assistant weights are 0"
-            )
-            cut_off.append(f"{name} ({why})")
-            continue
-        ids_out.append(ids)
-        labels_out.append([t if m else -100 for t, m in zip(ids, mask, strict=True)])
-        rows.append(i)
-        total += len(ids)
-        trained += n_trained
-    if cut_off:
-        shown = ", ".join(cut_off[:20]) + (f", ... ({len(cut_off) - 20} more)" if len(cut_off) > 20 else "")
-        raise KitError(
-            f"{key}: {len(cut_off)} of {len(adapted)} examples in {path} have no trained tokens within "
-            f"model.max_seq_length={max_seq_length}: {shown}. Raise model.max_seq_length, offer fewer tools "
-            "per example, or remove them (they are never dropped silently)"
-        )
-    stats = {
-        "rows": len(records),
-        "examples": len(adapted),
-        "tokens": total,
-        "trained_tokens": trained,
-        "truncated_examples": truncated,
-        "longest_tokens": longest,
-        "max_seq_length": max_seq_length,
-    }
-    if truncated:
-        log.warning(
-            "%s: %d of %d examples are longer than model.max_seq_length=%d and were truncated (longest %d tokens)",
-            key,
-            truncated,
-            len(adapted),
-            max_seq_length,
-            longest,
-        )
-    return Encoded(ids_out, labels_out, rows, stats)
-
-
-def _dataset(enc: Encoded):
-    import datasets
-    from datasets import Dataset
-
-    datasets.disable_progress_bars()  # TRL's per-split map/filter bars: noise next to the kit's own bar
-    # Only integer lists: no dict columns for Arrow to unify (see ENVIRONMENT.md).
-    return Dataset.from_dict({"input_ids": enc.input_ids, "labels": enc.labels, "row": enc.rows})
-
-
-# ------------------------------------------------------------------ model
-
-
 def _device() -> tuple[bool, bool]:
     """(on_gpu, bf16 supported)."""
     import torch
@@ -247,74 +154,7 @@ def _device() -> tuple[bool, bool]:
     return False, any(f() for f in native if f is not None)
 
 
-def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
-    """The dtype the base weights are loaded in. CPU: fp32 (bf16 is autocast, see config.mixed_precision)."""
-    import torch
-
-    if not on_gpu:
-        return torch.float32
-    d = cfg.model.dtype
-    if d == "float32":
-        return torch.float32
-    if d == "float16" or (d == "auto" and not bf16_ok):
-        return torch.float16
-    return torch.bfloat16
-
-
-def linear_module_names(model) -> list[str]:
-    """Leaf names of the decoder's linear layers (q_proj, ..., down_proj), output head excluded."""
-    import torch
-
-    names = set()
-    for full, mod in model.named_modules():
-        leaf = full.rsplit(".", 1)[-1]
-        if leaf in _NEVER_TARGET:
-            continue
-        # bitsandbytes Linear4bit subclasses torch.nn.Linear; PEFT's LoRA layers are skipped by name.
-        if isinstance(mod, torch.nn.Linear) and "lora_" not in full:
-            names.add(leaf)
-    return sorted(names)
-
-
-def resolve_targets(cfg: RunConfig, model) -> list[str]:
-    """lora.target_modules as a list; a name the model lacks is an error naming it."""
-    have = linear_module_names(model)
-    if cfg.lora.target_modules == "all-linear":
-        return have
-    missing = [m for m in cfg.lora.target_modules if m not in have]
-    if missing:
-        raise KitError(
-            f"lora.target_modules: {', '.join(missing)} not found in {cfg.model.name} "
-            f"(its linear layers: {', '.join(have)})"
-        )
-    return list(cfg.lora.target_modules)
-
-
-def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
-    """Indices of the decoder layers LoRA adapts (`lora.top_layers`: the top N), None for all of them."""
-    if cfg.lora.top_layers is None:
-        return None
-    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    n = getattr(c, "num_hidden_layers", None)
-    if n is None:
-        raise KitError(f"lora.top_layers: {cfg.model.name} does not say how many layers it has")
-    if cfg.lora.top_layers > n:
-        raise KitError(f"lora.top_layers: {cfg.lora.top_layers} > the {n} layers of {cfg.model.name}")
-    return list(range(n - cfg.lora.top_layers, n))
-
-
-def _context_length(model) -> int | None:
-    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return getattr(c, "max_position_embeddings", None)
-
-
-def _check_context(cfg: RunConfig, model) -> None:
-    ctx = _context_length(model)
-    if ctx is not None and cfg.model.max_seq_length > ctx:
-        raise KitError(
-            f"model.max_seq_length: {cfg.model.max_seq_length} tokens do not fit {cfg.model.name}'s "
-            f"context of {ctx} tokens"
-        )
+# ------------------------------------------------------------------ step 1: set up the run
 
 
 @dataclass
@@ -329,220 +169,140 @@ def resolve_init_from(path: str | None) -> InitFrom:
     if path is None:
         return InitFrom()
     p = Path(path)
-    for cand in (p / ADAPTER, p):
-        if (cand / "adapter_config.json").is_file():
+    for cand in (RunFiles(p).adapter, p):
+        if (cand / ADAPTER_CONFIG).is_file():
             return InitFrom(adapter=cand)
-    if (p / "config.json").is_file():
+    if (p / MODEL_CONFIG).is_file():
         return InitFrom(model=p)
     raise KitError(
-        f"init_from: {path} is neither a run folder, an adapter folder (adapter_config.json) nor a merged "
-        "model folder (config.json)"
+        f"init_from: {path} is neither a run folder, an adapter folder ({ADAPTER_CONFIG}) nor a merged "
+        f"model folder ({MODEL_CONFIG})"
     )
 
 
-def _check_adapter_matches(cfg: RunConfig, adapter: Path, targets: list[str]) -> None:
-    a = json.loads((adapter / "adapter_config.json").read_text())
-    if a.get("r") != cfg.lora.r:
+@dataclass
+class Run:
+    """What `setup_run` decided: the config, the folder, the backend, the device, the resume point."""
+
+    cfg: RunConfig
+    files: RunFiles
+    backend: str
+    backend_why: str
+    unsloth_first: bool | None  # unsloth backend: imported before transformers/TRL/PEFT (its patches need it)
+    checkpoint: Path | None  # the checkpoint a resumed run continues from
+    init: InitFrom
+    on_gpu: bool
+    bf16_ok: bool
+    cpu_threads: int | None
+    main: bool  # rank 0: the process that writes the run folder
+    old_files: list[Path] = field(default_factory=list)  # an overwritten run's files, deleted once loading worked
+    started: float = field(default_factory=time.time)
+
+
+def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: ExitStack | None = None) -> Run:
+    """Validate, choose the backend (importing Unsloth first), find the resume point, check the inputs, and
+    claim and lock the run folder (`hold` keeps the lock)."""
+    started = time.time()
+    if resume is not None:
+        run_dir = Path(resume)
+        if cfg is None:
+            cfg = load_run_config(run_dir)
+        else:
+            cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
+    elif cfg is None:
+        raise KitError("train: give a config or --resume RUN_DIR")
+    else:
+        run_dir = cfg.run_dir
+    cfg.validate()
+    files = RunFiles(run_dir)
+    # Unsloth must patch transformers, TRL and PEFT before anything imports them.
+    backend, why = choose_backend(cfg.backend)
+    unsloth_first = _import_unsloth() if backend == "unsloth" else None
+    log.info("backend: %s (%s)", backend, why)
+
+    checkpoint = _resume_point(files) if resume is not None else None
+    if checkpoint is not None:
+        _refuse_finished(files, checkpoint, cfg)
+    for key in ("train", "eval"):
+        path = getattr(cfg.data, key)
+        if path and not Path(path).is_file():
+            raise KitError(f"data.{key}: file not found: {path}")
+    init = resolve_init_from(cfg.init_from)
+    on_gpu, bf16_ok = _device()
+    if cfg.train.optim in EIGHT_BIT_OPTIMS and not on_gpu:
         raise KitError(
-            f"lora.r: {cfg.lora.r} differs from the init_from adapter's r={a.get('r')}: set lora.r={a.get('r')}"
+            f"train.optim: {cfg.train.optim} needs a CUDA GPU (bitsandbytes); use adamw_torch on CPU"
         )
-    theirs = set(a.get("target_modules") or [])
-    if theirs and theirs != set(targets):
-        raise KitError(
-            f"lora.target_modules: {sorted(targets)} differ from the init_from adapter's {sorted(theirs)}"
-        )
+    if cfg.model.load_in_4bit and backend == "hf" and importlib.util.find_spec("bitsandbytes") is None:
+        raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
+    main = _rank() == 0
+    old_files: list[Path] = []
+    if main:
+        if hold is not None:  # before anything in the folder is looked at: a second writer stops here
+            hold.enter_context(io.folder_lock(run_dir, "output.dir/output.name"))
+        if resume is None:
+            old_files = _new_run_dir(cfg, files)
+        else:
+            _check_same_data(files, cfg)
+    threads = None
+    if not on_gpu:
+        import torch
+
+        threads, threads_why = cpu_threads()
+        torch.set_num_threads(threads)
+        (log.warning if "busy" in threads_why else log.info)("CPU training on %s", threads_why)
+    return Run(cfg, files, backend, why, unsloth_first, checkpoint, init, on_gpu, bf16_ok, threads, main,
+               old_files, started)  # fmt: skip
 
 
-def _load_adapter_weights(model, adapter: Path) -> None:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = adapter / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise KitError(f"init_from: {weights} not found")
-    result = set_peft_model_state_dict(model, load_file(str(weights)))
-    unexpected = getattr(result, "unexpected_keys", None) or []
-    if unexpected:
-        raise KitError(
-            f"init_from: {len(unexpected)} adapter weights do not fit this model, e.g. {unexpected[0]}"
-        )
+def load_run_config(run_dir: str | Path, overrides: list[str] | dict | None = None) -> RunConfig:
+    """The resolved config a run folder was started with, plus overrides (e.g. a larger train.max_steps)."""
+    run_dir = Path(run_dir)
+    f = RunFiles(run_dir).config
+    if not f.is_file():
+        raise KitError(f"--resume: {f} not found (is {run_dir} a run folder?)")
+    cfg = load_config(f, overrides)
+    # The folder is where it is now, whatever the config said when the run started.
+    cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
+    return cfg
 
 
-def _apply_chat_template(cfg: RunConfig, tokenizer) -> tuple[str, str]:
-    """Put the training template on the tokenizer; returns (family name, template text).
+def _last_checkpoint(files: RunFiles) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
 
-    The template trained with is the one saved beside the adapter (and so the one merge exports and vLLM
-    serves): the family's training template (templates.py), or model.chat_template's file.
-    """
-    from .templates import detect_family
-
-    if cfg.model.chat_template:
-        p = Path(cfg.model.chat_template)
-        if not p.is_file():
-            raise KitError(f"model.chat_template: file not found: {p}")
-        tokenizer.chat_template = p.read_text(encoding="utf-8")
-    fam = detect_family(tokenizer, cfg.model.family)
-    template = tokenizer.chat_template if cfg.model.chat_template else fam.template()
-    tokenizer.chat_template = template
-    if tokenizer.pad_token is None:
-        # TRL pads with pad_token or eos; padding positions get label -100 and no attention either way.
-        tokenizer.pad_token = tokenizer.eos_token
-    return fam.name, template
-
-
-def load_hf(cfg: RunConfig, model_path: str, init: InitFrom, on_gpu: bool, bf16_ok: bool):
-    """transformers (+ bitsandbytes NF4) + PEFT LoRA. Returns (peft model, tokenizer, target modules)."""
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = _load_dtype(cfg, on_gpu, bf16_ok)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if cfg.model.load_in_4bit:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
-        from transformers import BitsAndBytesConfig
-
-        compute = (torch.bfloat16 if bf16_ok else torch.float16) if on_gpu else torch.float32
-        if not on_gpu and cfg.model.dtype == "bfloat16":
-            compute = torch.bfloat16
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-    if _world() > 1 and on_gpu:
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    model.config.use_cache = False
-    _check_context(cfg, model)
-    if cfg.model.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
-        )
-    targets = resolve_targets(cfg, model)
-    if init.adapter is not None:
-        _check_adapter_matches(cfg, init.adapter, targets)
-    lora = LoraConfig(
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=targets,
-        bias=cfg.lora.bias,
-        use_rslora=cfg.lora.use_rslora,
-        layers_to_transform=adapted_layers(cfg, model),
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(cfg.train.seed)  # LoRA A init: the same seed gives the same starting adapter
-    model = get_peft_model(model, lora)
-    if init.adapter is not None:
-        _load_adapter_weights(model, init.adapter)
-    return model, tokenizer, targets
-
-
-def load_unsloth(cfg: RunConfig, model_path: str, init: InitFrom, on_gpu: bool, bf16_ok: bool):
-    """Unsloth's FastLanguageModel (its CPU backend without a GPU). unsloth is already imported."""
-    from unsloth import FastLanguageModel
-
-    dtype = _load_dtype(cfg, on_gpu, bf16_ok)
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=model_path,
-        max_seq_length=cfg.model.max_seq_length,
-        load_in_4bit=cfg.model.load_in_4bit,
-        dtype=dtype,
-    )
-    _check_context(cfg, model)
-    targets = resolve_targets(cfg, model)
-    if init.adapter is not None:
-        _check_adapter_matches(cfg, init.adapter, targets)
-    gc: bool | str = False
-    if cfg.train.gradient_checkpointing:
-        # "unsloth" offloads activations to CPU RAM between forward and backward: a GPU-only saving.
-        gc = "unsloth" if on_gpu else True
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=targets,
-        bias=cfg.lora.bias,
-        use_gradient_checkpointing=gc,
-        random_state=cfg.train.seed,
-        use_rslora=cfg.lora.use_rslora,
-        layers_to_transform=adapted_layers(cfg, model),
-        max_seq_length=cfg.model.max_seq_length,
-    )
-    if init.adapter is not None:
-        _load_adapter_weights(model, init.adapter)
-    return model, tokenizer, targets
-
-
-# ------------------------------------------------------------------ run folder
-
-
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    ck = run_dir / CHECKPOINTS
-    if not ck.is_dir():
+    if not files.checkpoints.is_dir():
         return None
-    found = []
-    for p in ck.iterdir():
-        if p.name.startswith("checkpoint-") and p.name.split("-", 1)[1].isdigit():
-            # A checkpoint is complete once Trainer wrote trainer_state.json (it is written last).
-            if (p / "trainer_state.json").is_file():
-                found.append((int(p.name.split("-", 1)[1]), p))
-    return max(found)[1] if found else None
+    last = get_last_checkpoint(str(files.checkpoints))
+    return Path(last) if last else None
 
 
-def _resume_point(run_dir: Path) -> Path:
+def _resume_point(files: RunFiles) -> Path:
     """The checkpoint `--resume run_dir` continues from."""
-    if not run_dir.is_dir():
-        raise KitError(f"--resume: {run_dir} is not a run folder")
-    ckpt = _last_checkpoint(run_dir)
-    if ckpt is None:
+    if not files.root.is_dir():
+        raise KitError(f"--resume: {files.root} is not a run folder")
+    checkpoint = _last_checkpoint(files)
+    if checkpoint is None:
         raise KitError(
-            f"--resume: no complete checkpoint in {run_dir / CHECKPOINTS} (set train.save_steps); "
+            f"--resume: no complete checkpoint in {files.checkpoints} (set train.save_steps); "
             "start again with --set output.overwrite=true"
         )
-    return ckpt
-
-
-def _training_files(run_dir: Path) -> list[Path]:
-    """What a training run writes in its folder; other stages' subfolders (data/, stages/, eval/) are not."""
-    if not run_dir.is_dir():
-        return []
-    names = {CONFIG_FILE, FINGERPRINTS_FILE, RESULT_FILE, PLOT_FILE, "metrics.jsonl", CHECKPOINTS, ADAPTER}
-    return sorted(p for p in run_dir.iterdir() if p.name in names or p.name.startswith("rows.rank"))
-
-
-def _new_run_dir(cfg: RunConfig, run_dir: Path) -> list[Path]:
-    """Create the run folder (a folder of the user's that the kit did not make is refused); an earlier training
-    run there is an error unless output.overwrite. Returns the earlier run's training files, which
-    `_replace_old_run` deletes only once the new run has loaded its model and data (the pipeline's prepared
-    data in the same folder is kept)."""
-    io.claim_dir(run_dir, "run", "output.dir/output.name", known=(CONFIG_FILE, "stages", "data"))
-    old = _training_files(run_dir)
-    if old and not cfg.output.overwrite:
+    # get_last_checkpoint takes the highest step, complete or not; Trainer writes trainer_state.json last,
+    # so a checkpoint a kill cut short lacks it.
+    if not (checkpoint / TRAINER_STATE).is_file():
         raise KitError(
-            f"output.name: {run_dir} already holds a run: resume it (--resume {run_dir}), pick another "
-            "output.name, or --set output.overwrite=true"
+            f"--resume: {checkpoint} is incomplete (no {TRAINER_STATE}; the run was stopped while saving it): "
+            "delete it to resume from the checkpoint before it"
         )
-    return old
+    return checkpoint
 
 
-def _replace_old_run(old: list[Path]) -> None:
-    for p in old:
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-
-
-def _refuse_finished(run_dir: Path, ckpt: Path, cfg: RunConfig) -> None:
+def _refuse_finished(files: RunFiles, checkpoint: Path, cfg: RunConfig) -> None:
     """`--resume` of a run that already reached its length would train past it and rewrite its adapter."""
     try:
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        done = json.loads((run_dir / RESULT_FILE).read_text()) if (run_dir / RESULT_FILE).is_file() else {}
+        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        done = json.loads(files.result.read_text()) if files.result.is_file() else {}
     except (OSError, ValueError) as e:
-        raise KitError(f"--resume: {ckpt} is unreadable ({type(e).__name__}: {e})") from None
+        raise KitError(f"--resume: {checkpoint} is unreadable ({type(e).__name__}: {e})") from None
     step = int(state.get("global_step") or 0)
     if done.get("status") == "completed":
         step = max(step, int(done.get("steps") or 0))
@@ -556,54 +316,54 @@ def _refuse_finished(run_dir: Path, ckpt: Path, cfg: RunConfig) -> None:
         what = f"train.epochs {cfg.train.epochs}"
     if finished:
         raise KitError(
-            f"--resume: {run_dir} already finished ({step} steps, {what}); to train longer raise it, "
+            f"--resume: {files.root} already finished ({step} steps, {what}); to train longer raise it, "
             f"e.g. --set train.max_steps={step * 2}"
         )
 
 
-def _fingerprints(cfg: RunConfig, enc_train: Encoded, enc_eval: Encoded | None) -> dict[str, Any]:
-    fp = {"train": {"path": cfg.data.train, "sha256": file_sha256(cfg.data.train), **enc_train.stats}}
-    if enc_eval is not None:
-        fp["eval"] = {"path": cfg.data.eval, "sha256": file_sha256(cfg.data.eval), **enc_eval.stats}
-    return fp
+def _training_files(files: RunFiles) -> list[Path]:
+    """What a training run writes in its folder; other stages' subfolders (data/, stages/, eval/) are not."""
+    if not files.root.is_dir():
+        return []
+    mine = {files.config, files.data_fingerprints, files.result, files.loss_plot, files.metrics,
+            files.checkpoints, files.adapter}  # fmt: skip
+    return sorted(p for p in files.root.iterdir() if p in mine)
 
 
-def _check_same_data(run_dir: Path, cfg: RunConfig) -> None:
-    f = run_dir / FINGERPRINTS_FILE
-    if not f.is_file():
+def _new_run_dir(cfg: RunConfig, files: RunFiles) -> list[Path]:
+    """Create the run folder (a folder of the user's that the kit did not make is refused); an earlier training
+    run there is an error unless output.overwrite. Returns the earlier run's training files, which
+    `start_run_folder` deletes only once the new run has loaded its model and data (the pipeline's prepared
+    data in the same folder is kept)."""
+    io.claim_dir(files.root, "run", "output.dir/output.name", known=(CONFIG, files.stages.name, files.data.name))
+    old = _training_files(files)
+    if old and not cfg.output.overwrite:
+        raise KitError(
+            f"output.name: {files.root} already holds a run: resume it (--resume {files.root}), pick another "
+            "output.name, or --set output.overwrite=true"
+        )
+    return old
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_same_data(files: RunFiles, cfg: RunConfig) -> None:
+    if not files.data_fingerprints.is_file():
         return
-    old = json.loads(f.read_text())
-    for split, key in (("train", "data.train"), ("eval", "data.eval")):
+    old = json.loads(files.data_fingerprints.read_text())
+    for split in ("train", "eval"):
         path = getattr(cfg.data, split)
         if split in old and path and file_sha256(path) != old[split]["sha256"]:
             raise KitError(
-                f"{key}: {path} changed since {run_dir} started (sha256 differs): resuming would not see the "
-                "same data; start a new run"
+                f"data.{split}: {path} changed since {files.root} started (sha256 differs): resuming would not "
+                "see the same data; start a new run"
             )
-
-
-def load_run_config(run_dir: str | Path, overrides: list[str] | dict | None = None) -> RunConfig:
-    """The resolved config a run folder was started with, plus overrides (e.g. a larger train.max_steps)."""
-    run_dir = Path(run_dir)
-    f = run_dir / CONFIG_FILE
-    if not f.is_file():
-        raise KitError(f"--resume: {f} not found (is {run_dir} a run folder?)")
-    cfg = load_config(f, overrides)
-    # The folder is where it is now, whatever the config said when the run started.
-    cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
-    return cfg
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "unsloth"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def _idle_cores(interval: float = 0.5) -> float | None:
@@ -641,102 +401,307 @@ def cpu_threads() -> tuple[int, str]:
     return use, f"{use} of {have} threads: other processes keep {have - idle:.1f} cores busy"
 
 
-def _tune_malloc() -> bool:
-    """glibc: keep freed memory instead of returning it to the OS after every step (about 2x on CPU here).
-
-    The same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1e11 in the environment (the Makefile sets those);
-    done in-process for notebook and CLI runs that did not. Returns whether it was applied.
-    """
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_MAX_" in os.environ:
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # from malloc.h
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 100_000_000_000))
-    except OSError:
-        return False
+# ------------------------------------------------------------------ step 2: load the model
 
 
-# ------------------------------------------------------------------ training
+@dataclass
+class Loaded:
+    """The LoRA-wrapped model and its tokenizer, with the training chat template on it."""
+
+    model: Any
+    tokenizer: Any
+    targets: list[str]  # leaf names of the wrapped linear layers (q_proj, ...)
+    family: str
+    template: str
+    path: str  # the folder or hub id the base weights came from
+    seconds: float
 
 
-def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None) -> dict:
-    """Train a LoRA adapter as `cfg` says; returns result.json's content (see `_train`). The run folder is
-    locked from its creation to the end of the run, so a second process writing the same run gets a KitError."""
-    with ExitStack() as hold:
-        return _train(cfg, resume, extra_callbacks=extra_callbacks, _hold=hold)
-
-
-def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None, _hold=None):
-    """Train a LoRA adapter as `cfg` says; returns result.json's content.
-
-    `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (pass `cfg` to
-    change something, e.g. a larger max_steps: `load_run_config(run_dir, overrides)`). A NaN/inf loss stops
-    the run and raises KitError after writing result.json (status "stopped"); the last good checkpoint
-    stays. `extra_callbacks`: more TrainerCallbacks (tests inject faults this way).
-    """
-    t_start = time.time()
-    if resume is not None:
-        run_dir = Path(resume)
-        if cfg is None:
-            cfg = load_run_config(run_dir)
-        else:
-            cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
-    elif cfg is None:
-        raise KitError("train: give a config or --resume RUN_DIR")
-    else:
-        run_dir = cfg.run_dir
-    cfg.validate()
-    main = _rank() == 0
-    # Unsloth must patch transformers, TRL and PEFT before anything imports them.
-    backend, why = choose_backend(cfg.backend)
-    unsloth_first = _import_unsloth() if backend == "unsloth" else None
-    log.info("backend: %s (%s)", backend, why)
-
-    ckpt = _resume_point(run_dir) if resume is not None else None
-    if ckpt is not None:
-        _refuse_finished(run_dir, ckpt, cfg)
-    for key in ("train", "eval"):
-        path = getattr(cfg.data, key)
-        if path and not Path(path).is_file():
-            raise KitError(f"data.{key}: file not found: {path}")
-    init = resolve_init_from(cfg.init_from)
-    if cfg.train.optim in EIGHT_BIT_OPTIMS and not _device()[0]:
-        raise KitError(
-            f"train.optim: {cfg.train.optim} needs a CUDA GPU (bitsandbytes); use adamw_torch on CPU"
-        )
-    if cfg.model.load_in_4bit and backend == "hf" and importlib.util.find_spec("bitsandbytes") is None:
-        raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
-    old_run: list[Path] = []
-    if main:
-        if _hold is not None:  # before anything in the folder is looked at: a second writer stops here
-            _hold.enter_context(io.folder_lock(run_dir, "output.dir/output.name"))
-        if resume is None:
-            old_run = _new_run_dir(cfg, run_dir)
-        else:
-            _check_same_data(run_dir, cfg)
-
+def load_model(run: Run) -> Loaded:
+    """The base model (or init_from's merged model) with LoRA on it, and the tokenizer with the template."""
     from .models import resolve_model
 
-    on_gpu, bf16_ok = _device()
-    malloc_tuned = _tune_malloc() if not on_gpu else False
-    threads = None
-    if not on_gpu:
-        import torch
-
-        threads, threads_why = cpu_threads()
-        torch.set_num_threads(threads)
-        (log.warning if "busy" in threads_why else log.info)("CPU training on %s", threads_why)
-    model_path = str(init.model) if init.model is not None else str(resolve_model(cfg.model.name))
-    loader = load_unsloth if backend == "unsloth" else load_hf
-    t_load = time.time()
-    model, tokenizer, targets = loader(cfg, model_path, init, on_gpu, bf16_ok)
-    load_s = time.time() - t_load
+    cfg = run.cfg
+    path = str(run.init.model) if run.init.model is not None else str(resolve_model(cfg.model.name))
+    loader = load_unsloth if run.backend == "unsloth" else load_hf
+    t0 = time.time()
+    model, tokenizer = loader(cfg, path, run.on_gpu, run.bf16_ok)
+    targets = _wrapped_modules(model)
+    if run.init.adapter is not None:
+        _continue_adapter(cfg, model, run.init.adapter, targets)
+    seconds = time.time() - t0
     family, template = _apply_chat_template(cfg, tokenizer)
+    return Loaded(model, tokenizer, targets, family, template, path, seconds)
 
+
+def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
+    """The dtype the base weights are loaded in. CPU: fp32 (bf16 is autocast, see config.mixed_precision)."""
+    import torch
+
+    if not on_gpu:
+        return torch.float32
+    d = cfg.model.dtype
+    if d == "float32":
+        return torch.float32
+    if d == "float16" or (d == "auto" and not bf16_ok):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _target_modules(cfg: RunConfig, model) -> str | list[str]:
+    """lora.target_modules for PEFT; a name the model lacks is an error naming it (PEFT only complains when no
+    name matches)."""
+    import torch
+
+    head = model.get_output_embeddings()  # TRL's chunked loss reads its weight directly: never wrapped
+    linear = sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+    )
+    if cfg.lora.target_modules == "all-linear":
+        # PEFT resolves "all-linear" itself, but refuses it beside layers_to_transform (lora.top_layers).
+        return "all-linear" if cfg.lora.top_layers is None else linear
+    missing = [m for m in cfg.lora.target_modules if m not in linear]
+    if missing:
+        raise KitError(
+            f"lora.target_modules: {', '.join(missing)} not found in {cfg.model.name} "
+            f"(its linear layers: {', '.join(linear)})"
+        )
+    return list(cfg.lora.target_modules)
+
+
+def _wrapped_modules(model) -> list[str]:
+    """Leaf names of the layers LoRA wraps: what result.json reports and an init_from adapter must match."""
+    from peft.tuners.lora import LoraLayer
+
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLayer)})
+
+
+def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
+    """Indices of the decoder layers LoRA adapts (`lora.top_layers`: the top N), None for all of them."""
+    if cfg.lora.top_layers is None:
+        return None
+    n = getattr(_text_config(model), "num_hidden_layers", None)
+    if n is None:
+        raise KitError(f"lora.top_layers: {cfg.model.name} does not say how many layers it has")
+    if cfg.lora.top_layers > n:
+        raise KitError(f"lora.top_layers: {cfg.lora.top_layers} > the {n} layers of {cfg.model.name}")
+    return list(range(n - cfg.lora.top_layers, n))
+
+
+def _text_config(model):
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
+def _check_context(cfg: RunConfig, model) -> None:
+    ctx = getattr(_text_config(model), "max_position_embeddings", None)
+    if ctx is not None and cfg.model.max_seq_length > ctx:
+        raise KitError(
+            f"model.max_seq_length: {cfg.model.max_seq_length} tokens do not fit {cfg.model.name}'s "
+            f"context of {ctx} tokens"
+        )
+
+
+def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) -> None:
+    """Load init_from's adapter weights into the adapter just built (the same r and layers, trainable).
+
+    PEFT's `load_adapter` into the "default" adapter rather than `PeftModel.from_pretrained`: the latter would
+    take the old run's LoRA settings and, under Unsloth, skip its `get_peft_model`."""
+    theirs = json.loads((adapter / ADAPTER_CONFIG).read_text())
+    if theirs.get("r") != cfg.lora.r:
+        raise KitError(
+            f"lora.r: {cfg.lora.r} differs from the init_from adapter's r={theirs.get('r')}: "
+            f"set lora.r={theirs.get('r')}"
+        )
+    modules = theirs.get("target_modules")
+    # PEFT saves "all-linear" resolved, as full module paths: compare leaf names.
+    modules = {modules} if isinstance(modules, str) else {m.rsplit(".", 1)[-1] for m in modules or []}
+    if modules and modules != {"all-linear"} and modules != set(targets):
+        raise KitError(f"lora.target_modules: {targets} differ from the init_from adapter's {sorted(modules)}")
+    loaded = model.load_adapter(str(adapter), adapter_name="default", is_trainable=True)
+    unexpected = getattr(loaded, "unexpected_keys", None) or []
+    if unexpected:
+        raise KitError(
+            f"init_from: {len(unexpected)} adapter weights do not fit this model, e.g. {unexpected[0]}"
+        )
+
+
+def _apply_chat_template(cfg: RunConfig, tokenizer) -> tuple[str, str]:
+    """Put the training template on the tokenizer; returns (family name, template text).
+
+    The template trained with is the one saved beside the adapter (and so the one merge exports and vLLM
+    serves): the family's training template (templates.py), or model.chat_template's file.
+    """
+    from .templates import detect_family
+
+    if cfg.model.chat_template:
+        p = Path(cfg.model.chat_template)
+        if not p.is_file():
+            raise KitError(f"model.chat_template: file not found: {p}")
+        tokenizer.chat_template = p.read_text(encoding="utf-8")
+    fam = detect_family(tokenizer, cfg.model.family)
+    template = tokenizer.chat_template if cfg.model.chat_template else fam.template()
+    tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        # TRL pads with pad_token or eos; padding positions get label -100 and no attention either way.
+        tokenizer.pad_token = tokenizer.eos_token
+    return fam.name, template
+
+
+def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
+    """transformers (+ bitsandbytes NF4) + PEFT LoRA. Returns (peft model, tokenizer)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": _load_dtype(cfg, on_gpu, bf16_ok)}
+    if cfg.model.load_in_4bit:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
+        from transformers import BitsAndBytesConfig
+
+        compute = (torch.bfloat16 if bf16_ok else torch.float16) if on_gpu else torch.float32
+        if not on_gpu and cfg.model.dtype == "bfloat16":
+            compute = torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+    if _world() > 1 and on_gpu:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    model.config.use_cache = False
+    _check_context(cfg, model)
+    if cfg.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=_target_modules(cfg, model),
+        bias=cfg.lora.bias,
+        use_rslora=cfg.lora.use_rslora,
+        layers_to_transform=adapted_layers(cfg, model),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(cfg.train.seed)  # LoRA A init: the same seed gives the same starting adapter
+    return get_peft_model(model, lora), tokenizer
+
+
+def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
+    """Unsloth's FastLanguageModel (its CPU backend without a GPU). unsloth is already imported."""
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=model_path,
+        max_seq_length=cfg.model.max_seq_length,
+        load_in_4bit=cfg.model.load_in_4bit,
+        dtype=_load_dtype(cfg, on_gpu, bf16_ok),
+    )
+    _check_context(cfg, model)
+    checkpointing: bool | str = False
+    if cfg.train.gradient_checkpointing:
+        # "unsloth" offloads activations to CPU RAM between forward and backward: a GPU-only saving.
+        checkpointing = "unsloth" if on_gpu else True
+    model = FastLanguageModel.get_peft_model(
+        model,  # unsloth's LoRA: its fast kernels and checkpointing
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=_target_modules(cfg, model),
+        bias=cfg.lora.bias,
+        use_gradient_checkpointing=checkpointing,
+        random_state=cfg.train.seed,
+        use_rslora=cfg.lora.use_rslora,
+        layers_to_transform=adapted_layers(cfg, model),
+        max_seq_length=cfg.model.max_seq_length,
+    )
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------ step 3: build the datasets
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: the columns TRL gets, plus its token statistics (tokens.token_stats)."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Datasets:
+    train: Encoded
+    eval: Encoded | None
+
+
+def encode_records(
+    records: list[dict],
+    tokenizer,
+    family: str | None,
+    max_seq_length: int,
+    key: str,
+    path: str,
+    chat_template: str | None = None,
+    parallel: str = "error",
+    content_with_calls: str = "error",
+) -> Encoded:
+    """Adapt to the family, tokenize with the assistant-only mask, truncate, refuse fully cut examples."""
+    from .templates import adapt_record, detect_family
+    from .tokens import count_tokens, encode_many, token_stats
+
+    family = detect_family(tokenizer, family).name
+    adapted, source = [], []
+    for i, rec in enumerate(records):
+        for a in adapt_record(rec, family, parallel=parallel, content_with_calls=content_with_calls):
+            adapted.append(a)
+            source.append(i)
+    encoded = encode_many(tokenizer, adapted, family, chat_template=chat_template)
+
+    ids_out, labels_out, counts = [], [], []
+    cut_off: list[str] = []  # examples with no trained token left within max_seq_length
+    for rec, i, enc in zip(adapted, source, encoded, strict=True):
+        count = count_tokens(enc["assistant_masks"], max_seq_length)
+        counts.append(count)
+        if count["kept_trained"] == 0:
+            why = f"{count['tokens']} tokens" if count["trained"] else "no trained turn: all assistant weights are 0"
+            cut_off.append(f"{rec.get('id') or f'line {i + 1}'} ({why})")
+            continue
+        ids, mask = enc["input_ids"][:max_seq_length], enc["assistant_masks"][:max_seq_length]
+        ids_out.append(list(ids))
+        labels_out.append([t if m else -100 for t, m in zip(ids, mask, strict=True)])
+    if cut_off:
+        shown = ", ".join(cut_off[:20]) + (f", ... ({len(cut_off) - 20} more)" if len(cut_off) > 20 else "")
+        raise KitError(
+            f"{key}: {len(cut_off)} of {len(adapted)} examples in {path} have no trained tokens within "
+            f"model.max_seq_length={max_seq_length}: {shown}. Raise model.max_seq_length, offer fewer tools "
+            "per example, or remove them (they are never dropped silently)"
+        )
+    stats = {"rows": len(records), **token_stats(counts, max_seq_length)}
+    if stats["truncated_examples"]:
+        log.warning(
+            "%s: %d of %d examples are longer than model.max_seq_length=%d and were truncated (longest %d tokens)",
+            key,
+            stats["truncated_examples"],
+            len(adapted),
+            max_seq_length,
+            stats["longest_tokens"],
+        )
+    return Encoded(ids_out, labels_out, stats)
+
+
+def build_datasets(run: Run, loaded: Loaded) -> Datasets:
+    """data.train and data.eval (the first train.eval_limit records), tokenized with the training template."""
+    from .bfcl import assert_not_bfcl
     from .tokens import read_records
+
+    cfg = run.cfg
 
     def encode_split(key: str) -> Encoded:
         path = getattr(cfg.data, key)
@@ -744,207 +709,234 @@ def _train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ex
         if key == "eval" and cfg.train.eval_limit is not None:
             records = records[: cfg.train.eval_limit]
         if key == "train":
-            from .bfcl import assert_not_bfcl
-
             assert_not_bfcl(records, f"data.train ({path})")  # an evaluation set is never training data
         return encode_records(
             records,
-            tokenizer,
-            family,
+            loaded.tokenizer,
+            loaded.family,
             cfg.model.max_seq_length,
             f"data.{key}",
             path,
-            chat_template=template,
+            chat_template=loaded.template,
             parallel=cfg.data.parallel,
             content_with_calls=cfg.data.content_with_calls,
         )
 
-    enc_train = encode_split("train")
-    enc_eval = encode_split("eval") if cfg.data.eval else None
-    fingerprints = _fingerprints(cfg, enc_train, enc_eval)
-    if main:
-        _replace_old_run(old_run)  # the new run loaded its model and data: only now is the old one replaced
-        # On resume too: the stored config is the one that trained (overrides such as a larger max_steps).
-        io.write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
-        io.write_json(run_dir / FINGERPRINTS_FILE, fingerprints)
+    return Datasets(encode_split("train"), encode_split("eval") if cfg.data.eval else None)
 
+
+def start_run_folder(run: Run, data: Datasets) -> None:
+    """Only now that model and data loaded is an overwritten run's folder emptied; config.yaml (on resume
+    too: the config that trains, e.g. a larger max_steps) and data_fingerprints.json are written."""
+    if not run.main:
+        return
+    for p in run.old_files:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    cfg = run.cfg
+    fingerprints = {"train": {"path": cfg.data.train, "sha256": file_sha256(cfg.data.train), **data.train.stats}}
+    if data.eval is not None:
+        fingerprints["eval"] = {"path": cfg.data.eval, "sha256": file_sha256(cfg.data.eval), **data.eval.stats}
+    io.write_text(run.files.config, cfg.to_yaml())
+    io.write_json(run.files.data_fingerprints, fingerprints)
+
+
+def _dataset(enc: Encoded):
+    import datasets
+    from datasets import Dataset
+
+    datasets.disable_progress_bars()  # TRL's per-split map/filter bars: noise next to the kit's own bar
+    # Only integer lists: no dict columns for Arrow to unify (see ENVIRONMENT.md).
+    return Dataset.from_dict({"input_ids": enc.input_ids, "labels": enc.labels})
+
+
+# ------------------------------------------------------------------ step 4: build the trainer
+
+
+@dataclass
+class TrainerParts:
+    """The SFTTrainer and the kit's callbacks around it."""
+
+    trainer: Any
+    runlog: Any  # callbacks.RunLog: metrics.jsonl
+    health: Any  # callbacks.HealthCallback: .fatal says why the run stopped
+    metrics: Any  # callbacks.MetricsCallback: .totals counts tokens
+    plot: Any  # callbacks.LivePlotCallback: loss.png and the notebook figure
+
+
+def build_trainer(run: Run, loaded: Loaded, data: Datasets, extra_callbacks=None) -> TrainerParts:
+    """TRL's SFTTrainer with the kit's SFTConfig, token counting, metrics.jsonl, health checks and plot."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import BatchTracker, HealthCallback, LivePlotCallback, MetricsCallback, RunLog
 
-    kwargs = sft_kwargs(cfg, run_dir / CHECKPOINTS, on_gpu=on_gpu, bf16_ok=bf16_ok)
-    # Show NaN/inf in the logged loss instead of Trainer's silent "average of previous losses" stand-in.
-    kwargs["logging_nan_inf_filter"] = False
-    if backend == "unsloth":
-        # Unsloth wires its own checkpointing through get_peft_model; TRL's would wrap the model twice.
-        kwargs["gradient_checkpointing"] = False
-        kwargs.pop("gradient_checkpointing_kwargs", None)
-    args = SFTConfig(**kwargs)
-
-    runlog = RunLog(run_dir, main=main)
-    if resume is not None and ckpt is not None:
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        runlog.load_until(int(state["global_step"]))
-    health = HealthCallback(runlog, model)
-    title = f"{run_dir.name}: {cfg.model.name} ({backend})"
+    cfg = run.cfg
+    args = SFTConfig(
+        **sft_kwargs(cfg, run.files.checkpoints, on_gpu=run.on_gpu, bf16_ok=run.bf16_ok, backend=run.backend)
+    )
     trainer = SFTTrainer(
-        model=model,
+        model=loaded.model,
         args=args,
-        train_dataset=_dataset(enc_train),
-        eval_dataset=_dataset(enc_eval) if enc_eval is not None else None,
-        processing_class=tokenizer,
+        train_dataset=_dataset(data.train),
+        eval_dataset=_dataset(data.eval) if data.eval is not None else None,
+        processing_class=loaded.tokenizer,
     )
     # The kit's tqdm bar and metrics.jsonl replace Trainer's printed log dicts and its own bar.
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     tracker = BatchTracker(trainer.data_collator, trainer.model)
     trainer.data_collator = tracker
-    rows_path = run_dir / f"rows.rank{_rank()}.jsonl"
-    metrics = MetricsCallback(runlog, tracker, rows_path)
-    if resume is not None and ckpt is not None:
-        metrics.load_rows_until(runlog.resumed_step)
-    plot = LivePlotCallback(runlog, run_dir / PLOT_FILE, title=title)
-    for cb in [metrics, health, plot, *(extra_callbacks or [])]:
-        trainer.add_callback(cb)
-
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_total = sum(p.numel() for p in model.parameters())
-    log.info(
-        "training %s on %d examples (%d tokens, %d trained) with %s; LoRA r=%d on %s: %d trainable parameters",
-        cfg.model.name,
-        len(enc_train.rows),
-        enc_train.stats["tokens"],
-        enc_train.stats["trained_tokens"],
-        backend,
-        cfg.lora.r,
-        ",".join(targets),
-        n_trainable,
+    runlog = RunLog(run.files.root, main=run.main)
+    parts = TrainerParts(
+        trainer,
+        runlog,
+        HealthCallback(runlog, loaded.model),
+        MetricsCallback(runlog, tracker),
+        LivePlotCallback(runlog, run.files.loss_plot, title=f"{run.files.root.name}: {cfg.model.name} ({run.backend})"),
     )
-    t_train = time.time()
+    for cb in [parts.metrics, parts.health, parts.plot, *(extra_callbacks or [])]:
+        trainer.add_callback(cb)
+    return parts
+
+
+# ------------------------------------------------------------------ step 5: fit
+
+
+def fit(run: Run, parts: TrainerParts) -> float:
+    """trainer.train (from the resume checkpoint if any); returns the seconds it took. Out of memory is a
+    KitError naming the settings that fix it."""
     import torch
 
+    cfg, model = run.cfg, parts.trainer.model
+    log.info(
+        "training %s on %d examples with %s; LoRA r=%d: %d trainable parameters",
+        cfg.model.name,
+        len(parts.trainer.train_dataset),
+        run.backend,
+        cfg.lora.r,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
+    t0 = time.time()
     try:
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+        parts.trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
     except torch.OutOfMemoryError:
-        runlog.flush(force=True)
-        last = _last_checkpoint(run_dir)
+        parts.runlog.flush(force=True)
+        last = _last_checkpoint(run.files)
         raise KitError(
             f"train.batch_size: a batch of {cfg.train.batch_size} x up to {cfg.model.max_seq_length} tokens "
-            f"(model.max_seq_length) does not fit in {'GPU ' if on_gpu else ''}memory at step "
-            f"{trainer.state.global_step + 1}: lower train.batch_size (raise train.grad_accum to keep the "
+            f"(model.max_seq_length) does not fit in {'GPU ' if run.on_gpu else ''}memory at step "
+            f"{parts.trainer.state.global_step + 1}: lower train.batch_size (raise train.grad_accum to keep the "
             "effective batch) or model.max_seq_length, or turn on train.gradient_checkpointing / "
             f"model.load_in_4bit (`toolcall-kit plan` estimates the fit)"
-            + (f"; resume from {last} with --resume {run_dir}" if last else "")
+            + (f"; resume from {last} with --resume {run.files.root}" if last else "")
         ) from None
-    train_s = time.time() - t_train
+    return time.time() - t0
 
+
+# ------------------------------------------------------------------ step 6: finish the run
+
+
+def finish_run(run: Run, loaded: Loaded, data: Datasets, parts: TrainerParts, train_seconds: float) -> dict:
+    """The final eval loss, the adapter, result.json; a run the health checks stopped raises KitError."""
+    trainer, runlog, health = parts.trainer, parts.runlog, parts.health
     final_eval = None
-    if health.fatal is None and enc_eval is not None:
+    if health.fatal is None and data.eval is not None:
         step = trainer.state.global_step
         done = [r for r in runlog.rows if "eval_loss" in r and r["step"] == step]
-        if done:  # the last scheduled evaluation was at this very step
-            final_eval = done[-1]
-        else:
-            final_eval = trainer.evaluate()
-            runlog.add(
-                {"step": step, **{k: float(v) for k, v in final_eval.items() if isinstance(v, (int, float))}}
-            )
-            if main:
-                plot.draw(force=True)
-
-    losses = [r["loss"] for r in runlog.rows if r.get("loss") is not None]
-    totals = metrics.totals
-    result: dict[str, Any] = {
-        "status": "stopped" if health.fatal else "completed",
-        "error": health.fatal,
-        "run_dir": str(run_dir),
-        "backend": backend,
-        "backend_why": why,
-        # unsloth backend: whether unsloth was imported before transformers/TRL/PEFT (its patches need it).
-        "unsloth_imported_first": unsloth_first,
-        "model": cfg.model.name,
-        "model_path": model_path,
-        "family": family,
-        "init_from": cfg.init_from,
-        "resumed_from": str(ckpt) if ckpt is not None else None,
-        "device": "cuda" if on_gpu else "cpu",
-        "world_size": args.world_size,
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "load_in_4bit": cfg.model.load_in_4bit,
-        "target_modules": targets,
-        "trainable_params": n_trainable,
-        "total_params": n_total,
-        "steps": trainer.state.global_step,
-        "max_steps": trainer.state.max_steps,
-        "epochs": round(float(trainer.state.epoch or 0.0), 4),
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
-        "final_eval_loss": (final_eval or {}).get("eval_loss"),
-        "train_rows": len(enc_train.rows),
-        "eval_rows": len(enc_eval.rows) if enc_eval is not None else 0,
-        "load_seconds": round(load_s, 2),
-        "train_seconds": round(train_s, 2),
-        "wall_seconds": round(time.time() - t_start, 2),
-        # Tokens of this process this session x processes (resumed runs count from the resume point).
-        "tokens_per_s": round(totals["real_tokens"] * args.world_size / train_s, 1) if train_s > 0 else None,
-        "steps_per_s": round(totals["steps"] / train_s, 3) if train_s > 0 else None,
-        "real_token_fraction": (
-            round(totals["real_tokens"] / totals["processed_tokens"], 4)
-            if totals["processed_tokens"]
-            else None
-        ),
-        "trained_token_fraction": (
-            round(totals["trained_tokens"] / totals["processed_tokens"], 4)
-            if totals["processed_tokens"]
-            else None
-        ),
-        "malloc_tuned": malloc_tuned,
-        "cpu_threads": threads,
-        "warnings": [{k: w[k] for k in ("step", "warning", "message")} for w in runlog.warnings],
-        "adapter": None,
-        "versions": _versions(),
-        **{k: v for k, v in _memory().items()},
-    }
-    if health.fatal is None and main:
-        with io.atomic_dir(run_dir / ADAPTER, kind="adapter", replace_unmarked=True) as tmp:  # in the locked run
+        # The last scheduled evaluation may have been at this very step; trainer.evaluate() logs its row.
+        final_eval = done[-1] if done else trainer.evaluate()
+        if not done and run.main:
+            parts.plot.draw(force=True)
+    result = _result(run, loaded, data, parts, train_seconds, final_eval)
+    if health.fatal is None and run.main:
+        with io.atomic_dir(run.files.adapter, kind="adapter", replace_unmarked=True) as tmp:  # in the locked run
             trainer.model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        result["adapter"] = str(run_dir / ADAPTER)
-    if main:
+            loaded.tokenizer.save_pretrained(tmp)
+        result["adapter"] = str(run.files.adapter)
+    if run.main:
         runlog.flush(force=True)
-        io.write_json(run_dir / RESULT_FILE, result)
+        io.write_json(run.files.result, result)
     if health.fatal is not None:
-        ck = _last_checkpoint(run_dir)
-        keep = f"; the last good checkpoint is {ck}" if ck else "; no checkpoint was saved before it"
+        last = _last_checkpoint(run.files)
+        keep = f"; the last good checkpoint is {last}" if last else "; no checkpoint was saved before it"
         raise KitError(f"{health.fatal}{keep}")
     return result
 
 
-def _memory() -> dict[str, float]:
+def _result(run, loaded, data, parts, train_seconds, final_eval) -> dict[str, Any]:
     from .callbacks import memory_now
 
-    return memory_now()
+    cfg, state, args = run.cfg, parts.trainer.state, parts.trainer.args
+    losses = [r["loss"] for r in parts.runlog.rows if r.get("loss") is not None]
+    totals = parts.metrics.totals
+    processed = totals["processed_tokens"]
+    return {
+        "status": "stopped" if parts.health.fatal else "completed",
+        "error": parts.health.fatal,
+        "run_dir": str(run.files.root),
+        "backend": run.backend,
+        "backend_why": run.backend_why,
+        "unsloth_imported_first": run.unsloth_first,
+        "model": cfg.model.name,
+        "model_path": loaded.path,
+        "family": loaded.family,
+        "init_from": cfg.init_from,
+        "resumed_from": str(run.checkpoint) if run.checkpoint is not None else None,
+        "device": "cuda" if run.on_gpu else "cpu",
+        "world_size": args.world_size,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "load_in_4bit": cfg.model.load_in_4bit,
+        "target_modules": loaded.targets,
+        "trainable_params": sum(p.numel() for p in loaded.model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in loaded.model.parameters()),
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs": round(float(state.epoch or 0.0), 4),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "final_eval_loss": (final_eval or {}).get("eval_loss"),
+        "train_rows": len(data.train.input_ids),
+        "eval_rows": len(data.eval.input_ids) if data.eval is not None else 0,
+        "load_seconds": round(loaded.seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "wall_seconds": round(time.time() - run.started, 2),
+        # Tokens of this process this session x processes (resumed runs count from the resume point).
+        "tokens_per_s": round(totals["real_tokens"] * args.world_size / train_seconds, 1) if train_seconds > 0 else None,
+        "steps_per_s": round(totals["steps"] / train_seconds, 3) if train_seconds > 0 else None,
+        "real_token_fraction": round(totals["real_tokens"] / processed, 4) if processed else None,
+        "trained_token_fraction": round(totals["trained_tokens"] / processed, 4) if processed else None,
+        # glibc malloc settings (the Makefile exports them; about 2x faster CPU training here).
+        "malloc_tuned": "MALLOC_MMAP_MAX_" in os.environ,
+        "cpu_threads": run.cpu_threads,
+        "warnings": [{k: w[k] for k in ("step", "warning", "message")} for w in parts.runlog.warnings],
+        "adapter": None,
+        "versions": _versions(),
+        **memory_now(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "unsloth"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def summary(result: dict) -> str:
     """The few lines the CLI prints after a run."""
+    eval_loss = result.get("final_eval_loss")
+    gpu = result.get("gpu_peak_reserved_gib")
     lines = [
         f"trained {result['model']} with {result['backend']} ({result['backend_why']})",
         f"steps {result['steps']}/{result['max_steps']}, loss {result['first_loss']:.4g} -> {result['final_loss']:.4g}"
-        + (
-            f", eval loss {result['final_eval_loss']:.4g}"
-            if result.get("final_eval_loss") is not None
-            else ""
-        ),
+        + (f", eval loss {eval_loss:.4g}" if eval_loss is not None else ""),
         f"{result['train_seconds']} s training, {result['tokens_per_s']} tokens/s, "
-        f"peak RSS {result['peak_rss_gib']} GiB"
-        + (
-            f", GPU peak {result['gpu_peak_reserved_gib']} GiB reserved"
-            if "gpu_peak_reserved_gib" in result
-            else ""
-        ),
+        f"peak RSS {result['peak_rss_gib']} GiB" + (f", GPU peak {gpu} GiB reserved" if gpu is not None else ""),
         f"adapter: {result['adapter']}",
     ]
     for w in result.get("warnings") or []:
