@@ -15,9 +15,9 @@ import pytest
 from toolcall_kit import evaluate as E
 from toolcall_kit.cli import main
 from toolcall_kit.errors import DataError, KitError
-from toolcall_kit.serve import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
+from served import free_port, local_server  # noqa: E402
 from tiny_caller import CALL_TEXT, build_tiny_caller  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "eval_small.jsonl"
@@ -505,8 +505,6 @@ def served_caller(tiny_caller):
     """A real `transformers serve` of the tiny caller on 127.0.0.1, stopped afterwards."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from toolcall_kit.serve import local_server
-
     with local_server(tiny_caller) as url:
         yield url, str(tiny_caller)
 

@@ -525,7 +525,7 @@ def test_teacher_against_a_real_transformers_server(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from toolcall_kit.models import build_tiny_model
-    from toolcall_kit.serve import local_server
+    from served import local_server  # tests/served.py
 
     model = build_tiny_model(tmp_path / "tiny", arch="llama")
     out = tmp_path / "t.jsonl"

@@ -1,10 +1,10 @@
-"""A local OpenAI-compatible server for a model folder: `transformers serve` on 127.0.0.1.
+"""A local OpenAI-compatible server for a model folder: `transformers serve` on 127.0.0.1, for the tests and
+benchmarks/bench_eval.py (vLLM is the production server; this is the CPU stand-in that needs no GPU).
 
     with local_server("runs/demo/merged") as url:      # url = "http://127.0.0.1:PORT/v1"
-        toolcall-kit eval --endpoint URL ...
+        evaluate(..., endpoint=url)
 
-What the evaluation, the teacher paraphraser, their tests and the endpoint benchmark start (vLLM is the
-production server; this is the CPU stand-in that needs no GPU). Needs the `serve` extra (fastapi, uvicorn).
+Needs the `serve` extra (fastapi, uvicorn).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import KitError
+from toolcall_kit.errors import KitError
 
 
 def free_port() -> int:
