@@ -315,8 +315,8 @@ def test_live_relevance_expects_any_call():
     cases = E.cases_from_records(bfcl.load("live_relevance", limit=1))
     assert cases[0].expect == "any_call"
     name = cases[0].tools[0]["function"]["name"]
-    assert E.score_case(cases[0], E.structured_prediction([{"name": name, "arguments": {}}]))["correct"]
-    assert not E.score_case(cases[0], E.structured_prediction([]))["correct"]
+    assert E.score_case(cases[0], E.structured_prediction([{"name": name, "arguments": {}}])).correct
+    assert not E.score_case(cases[0], E.structured_prediction([])).correct
 
 
 # --- never train on BFCL ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, KitError
-from .records import DECLINED, PARALLEL_CALLS, SINGLE_CALL, Record
+from .records import DECLINED, PARALLEL_CALLS, SINGLE_CALL, Record, tool_schemas
 
 INSTALL_HINT = "install the data wheel: pip install --no-deps bfcl-eval==2026.3.23"
 
@@ -250,7 +250,7 @@ def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
     if renamed:
         # The gold turn (first acceptable value of each parameter) makes the record complete for
         # rendering and inspection; scoring uses `bfcl.answers`, which holds every acceptable value.
-        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+        schemas = tool_schemas(tools)
         calls = []
         for j, ans in enumerate(renamed):
             ((name, params),) = ans.items()

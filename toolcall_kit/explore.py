@@ -23,7 +23,7 @@ from typing import Any
 
 from . import pipeline
 from .config import RunConfig
-from .records import Record, text_of
+from .records import Record, calls_of, text_of, tool_names
 
 # Characters of a raw row or model output shown in a table cell (the rest is elided).
 CELL_CHARS = 600
@@ -297,10 +297,7 @@ def model_card(cfg: RunConfig):
 def _case_expected(records: dict[str, Record], case) -> Any:
     """The gold assistant turn of a case: its calls, or its reply text when it calls nothing."""
     gold = records[case.example_id]["messages"][len(case.messages)]
-    calls = [
-        {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-        for c in gold.get("tool_calls") or []
-    ]
+    calls = [{"name": name, "arguments": args} for name, args in calls_of(gold)]
     return calls or f"(no call) {text_of(gold.get('content')) or ''}"
 
 
@@ -338,13 +335,13 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
     rows = [
         ["case", f"{case.id} ({case.kind}), {index} of {len(cases)} in {cfg.data.eval}"],
         ["request", _request(case)],
-        ["tools offered", ", ".join(t["function"]["name"] for t in case.tools) or "none"],
+        ["tools offered", ", ".join(tool_names(case.tools)) or "none"],
         ["raw output", _visible(raw)],
         ["parsed calls", pred.calls or "none"],
         ["expected", _case_expected({r["id"]: r for r in records}, case)],
         [
             "verdict",
-            "right" if verdict["correct"] else f"wrong: {verdict['reason']} {verdict.get('detail') or ''}",
+            "right" if verdict.correct else f"wrong: {verdict.reason} {verdict.detail}",
         ],
     ]
     return _html(

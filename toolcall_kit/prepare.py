@@ -20,7 +20,7 @@ from pathlib import Path
 from . import io
 from .errors import DataError, KitError
 from .formats import FORMATS, read_file
-from .records import KINDS, Record, classify, content_hash
+from .records import KINDS, Record, call_name, classify, content_hash, iter_calls
 from .validate import validate_record
 
 RARE_CALLS = 50  # a tool called fewer times than this is probably under-represented for fine-tuning
@@ -107,7 +107,7 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     evals = [r for r, e in zip(kept, in_eval, strict=True) if e]
 
     kinds = Counter(classify(r) for r in kept)
-    calls = Counter(call["function"]["name"] for r in kept for call in _calls(r))
+    calls = Counter(call_name(call) for r in kept for _, call in iter_calls(r))
     rare = {name: n for name, n in sorted(calls.items(), key=lambda kv: (kv[1], kv[0])) if n < RARE_CALLS}
     if rare:
         listed = ", ".join(f"{name} ({n})" for name, n in list(rare.items())[:10])
@@ -115,8 +115,8 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
         warnings.append(
             f"{len(rare)} of {len(calls)} tools are called fewer than {RARE_CALLS} times: {listed}{more}"
         )
-    eval_tools = {call["function"]["name"] for r in evals for call in _calls(r)}
-    train_tools = {call["function"]["name"] for r in train for call in _calls(r)}
+    eval_tools = {call_name(call) for r in evals for _, call in iter_calls(r)}
+    train_tools = {call_name(call) for r in train for _, call in iter_calls(r)}
     report = {
         "read": read,
         "kept": len(kept),
@@ -242,14 +242,8 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _calls(record: Record):
-    for msg in record["messages"]:
-        if msg.get("role") == "assistant":
-            yield from msg.get("tool_calls") or []
-
-
 def _labels(record: Record) -> tuple[str, ...]:
-    tools = sorted({call["function"]["name"] for call in _calls(record)})
+    tools = sorted({call_name(call) for _, call in iter_calls(record)})
     return (f"kind:{classify(record)}", *(f"tool:{t}" for t in tools))
 
 
