@@ -1478,24 +1478,20 @@ def compare(run_a: str | Path, run_b: str | Path) -> dict:
     a, b = _read_report(a_dir / REPORT), _read_report(b_dir / REPORT)
     rows = {}
     for name in (*METRICS, "example_accuracy"):
-        ra, rb = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
-        rows[name] = {"a": ra, "b": rb, "delta": None if ra is None or rb is None else rb - ra}
-    ea = {e["id"]: e for e in a.get("per_example", [])}
-    eb = {e["id"]: e for e in b.get("per_example", [])}
-    fixed = [
-        {"id": i, "a": ea[i]["reason"]} for i in ea if i in eb and not ea[i]["correct"] and eb[i]["correct"]
-    ]
-    broken = [
-        {"id": i, "b": eb[i]["reason"]} for i in ea if i in eb and ea[i]["correct"] and not eb[i]["correct"]
-    ]
+        rate_a, rate_b = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
+        delta = None if rate_a is None or rate_b is None else rate_b - rate_a
+        rows[name] = {"a": rate_a, "b": rate_b, "delta": delta}
+    in_a = {e["id"]: e for e in a.get("per_example", [])}
+    in_b = {e["id"]: e for e in b.get("per_example", [])}
+    both = [i for i in in_a if i in in_b]
     return {
         "a": str(a_dir),
         "b": str(b_dir),
         "metrics": rows,
-        "fixed": fixed,
-        "broken": broken,
-        "only_in_a": sorted(set(ea) - set(eb)),
-        "only_in_b": sorted(set(eb) - set(ea)),
+        "fixed": [{"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]],
+        "broken": [{"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]],
+        "only_in_a": sorted(set(in_a) - set(in_b)),
+        "only_in_b": sorted(set(in_b) - set(in_a)),
     }
 
 

@@ -21,6 +21,7 @@ from . import io
 from .errors import DataError, KitError
 from .formats import FORMATS, read_file
 from .records import KINDS, Record, call_name, classify, content_hash, iter_calls
+from .run_files import PREPARED_EVAL, PREPARED_TRAIN, REJECTS, REPORT
 from .validate import validate_record
 
 RARE_CALLS = 50  # a tool called fewer times than this is probably under-represented for fine-tuning
@@ -139,9 +140,13 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
             "tools_only_in_eval": len(eval_tools - train_tools),
         },
         "duplicate_rows": duplicates[:MAX_DUPLICATES_LISTED],
-        "out": {name: str(out / f"{name}.jsonl") for name in ("train", "eval", "rejects")},
+        "out": {
+            "train": str(out / PREPARED_TRAIN),
+            "eval": str(out / PREPARED_EVAL),
+            "rejects": str(out / REJECTS),
+            "report": str(out / REPORT),
+        },
     }
-    report["out"]["report"] = str(out / "report.json")
     _write_all(out, train, evals, rejects, report)
     return report
 
@@ -247,7 +252,7 @@ def _labels(record: Record) -> tuple[str, ...]:
     return (f"kind:{classify(record)}", *(f"tool:{t}" for t in tools))
 
 
-OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "rejects.jsonl", "report.json")
+OUTPUT_FILES = (PREPARED_TRAIN, PREPARED_EVAL, REJECTS, REPORT)
 
 
 def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
@@ -286,15 +291,12 @@ def _write_all(out: Path, train: list, evals: list, rejects: list, report: dict)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            handles = {
-                name: stack.enter_context(io.atomic_open(out / name))
-                for name in OUTPUT_FILES
-            }
-            for name, rows in (("train.jsonl", train), ("eval.jsonl", evals), ("rejects.jsonl", rejects)):
+            handles = {name: stack.enter_context(io.atomic_open(out / name)) for name in OUTPUT_FILES}
+            for name, rows in ((PREPARED_TRAIN, train), (PREPARED_EVAL, evals), (REJECTS, rejects)):
                 f = handles[name]
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handles["report.json"].write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            handles[REPORT].write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             for f in handles.values():
                 f.flush()
                 os.fsync(f.fileno())

@@ -63,11 +63,6 @@ def tool_names(tools: list[dict] | None) -> list[str]:
     return [tool_name(t) for t in tools or []]
 
 
-def tools_by_name(record: Record) -> dict[str, dict]:
-    """Tool name -> its `function` object (name, description, parameters)."""
-    return {tool_name(t): t["function"] for t in record.get("tools") or []}
-
-
 def tool_schemas(tools: list[dict] | None) -> dict[str, dict]:
     """Tool name -> its parameters' JSON Schema ({} when it declares none)."""
     return {tool_name(t): t["function"].get("parameters") or {} for t in tools or []}

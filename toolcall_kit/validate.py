@@ -49,7 +49,6 @@ UNANSWERED_CALL = "unanswered_call"
 EMPTY_ASSISTANT = "empty_assistant"
 NO_ASSISTANT = "no_assistant"
 BAD_WEIGHT = "bad_weight"
-UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
