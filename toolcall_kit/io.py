@@ -155,9 +155,11 @@ def folder_lock(folder: str | os.PathLike, what: str = "run folder"):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(
-            folder.resolve() / LOCK_FILE, timeout=0, is_singleton=True, thread_local=False, preserve_lock_file=True
-        )
+        path = folder.resolve() / LOCK_FILE
+        try:  # filelock 4 would delete the file on release, letting a late opener lock a removed inode
+            lock = FileLock(path, timeout=0, is_singleton=True, thread_local=False, preserve_lock_file=True)
+        except TypeError:  # filelock 3 (a GPU image's own) keeps the file and has no such option
+            lock = FileLock(path, timeout=0, is_singleton=True, thread_local=False)
         lock.acquire()
     except Timeout:
         raise KitError(
