@@ -22,8 +22,10 @@ from pathlib import Path
 from toolcall_kit import evaluate as E
 from toolcall_kit.errors import KitError
 from toolcall_kit.models import load_model_and_tokenizer, resolve_model
-from toolcall_kit.serve import local_server
 from toolcall_kit.templates import detect_family
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from served import local_server  # noqa: E402  (a test helper: transformers serve on 127.0.0.1)
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "eval_small.jsonl"
 TARGET_RATIO = 3.0

@@ -17,6 +17,7 @@ from toolcall_kit import bfcl
 from toolcall_kit import evaluate as E
 from toolcall_kit.cli import main
 from toolcall_kit.errors import KitError
+from toolcall_kit.io import read_jsonl
 from toolcall_kit.validate import check_tools
 
 pytestmark = pytest.mark.skipif(
@@ -217,8 +218,8 @@ def test_ast_rules_agree_with_bfcls_checker(bfcl_checker):
         "live_parallel_multiple",
     ]:
         name = bfcl._data_file(cat).name
-        entries = bfcl._read_json_lines(data / name)
-        answers = {r["id"]: r["ground_truth"] for r in bfcl._read_json_lines(data / "possible_answer" / name)}
+        entries = read_jsonl(data / name)
+        answers = {r["id"]: r["ground_truth"] for r in read_jsonl(data / "possible_answer" / name)}
         records = {r["id"]: r for r in bfcl.load(cat)}
         for e in entries:
             gt = answers[e["id"]]
@@ -315,8 +316,8 @@ def test_live_relevance_expects_any_call():
     cases = E.cases_from_records(bfcl.load("live_relevance", limit=1))
     assert cases[0].expect == "any_call"
     name = cases[0].tools[0]["function"]["name"]
-    assert E.score_case(cases[0], E.structured_prediction([{"name": name, "arguments": {}}]))["correct"]
-    assert not E.score_case(cases[0], E.structured_prediction([]))["correct"]
+    assert E.score_case(cases[0], E.structured_prediction([{"name": name, "arguments": {}}])).correct
+    assert not E.score_case(cases[0], E.structured_prediction([])).correct
 
 
 # --- never train on BFCL ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ turns) and tests/data/eval_small_predictions.jsonl; the comments give the reason
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import pytest
 from toolcall_kit import evaluate as E
 from toolcall_kit.cli import main
 from toolcall_kit.errors import DataError, KitError
-from toolcall_kit.serve import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
+from served import free_port, local_server, stub_openai_server  # noqa: E402
 from tiny_caller import CALL_TEXT, build_tiny_caller  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "eval_small.jsonl"
@@ -203,8 +204,8 @@ def test_malformed_outputs_are_counted_not_raised(output, reason):
     (case,) = [c for c in E.cases_from_records(E.load_records(DATA)) if c.id == "ev-1"]
     pred = E.prediction_from_row({"id": "ev-1", "output": output})
     v = E.score_case(case, pred)
-    assert v["reason"] == reason, (v["reason"], v["detail"], pred.errors)
-    assert v["correct"] is (reason == "ok")
+    assert v.reason == reason, (v.reason, v.detail, pred.errors)
+    assert v.correct is (reason == "ok")
 
 
 def test_server_semantics_and_the_kits_stricter_findings_apart():
@@ -212,27 +213,27 @@ def test_server_semantics_and_the_kits_stricter_findings_apart():
     call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
     unclosed = E.score_case(case, E.parse_output(call))  # vLLM accepts it
     clean = E.score_case(case, E.parse_output(call + "\n</tool_call>"))
-    assert unclosed["correct"] and unclosed["valid_output"] and not unclosed["valid_output_strict"]
-    assert "unclosed" in unclosed["kit_strict"][0]
-    assert clean["valid_output_strict"] and clean["kit_strict"] == []
+    assert unclosed.correct and unclosed.valid_output and not unclosed.valid_output_strict
+    assert "unclosed" in unclosed.kit_strict[0]
+    assert clean.valid_output_strict and clean.kit_strict == []
     report = E.aggregate([unclosed, clean])
     assert (
         report["validity"]["kit_stricter_outputs"] == 1 and report["metrics"]["valid_output"]["rate"] == 1.0
     )
     # the finding survives a predictions file written and read back
     row = {"id": "ev-1", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
-    back = E.prediction_from_row({**row, "strict_errors": unclosed["kit_strict"]})
-    assert back.strict_errors == unclosed["kit_strict"] and back.ok
+    back = E.prediction_from_row({**row, "strict_errors": unclosed.kit_strict})
+    assert back.strict_errors == unclosed.kit_strict and back.ok
 
 
 def test_unknown_tool_and_schema_failures_counted():
     (case,) = [c for c in E.cases_from_records(E.load_records(DATA)) if c.id == "ev-1"]
     pred = E.structured_prediction([call("get_weather", city=5, zip="75001"), call("launch", target="moon")])
     v = E.score_case(case, pred)
-    assert v["unknown_tools"] == ["launch"]
-    assert len(v["schema_failures"]) == 1 and "city" in v["schema_failures"][0]
-    assert v["invented_params"] == ["get_weather.zip"]
-    assert v["valid_output"] is False and v["tool_selection"] is False and v["reason"] == "wrong_tool"
+    assert v.unknown_tools == ["launch"]
+    assert len(v.schema_failures) == 1 and "city" in v.schema_failures[0]
+    assert v.invented_params == ["get_weather.zip"]
+    assert v.valid_output is False and v.tool_selection is False and v.reason == "wrong_tool"
 
 
 def test_read_predictions_errors(tmp_path):
@@ -246,6 +247,29 @@ def test_read_predictions_errors(tmp_path):
     bad.write_text('{"id": "a"}\n')
     with pytest.raises(DataError, match=r"p.jsonl:1: a prediction needs"):
         E.read_predictions(bad)
+
+
+def test_endpoint_predictions_through_the_openai_client():
+    """A stub OpenAI-compatible server: structured calls come back as the server sent them, requests run
+    concurrently, arguments go out as JSON strings, and a dead endpoint is an error that names it."""
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    reply = {"role": "assistant", "content": None, "tool_calls": [call]}
+    cases = E.cases_from_records(E.load_records(DATA))
+    after_a_call = [c for c in cases if len(c.messages) > 2][:1]
+    with stub_openai_server(lambda body: reply, delay=0.3) as (url, seen):
+        preds = E.predict_endpoint(cases[:4] + after_a_call, url, "m", concurrency=4)
+        assert max(n for _, _, n in seen) > 1  # requests were in flight together
+        assert [p.calls for p in preds] == [[{"name": "get_weather", "arguments": {"city": "Paris"}}]] * 5
+        assert json.loads(preds[0].raw)["tool_calls"] == [call]
+        path, body, _ = seen[0]
+        assert path == "/v1/chat/completions" and body["temperature"] == 0 and body["tools"]
+        sent = [c for _, b, _ in seen for m in b["messages"] for c in m.get("tool_calls") or []]
+        assert sent and all(isinstance(c["function"]["arguments"], str) for c in sent)
+        E.predict_endpoint(cases[:1], url + "/chat/completions", "m", concurrency=1)  # a full URL works too
+        assert seen[-1][0] == "/v1/chat/completions"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(KitError, match=rf"the endpoint {re.escape(dead)} answered no request: .*Connection"):
+        E.predict_endpoint(cases[:2], dead, "m", concurrency=2, timeout=5)
 
 
 def test_load_records_errors(tmp_path):
@@ -505,8 +529,6 @@ def served_caller(tiny_caller):
     """A real `transformers serve` of the tiny caller on 127.0.0.1, stopped afterwards."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from toolcall_kit.serve import local_server
-
     with local_server(tiny_caller) as url:
         yield url, str(tiny_caller)
 

@@ -398,7 +398,6 @@ def test_teacher_key_only_when_given_and_never_over_plain_http(tmp_path, monkeyp
 
 @pytest.mark.parametrize("pattern", [r"^(a+)+$", r"^(a|aa)+$", r"^(a|a)*$"])
 def test_catastrophic_schema_patterns_do_not_hang(tmp_path, pattern):
-    from toolcall_kit.agent import ToolRegistry
     from toolcall_kit.prepare import prepare
     from toolcall_kit.validate import check_call, check_tools
 
@@ -413,10 +412,6 @@ def test_catastrophic_schema_patterns_do_not_hang(tmp_path, pattern):
     hostile = {"s": "a" * 70 + "b"}
     declared, _ = check_tools([tool])
     assert check_call({"function": {"name": "f", "arguments": hostile}}, declared, "eval")  # eval's check
-    reg = ToolRegistry()
-    reg.register(lambda s="": "ok", name="f", description="", parameters=tool["function"]["parameters"])
-    _, ok = reg.execute("f", hostile)  # the agent loop's check
-    assert not ok
     assert time.monotonic() - t0 < 20  # Python's re: hours for each of these
 
 
@@ -503,21 +498,6 @@ def test_a_record_id_that_looks_like_another_records_turn_is_refused():
                               {"role": "assistant", "content": "Sunny."}]
     with pytest.raises(KitError, match="turn 2 of record 'a'"):
         cases_from_records([two_turns, record("Rome", rid="a#2")])
-
-
-def test_the_agent_runs_a_bounded_number_of_calls_per_step():
-    from toolcall_kit.agent import MAX_CALLS_PER_STEP, ToolRegistry, run_agent
-
-    ran = []
-    reg = ToolRegistry()
-    reg.register(lambda city: ran.append(city) or "ok", name="get_weather", description="",
-                 parameters=WEATHER["function"]["parameters"])
-    calls = [{"id": f"c{i}", "type": "function", "function": {"name": "get_weather", "arguments": {"city": str(i)}}}
-             for i in range(200)]
-    steps = iter([{"role": "assistant", "content": None, "tool_calls": calls},
-                  {"role": "assistant", "content": "done"}])
-    result = run_agent(lambda m, t: next(steps), "weather everywhere", reg)
-    assert len(ran) == MAX_CALLS_PER_STEP and "200 calls in one step" in result.errors[0]
 
 
 def test_plan_reads_the_kits_own_tiny_names(capsys):

@@ -524,8 +524,9 @@ def test_teacher_against_a_real_transformers_server(tmp_path):
     """`transformers serve` on a random tiny model: a real HTTP round trip whose garbage is rejected."""
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
+    from served import local_server  # tests/served.py
+
     from toolcall_kit.models import build_tiny_model
-    from toolcall_kit.serve import local_server
 
     model = build_tiny_model(tmp_path / "tiny", arch="llama")
     out = tmp_path / "t.jsonl"

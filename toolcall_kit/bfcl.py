@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, KitError
-from .records import DECLINED, PARALLEL_CALLS, SINGLE_CALL, Record
+from .io import read_jsonl
+from .records import DECLINED, PARALLEL_CALLS, SINGLE_CALL, Record, tool_schemas
 
 INSTALL_HINT = "install the data wheel: pip install --no-deps bfcl-eval==2026.3.23"
 
@@ -155,19 +156,6 @@ def resolve_categories(spec: str) -> list[str]:
     return out
 
 
-def _read_json_lines(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(path, n, f"invalid JSON: {e.msg}") from None
-    return rows
-
-
 def sanitize_name(name: str) -> str:
     """BFCL's rename for OpenAI-style tool calling: '.' is not allowed in a function name."""
     return name.replace(".", "_")
@@ -250,7 +238,7 @@ def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
     if renamed:
         # The gold turn (first acceptable value of each parameter) makes the record complete for
         # rendering and inspection; scoring uses `bfcl.answers`, which holds every acceptable value.
-        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+        schemas = tool_schemas(tools)
         calls = []
         for j, ans in enumerate(renamed):
             ((name, params),) = ans.items()
@@ -281,13 +269,13 @@ def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
 def load_category(category: str, limit: int | None = None) -> list[Record]:
     """Records of one supported category (file stem or alias), in BFCL's order."""
     (category,) = resolve_categories(category)
-    entries = _read_json_lines(_data_file(category))
+    entries = read_jsonl(_data_file(category))
     answers: dict[str, list] = {}
     if SUPPORTED[category][1] == "calls":
         path = data_dir() / "possible_answer" / _data_file(category).name
         if not path.exists():
             raise KitError(f"BFCL category {category!r} has no possible answers at {path}")
-        answers = {row["id"]: row["ground_truth"] for row in _read_json_lines(path)}
+        answers = {row["id"]: row["ground_truth"] for row in read_jsonl(path)}
     if limit is not None:
         entries = entries[:limit]
     out = []

@@ -45,7 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, KitError, loading
-from .records import DECLINED, NO_CALL, Record, classify, ensure_id, text_of
+from .records import (
+    DECLINED,
+    NO_CALL,
+    Record,
+    calls_of,
+    classify,
+    ensure_id,
+    openai_call,
+    text_of,
+    tool_schemas,
+)
+from .run_files import ACCURACY_PLOT, CONFUSION_PLOT, PREDICTIONS, REPORT, SUMMARY, RunFiles
 from .validate import ARGUMENTS_NOT_OBJECT, ARGUMENTS_SCHEMA, UNDECLARED_TOOL, check_call, check_tools
 
 # Targets shown beside the numbers: a fine-tune below them is not ready to ship.
@@ -321,7 +332,7 @@ class Case:
 
     @property
     def schemas(self) -> dict[str, dict]:
-        return {t["function"]["name"]: t["function"].get("parameters") or {} for t in self.tools}
+        return tool_schemas(self.tools)
 
     @property
     def expected_names(self) -> list[str]:
@@ -340,7 +351,7 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
             continue
         kind = classify(record)
         tools = record.get("tools") or []
-        schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
+        schemas = tool_schemas(tools)
         n = 0
         for i, msg in enumerate(record["messages"]):
             if msg.get("role") != "assistant":
@@ -350,7 +361,7 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
                 break
             if msg.get("weight", 1) == 0:
                 continue  # a turn the data marks as context, not a target
-            calls = [(c["function"]["name"], c["function"]["arguments"]) for c in msg.get("tool_calls") or []]
+            calls = calls_of(msg)
             history = record["messages"][:i]
             if n > 1 and f"{record['id']}#{n}" in record_ids:
                 raise KitError(
@@ -546,124 +557,127 @@ def _names(calls: Sequence[dict]) -> list[str]:
     return [str(c.get("name")) for c in calls]
 
 
-def score_case(case: Case, pred: Prediction | None) -> dict:
-    """The verdict of one case: every metric that applies (None where it does not), `correct` and a `reason`."""
-    v: dict[str, Any] = {
-        "id": case.id,
-        "example_id": case.example_id,
-        "kind": case.kind,
-        "category": case.category,
-        "expect": case.expect,
-        "expected_tools": case.expected_names,
-        "called_tools": [],
-        "tool_selection": False,
-        "arguments_exact": None,
-        "arguments_ast": None,
-        "no_call": None,
-        "uses_tool_results": None,
-        "parse_ok": False,
-        "valid_output": False,
-        "valid_output_strict": False,
-        "kit_strict": [],  # what the kit flags although the server accepts it (templates.parse_tool_calls)
-        "unknown_tools": [],
-        "schema_failures": [],
-        "invented_params": [],
-        "n_calls": 0,
-    }
-    counts_no_call = case.kind in (NO_CALL, DECLINED) and case.expect == "none"
-    if case.expect == "calls":
-        v["arguments_exact"] = v["arguments_ast"] = False
-    if counts_no_call:
-        v["no_call"] = False
-    if case.expect == "none" and case.result_values:
-        v["uses_tool_results"] = False
-    if pred is None:
-        v.update(correct=False, reason=MISSING, detail="no prediction for this id")
-        return v
+@dataclass
+class Verdict:
+    """One case judged: every metric that applies (None where it does not), `correct`, and the first `reason`
+    it fails with its `detail`. The defaults are a case without a prediction."""
 
-    calls = pred.calls
-    ast_error, missing = "", []
-    v["called_tools"] = _names(calls)
-    v["n_calls"] = len(calls)
-    v["parse_ok"] = pred.ok
-    # Output validity, by the kit's one validator.
-    declared, _ = check_tools(case.tools)
+    id: str
+    example_id: str
+    kind: str
+    category: str | None
+    expected_tools: list[str]
+    called_tools: list[str] = field(default_factory=list)
+    correct: bool = False
+    reason: str = MISSING
+    detail: str = "no prediction for this id"
+    # the metrics (module docstring)
+    tool_selection: bool = False
+    arguments_exact: bool | None = None
+    arguments_ast: bool | None = None
+    no_call: bool | None = None
+    uses_tool_results: bool | None = None
+    valid_output: bool = False
+    # what valid_output is made of
+    parse_ok: bool = False
+    unknown_tools: list[str] = field(default_factory=list)
+    schema_failures: list[str] = field(default_factory=list)
+    invented_params: list[str] = field(default_factory=list)
+    kit_strict: list[str] = field(default_factory=list)  # flagged by the kit although the server accepts it
+    valid_output_strict: bool = False
+
+
+def _output_problems(tools: Sequence[dict], calls: Sequence[dict]) -> tuple[list, list, list]:
+    """(calls to undeclared tools, arguments that fail their JSON Schema, parameter names the schema does not
+    declare), by the kit's one validator."""
+    declared, _ = check_tools(tools)
+    unknown, schema_failures, invented = [], [], []
     for j, call in enumerate(calls):
-        problems = check_call({"function": call}, declared, f"call {j}")
-        for p in problems:
+        for p in check_call({"function": call}, declared, f"call {j}"):
             if p.reason == UNDECLARED_TOOL:
-                v["unknown_tools"].append(call.get("name"))
+                unknown.append(call.get("name"))
             elif p.reason in (ARGUMENTS_SCHEMA, ARGUMENTS_NOT_OBJECT):
-                v["schema_failures"].append(p.detail)
+                schema_failures.append(p.detail)
         fn = declared.get(call.get("name"))
         params = (fn or {}).get("parameters") or {"properties": {}}
         if fn is not None and isinstance(call.get("arguments"), dict) and "properties" in params:
             props = params["properties"] or {}
-            v["invented_params"] += [f"{call['name']}.{k}" for k in call["arguments"] if k not in props]
-    v["valid_output"] = pred.ok and not (v["unknown_tools"] or v["schema_failures"] or v["invented_params"])
-    v["kit_strict"] = list(pred.strict_errors)
-    v["valid_output_strict"] = v["valid_output"] and not v["kit_strict"]
+            invented += [f"{call['name']}.{k}" for k in call["arguments"] if k not in props]
+    return unknown, schema_failures, invented
 
-    expected = set(case.expected_names)
-    called = set(v["called_tools"])
+
+def _first_failure(
+    case: Case, pred: Prediction, quiet: bool, ast_error: str, unquoted: list
+) -> tuple[str, str]:
+    """(reason, detail) of the first way the prediction fails the case; ("ok", "") when it does not."""
+    calls = pred.calls
     if case.expect == "any_call":
-        v["tool_selection"] = bool(calls)
+        return ("ok", "") if calls else ("no_call_made", "expected a call (relevance)")
+    called = ", ".join(_names(calls))
+    if case.expect == "none":
+        if calls:
+            return "over_triggered", f"called {called}; expected no call"
+        if not quiet:
+            return "unparseable", "; ".join(pred.errors)
+        if unquoted:
+            return "ignores_tool_results", "answer does not quote " + ", ".join(repr(x) for x in unquoted)
+        return "ok", ""
+    expected = ", ".join(case.expected_names)
+    if not pred.ok:
+        return "unparseable", "; ".join(pred.errors)
+    if not calls:
+        return "no_call_made", f"expected {expected}"
+    if set(_names(calls)) != set(case.expected_names):
+        return "wrong_tool", f"called {called}; expected {expected}"
+    if len(calls) != len(case.answers):
+        return "wrong_count", f"{len(calls)} call(s), expected {len(case.answers)}"
+    if ast_error:
+        return "wrong_arguments", ast_error
+    return "ok", ""
+
+
+def score_case(case: Case, pred: Prediction | None) -> Verdict:
+    """The verdict of one case (a missing prediction is wrong, "missing_prediction")."""
+    counts_no_call = case.kind in (NO_CALL, DECLINED) and case.expect == "none"
+    grounded = case.expect == "none" and bool(case.result_values)
+    v = Verdict(
+        id=case.id,
+        example_id=case.example_id,
+        kind=case.kind,
+        category=case.category,
+        expected_tools=case.expected_names,
+        arguments_exact=False if case.expect == "calls" else None,
+        arguments_ast=False if case.expect == "calls" else None,
+        no_call=False if counts_no_call else None,
+        uses_tool_results=False if grounded else None,
+    )
+    if pred is None:
+        return v
+    calls = pred.calls
+    v.called_tools = _names(calls)
+    v.parse_ok = pred.ok
+    v.unknown_tools, v.schema_failures, v.invented_params = _output_problems(case.tools, calls)
+    v.valid_output = pred.ok and not (v.unknown_tools or v.schema_failures or v.invented_params)
+    v.kit_strict = list(pred.strict_errors)
+    v.valid_output_strict = v.valid_output and not v.kit_strict
+    if case.expect == "any_call":
+        v.tool_selection = bool(calls)
     else:
-        v["tool_selection"] = pred.ok and called == expected
+        v.tool_selection = pred.ok and set(v.called_tools) == set(case.expected_names)
+    ast_error = ""
     if case.expect == "calls":
-        v["arguments_exact"] = pred.ok and not match_calls(calls, case.exact, case.schemas, strict=True)
+        v.arguments_exact = pred.ok and not match_calls(calls, case.exact, case.schemas, strict=True)
         ast_error = match_calls(calls, case.answers, case.schemas) if pred.ok else ""
-        v["arguments_ast"] = pred.ok and not ast_error
+        v.arguments_ast = pred.ok and not ast_error
     quiet = not calls if case.category else (not calls and pred.ok)  # BFCL: an unparseable call is no call
     if counts_no_call:
-        v["no_call"] = quiet
-    if v["uses_tool_results"] is not None:
-        text = pred.content or ""
-        missing = [x for x in case.result_values if not mentions(text, x)]
-        v["uses_tool_results"] = not missing
-
-    # The verdict and the first reason it fails.
-    if case.expect == "any_call":
-        correct, reason, detail = bool(calls), "no_call_made", "expected a call (relevance)"
-    elif case.expect == "none":
-        if quiet and v["uses_tool_results"] is not False:
-            correct, reason, detail = True, "ok", ""
-        elif not quiet and calls:
-            correct, reason, detail = (
-                False,
-                "over_triggered",
-                f"called {', '.join(v['called_tools'])}; expected no call",
-            )
-        elif not quiet:
-            correct, reason, detail = False, "unparseable", "; ".join(pred.errors)
-        else:
-            correct, reason = False, "ignores_tool_results"
-            detail = "answer does not quote " + ", ".join(repr(x) for x in missing)
-    else:
-        exp = ", ".join(case.expected_names)
-        if not pred.ok:
-            correct, reason, detail = False, "unparseable", "; ".join(pred.errors)
-        elif not calls:
-            correct, reason, detail = False, "no_call_made", f"expected {exp}"
-        elif called != expected:
-            correct, reason, detail = (
-                False,
-                "wrong_tool",
-                f"called {', '.join(v['called_tools'])}; expected {exp}",
-            )
-        elif len(calls) != len(case.answers):
-            correct, reason, detail = (
-                False,
-                "wrong_count",
-                f"{len(calls)} call(s), expected {len(case.answers)}",
-            )
-        elif ast_error:
-            correct, reason, detail = False, "wrong_arguments", ast_error
-        else:
-            correct, reason, detail = True, "ok", ""
-    if correct:
-        reason, detail = "ok", ""
-    v.update(correct=correct, reason=reason, detail=detail)
+        v.no_call = quiet
+    unquoted = []
+    if grounded:
+        unquoted = [x for x in case.result_values if not mentions(pred.content or "", x)]
+        v.uses_tool_results = not unquoted
+    v.reason, v.detail = _first_failure(case, pred, quiet, ast_error, unquoted)
+    v.correct = v.reason == "ok"
     return v
 
 
@@ -683,42 +697,35 @@ METRICS = (
 )
 
 
-def _metric_block(vs: Sequence[dict]) -> dict:
-    return {
-        "accuracy": _rate(v["correct"] for v in vs),
-        "tool_selection": _rate(v["tool_selection"] for v in vs),
-        "arguments_exact": _rate(v["arguments_exact"] for v in vs),
-        "arguments_ast": _rate(v["arguments_ast"] for v in vs),
-        "no_call": _rate(v["no_call"] for v in vs),
-        "valid_output": _rate(v["valid_output"] for v in vs),
-        "uses_tool_results": _rate(v["uses_tool_results"] for v in vs),
-    }
+def _metric_block(verdicts: Sequence[Verdict]) -> dict:
+    """Each metric's rate; "accuracy" is the rate of `correct`."""
+    return {m: _rate(getattr(v, "correct" if m == "accuracy" else m) for v in verdicts) for m in METRICS}
 
 
-def per_example(verdicts: Sequence[dict]) -> list[dict]:
+def per_example(verdicts: Sequence[Verdict]) -> list[dict]:
     """[{"id", "correct", "reason"}] per record: right when all its cases are; reason of the first miss."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[str, list[Verdict]] = defaultdict(list)
     for v in verdicts:
-        groups[v["example_id"]].append(v)
+        groups[v.example_id].append(v)
     out = []
     for eid, vs in groups.items():
-        miss = next((v for v in vs if not v["correct"]), None)
+        miss = next((v for v in vs if not v.correct), None)
         if miss is None:
             out.append({"id": eid, "correct": True, "reason": "ok"})
             continue
-        where = f"turn {miss['id'].rsplit('#', 1)[1]}: " if miss["id"] != eid else ""
-        detail = f": {miss['detail']}" if miss.get("detail") else ""
-        out.append({"id": eid, "correct": False, "reason": f"{where}{miss['reason']}{detail}"})
+        where = f"turn {miss.id.rsplit('#', 1)[1]}: " if miss.id != eid else ""
+        detail = f": {miss.detail}" if miss.detail else ""
+        out.append({"id": eid, "correct": False, "reason": f"{where}{miss.reason}{detail}"})
     return out
 
 
-def confusion(verdicts: Sequence[dict]) -> dict:
+def confusion(verdicts: Sequence[Verdict]) -> dict:
     """Expected tool (rows) against called tool (columns); "(none)" for no call. Within a case, calls to
     an expected tool pair with it, the rest pair in order and leftovers pair with "(none)"."""
     pairs: Counter = Counter()
     for v in verdicts:
-        exp = Counter(v["expected_tools"])
-        got = Counter(v["called_tools"])
+        exp = Counter(v.expected_tools)
+        got = Counter(v.called_tools)
         common = exp & got
         for name, k in common.items():
             pairs[(name, name)] += k
@@ -738,34 +745,34 @@ def confusion(verdicts: Sequence[dict]) -> dict:
     return {"labels": labels, "matrix": matrix}
 
 
-def aggregate(verdicts: Sequence[dict], extra: dict | None = None) -> dict:
+def aggregate(verdicts: Sequence[Verdict], extra: dict | None = None) -> dict:
     """The report: overall metrics, targets, breakdowns by kind / tool / BFCL category, per example."""
     examples = per_example(verdicts)
     metrics = _metric_block(verdicts)
     metrics["example_accuracy"] = _rate(e["correct"] for e in examples)
     validity = {
-        "calls_made": sum(v["n_calls"] for v in verdicts),
-        "unparseable_outputs": sum(1 for v in verdicts if v["reason"] != MISSING and not v["parse_ok"]),
+        "calls_made": sum(len(v.called_tools) for v in verdicts),
+        "unparseable_outputs": sum(1 for v in verdicts if v.reason != MISSING and not v.parse_ok),
         # valid for the server, yet flagged by the kit's stricter reading (unclosed tag, dropped text, ...)
-        "kit_stricter_outputs": sum(1 for v in verdicts if v["valid_output"] and v.get("kit_strict")),
-        "unknown_tool_calls": sum(len(v["unknown_tools"]) for v in verdicts),
-        "schema_failures": sum(len(v["schema_failures"]) for v in verdicts),
-        "invented_params": sum(len(v["invented_params"]) for v in verdicts),
-        "missing_predictions": sum(1 for v in verdicts if v["reason"] == MISSING),
+        "kit_stricter_outputs": sum(1 for v in verdicts if v.valid_output and v.kit_strict),
+        "unknown_tool_calls": sum(len(v.unknown_tools) for v in verdicts),
+        "schema_failures": sum(len(v.schema_failures) for v in verdicts),
+        "invented_params": sum(len(v.invented_params) for v in verdicts),
+        "missing_predictions": sum(1 for v in verdicts if v.reason == MISSING),
     }
-    by_kind = {k: _metric_block(vs) for k, vs in sorted(_group(verdicts, lambda v: [v["kind"]]).items())}
+    by_kind = {k: _metric_block(vs) for k, vs in sorted(_group(verdicts, lambda v: [v.kind]).items())}
     by_category = {}
-    if any(v["category"] for v in verdicts):
+    if any(v.category for v in verdicts):
         by_category = {
-            c: _metric_block(vs) for c, vs in sorted(_group(verdicts, lambda v: [v["category"]]).items())
+            c: _metric_block(vs) for c, vs in sorted(_group(verdicts, lambda v: [v.category]).items())
         }
     by_tool = {}
-    for name, vs in sorted(_group(verdicts, lambda v: sorted(set(v["expected_tools"]))).items()):
+    for name, vs in sorted(_group(verdicts, lambda v: sorted(set(v.expected_tools))).items()):
         block = _metric_block(vs)
         block["expected"] = len(vs)
         by_tool[name] = block
     for v in verdicts:  # over-triggering per tool: called where it was not expected
-        for name in set(v["called_tools"]) - set(v["expected_tools"]):
+        for name in set(v.called_tools) - set(v.expected_tools):
             by_tool.setdefault(name, {"expected": 0, **_metric_block([])})
             by_tool[name]["unexpected_calls"] = by_tool[name].get("unexpected_calls", 0) + 1
     for block in by_tool.values():
@@ -781,7 +788,7 @@ def aggregate(verdicts: Sequence[dict], extra: dict | None = None) -> dict:
         "targets": dict(TARGETS),
         "meets_targets": meets,
         "validity": validity,
-        "reasons": dict(Counter(v["reason"] for v in verdicts).most_common()),
+        "reasons": dict(Counter(v.reason for v in verdicts).most_common()),
         "by_kind": by_kind,
         "by_category": by_category,
         "by_tool": by_tool,
@@ -791,8 +798,8 @@ def aggregate(verdicts: Sequence[dict], extra: dict | None = None) -> dict:
     return report
 
 
-def _group(verdicts: Sequence[dict], keys: Callable[[dict], list]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
+def _group(verdicts: Sequence[Verdict], keys: Callable[[Verdict], list]) -> dict[str, list[Verdict]]:
+    out: dict[str, list[Verdict]] = defaultdict(list)
     for v in verdicts:
         for k in keys(v):
             if k is not None:
@@ -802,7 +809,7 @@ def _group(verdicts: Sequence[dict], keys: Callable[[dict], list]) -> dict[str, 
 
 def score_cases(
     cases: Sequence[Case], predictions: dict[str, Prediction], extra: dict | None = None
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict, list[Verdict]]:
     """(report, verdicts). Cases without a prediction count as wrong ("missing_prediction");
     predictions for ids that are not cases are listed in `unknown_prediction_ids`."""
     verdicts = [score_case(c, predictions.get(c.id)) for c in cases]
@@ -878,8 +885,7 @@ def score(
         cases, preds, {"source": {**source, "predictions": str(predictions), "format": fmt, "turns": turns}}
     )
     report["per_case"] = [
-        {"id": v["id"], "correct": v["correct"], "reason": v["reason"], "detail": v["detail"]}
-        for v in verdicts
+        {"id": v.id, "correct": v.correct, "reason": v.reason, "detail": v.detail} for v in verdicts
     ]
     return report
 
@@ -1113,16 +1119,7 @@ def openai_messages(messages: Sequence[dict]) -> list[dict]:
         msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")}
         if msg.get("tool_calls"):
             msg["tool_calls"] = [
-                {
-                    "id": c.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": c["function"]["name"],
-                        "arguments": c["function"]["arguments"]
-                        if isinstance(c["function"]["arguments"], str)
-                        else json.dumps(c["function"]["arguments"], ensure_ascii=False),
-                    },
-                }
+                {"id": c.get("id"), "type": "function", "function": openai_call(c)["function"]}
                 for c in msg["tool_calls"]
             ]
         if msg.get("role") == "tool":
@@ -1131,43 +1128,25 @@ def openai_messages(messages: Sequence[dict]) -> list[dict]:
     return out
 
 
-def chat_completions_url(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+def endpoint_client(url: str, timeout: float = 300.0, api_key: str | None = None):
+    """An `openai` client for a server's `/v1` base URL (a full `.../chat/completions` URL is accepted too).
+    No retries: a failed request is that case's failure. A key is sent only when given (never OPENAI_API_KEY);
+    servers without auth ignore the placeholder."""
+    from openai import OpenAI
+
+    base = url.rstrip("/").removesuffix("/chat/completions")
+    return OpenAI(base_url=base, api_key=api_key or "none", timeout=timeout, max_retries=0)
 
 
 def request_endpoint(
-    url: str,
-    model: str,
-    messages: Sequence[dict],
-    tools: Sequence[dict],
-    max_tokens: int = 128,
-    timeout: float = 300.0,
-    api_key: str | None = None,
+    client, model: str, messages: Sequence[dict], tools: Sequence[dict], max_tokens: int = 128
 ) -> dict:
-    """One /chat/completions request with `tools`, greedy; returns choices[0].message. Raises on HTTP errors."""
-    import urllib.request
-
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": openai_messages(messages),
-        "temperature": 0,
-        "max_tokens": max_tokens,
-        "stream": False,
-    }
-    if tools:
-        body["tools"] = list(tools)
-    req = urllib.request.Request(
-        chat_completions_url(url),
-        data=json.dumps(body).encode("utf-8"),
-        headers={
-            "Content-Type": "application/json",
-            **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
-        },
+    """One greedy chat completion with `tools`; returns choices[0].message as the server sent it."""
+    extra = {"tools": list(tools)} if tools else {}
+    reply = client.chat.completions.create(
+        model=model, messages=openai_messages(messages), temperature=0, max_tokens=max_tokens, **extra
     )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        payload = json.loads(resp.read().decode("utf-8"))
-    return payload["choices"][0]["message"]
+    return reply.choices[0].message.model_dump(exclude_unset=True)
 
 
 def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
@@ -1202,9 +1181,11 @@ def predict_endpoint(
     if concurrency < 1:
         raise KitError("concurrency must be at least 1")
 
+    client = endpoint_client(url, timeout, api_key)
+
     def one(case: Case) -> Prediction:
         try:
-            message = request_endpoint(url, model, case.messages, case.tools, max_tokens, timeout, api_key)
+            message = request_endpoint(client, model, case.messages, case.tools, max_tokens)
         except Exception as e:  # an HTTP error on one case is that case's failure, not the run's
             return Prediction(calls=[], errors=[f"endpoint error: {type(e).__name__}: {e}"], raw=None)
         return prediction_from_message(message, fmt)
@@ -1318,9 +1299,9 @@ def write_plots(report: dict, folder: Path) -> list[str]:
         ax.set_title("Accuracy by expected tool")
         ax.tick_params(axis="x", labelrotation=45)
         fig.tight_layout()
-        with atomic_open(folder / "accuracy_by_tool.png", "wb") as f:
+        with atomic_open(folder / ACCURACY_PLOT, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        written.append("accuracy_by_tool.png")
+        written.append(ACCURACY_PLOT)
     conf = report["confusion"]
     if conf["labels"]:
         n = len(conf["labels"])
@@ -1337,40 +1318,41 @@ def write_plots(report: dict, folder: Path) -> list[str]:
                     ax.text(j, i, str(conf["matrix"][i][j]), ha="center", va="center", fontsize=8)
         ax.set_title("Called vs expected tools")
         fig.tight_layout()
-        with atomic_open(folder / "confusion.png", "wb") as f:
+        with atomic_open(folder / CONFUSION_PLOT, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        written.append("confusion.png")
+        written.append(CONFUSION_PLOT)
     return written
 
 
-def write_run(out: str | Path, report: dict, verdicts: Sequence[dict], preds: dict[str, Prediction]) -> Path:
+def prediction_row(v: Verdict, p: Prediction | None) -> dict:
+    """One line of predictions.jsonl; `read_predictions` reads it back."""
+    return {
+        "id": v.id,
+        "example_id": v.example_id,
+        "output": p.raw if p else None,
+        "tool_calls": p.calls if p else None,
+        "content": p.content if p else None,
+        "parse_errors": p.errors if p else [],
+        "strict_errors": p.strict_errors if p else [],
+        "expected_tools": v.expected_tools,
+        "correct": v.correct,
+        "reason": v.reason,
+        "detail": v.detail,
+    }
+
+
+def write_run(
+    out: str | Path, report: dict, verdicts: Sequence[Verdict], preds: dict[str, Prediction]
+) -> Path:
     """runs/NAME/eval/: report.json, predictions.jsonl, summary.md, accuracy_by_tool.png, confusion.png."""
     from .io import write_json, write_jsonl, write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for v in verdicts:
-        p = preds.get(v["id"])
-        rows.append(
-            {
-                "id": v["id"],
-                "example_id": v["example_id"],
-                "output": p.raw if p else None,
-                "tool_calls": p.calls if p else None,
-                "content": p.content if p else None,
-                "parse_errors": p.errors if p else [],
-                "strict_errors": p.strict_errors if p else [],
-                "expected_tools": v["expected_tools"],
-                "correct": v["correct"],
-                "reason": v["reason"],
-                "detail": v["detail"],
-            }
-        )
-    write_jsonl(out / "predictions.jsonl", rows)
+    write_jsonl(out / PREDICTIONS, [prediction_row(v, preds.get(v.id)) for v in verdicts])
     report = {**report, "plots": write_plots(report, out)}
-    write_json(out / "report.json", report)
-    write_text(out / "summary.md", summary_markdown(report))
+    write_json(out / REPORT, report)
+    write_text(out / SUMMARY, summary_markdown(report))
     return out
 
 
@@ -1474,8 +1456,8 @@ def evaluate(
 def resolve_eval_dir(path: str | Path) -> Path:
     """An eval folder (holding report.json) or a run folder holding eval/."""
     p = Path(path)
-    for cand in (p, p / "eval"):
-        if (cand / "report.json").exists():
+    for cand in (p, RunFiles(p).eval):
+        if (cand / REPORT).exists():
             return cand
     raise KitError(f"{path} holds no report.json (nor eval/report.json): run `toolcall-kit eval` first")
 
@@ -1493,27 +1475,23 @@ def _read_report(path: Path) -> dict:
 def compare(run_a: str | Path, run_b: str | Path) -> dict:
     """Two evaluations side by side: metric deltas (B - A) and the examples whose verdict changed."""
     a_dir, b_dir = resolve_eval_dir(run_a), resolve_eval_dir(run_b)
-    a, b = _read_report(a_dir / "report.json"), _read_report(b_dir / "report.json")
+    a, b = _read_report(a_dir / REPORT), _read_report(b_dir / REPORT)
     rows = {}
     for name in (*METRICS, "example_accuracy"):
-        ra, rb = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
-        rows[name] = {"a": ra, "b": rb, "delta": None if ra is None or rb is None else rb - ra}
-    ea = {e["id"]: e for e in a.get("per_example", [])}
-    eb = {e["id"]: e for e in b.get("per_example", [])}
-    fixed = [
-        {"id": i, "a": ea[i]["reason"]} for i in ea if i in eb and not ea[i]["correct"] and eb[i]["correct"]
-    ]
-    broken = [
-        {"id": i, "b": eb[i]["reason"]} for i in ea if i in eb and ea[i]["correct"] and not eb[i]["correct"]
-    ]
+        rate_a, rate_b = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
+        delta = None if rate_a is None or rate_b is None else rate_b - rate_a
+        rows[name] = {"a": rate_a, "b": rate_b, "delta": delta}
+    in_a = {e["id"]: e for e in a.get("per_example", [])}
+    in_b = {e["id"]: e for e in b.get("per_example", [])}
+    both = [i for i in in_a if i in in_b]
     return {
         "a": str(a_dir),
         "b": str(b_dir),
         "metrics": rows,
-        "fixed": fixed,
-        "broken": broken,
-        "only_in_a": sorted(set(ea) - set(eb)),
-        "only_in_b": sorted(set(eb) - set(ea)),
+        "fixed": [{"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]],
+        "broken": [{"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]],
+        "only_in_a": sorted(set(in_a) - set(in_b)),
+        "only_in_b": sorted(set(in_b) - set(in_a)),
     }
 
 

@@ -23,7 +23,9 @@ from typing import Any
 
 from . import pipeline
 from .config import RunConfig
-from .records import Record, text_of
+from .io import read_jsonl
+from .records import Record, calls_of, text_of, tool_names
+from .run_files import PREDICTIONS, REPORT, RunFiles
 
 # Characters of a raw row or model output shown in a table cell (the rest is elided).
 CELL_CHARS = 600
@@ -101,11 +103,8 @@ def rejects_by_reason(result: dict[str, Any], first: int = 3):
         path = Path(rep["out"]["rejects"])
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    rows_by_reason.setdefault(row["reason"], []).append(row)
+        for row in read_jsonl(path):
+            rows_by_reason.setdefault(row["reason"], []).append(row)
     if not rows_by_reason:
         return _html(
             "<p class='toolcall-kit-rejects'><b>rejects:</b> none: every row read was kept or a duplicate</p>"
@@ -239,7 +238,7 @@ def loss_plot(cfg: RunConfig):
     """RUN/loss.png as an image output: unlike the live widget, it stays in a saved notebook."""
     from IPython.display import Image
 
-    return Image(filename=str(cfg.run_dir / "loss.png"))
+    return Image(filename=str(RunFiles(cfg.run_dir).loss_plot))
 
 
 def _g(x: float | None) -> str:
@@ -287,7 +286,7 @@ def model_card(cfg: RunConfig):
     """RUN/merged/README.md rendered (its YAML front matter as a code block)."""
     from IPython.display import Markdown
 
-    text = (cfg.run_dir / "merged" / "README.md").read_text(encoding="utf-8")
+    text = (RunFiles(cfg.run_dir).merged / "README.md").read_text(encoding="utf-8")
     if text.startswith("---\n"):
         front, _, body = text[4:].partition("\n---\n")
         text = f"```yaml\n{front}\n```\n{body}"
@@ -297,10 +296,7 @@ def model_card(cfg: RunConfig):
 def _case_expected(records: dict[str, Record], case) -> Any:
     """The gold assistant turn of a case: its calls, or its reply text when it calls nothing."""
     gold = records[case.example_id]["messages"][len(case.messages)]
-    calls = [
-        {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-        for c in gold.get("tool_calls") or []
-    ]
+    calls = [{"name": name, "arguments": args} for name, args in calls_of(gold)]
     return calls or f"(no call) {text_of(gold.get('content')) or ''}"
 
 
@@ -329,7 +325,7 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
     if index is None:
         index = next((i for i, c in enumerate(cases) if c.expect == "calls"), 0)
     case = cases[index]
-    model, tok = load_model_and_tokenizer(str(cfg.run_dir / "merged"))
+    model, tok = load_model_and_tokenizer(str(RunFiles(cfg.run_dir).merged))
     fam = detect_family(tok)
     (prompt,) = render_prompts(tok, [case], fam)
     (raw,) = generate_batched(model, tok, [prompt], batch_size=1, max_new_tokens=max_new_tokens)
@@ -338,13 +334,13 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
     rows = [
         ["case", f"{case.id} ({case.kind}), {index} of {len(cases)} in {cfg.data.eval}"],
         ["request", _request(case)],
-        ["tools offered", ", ".join(t["function"]["name"] for t in case.tools) or "none"],
+        ["tools offered", ", ".join(tool_names(case.tools)) or "none"],
         ["raw output", _visible(raw)],
         ["parsed calls", pred.calls or "none"],
         ["expected", _case_expected({r["id"]: r for r in records}, case)],
         [
             "verdict",
-            "right" if verdict["correct"] else f"wrong: {verdict['reason']} {verdict.get('detail') or ''}",
+            "right" if verdict.correct else f"wrong: {verdict.reason} {verdict.detail}",
         ],
     ]
     return _html(
@@ -360,7 +356,7 @@ def eval_plots(cfg: RunConfig, which: str = "eval") -> list:
     from IPython.display import Image
 
     folder = cfg.run_dir / which
-    report = json.loads((folder / "report.json").read_text())
+    report = json.loads((folder / REPORT).read_text())
     return [Image(filename=str(folder / name)) for name in report.get("plots", [])]
 
 
@@ -372,22 +368,20 @@ def failed_case_rows(cfg: RunConfig, which: str = "eval") -> list[dict[str, Any]
     records = {r["id"]: r for r in load_records(cfg.data.eval)}
     cases = {c.id: c for c in cases_from_records(list(records.values()))}
     out = []
-    with open(folder / "predictions.jsonl", encoding="utf-8") as f:
-        for line in f:
-            p = json.loads(line) if line.strip() else None
-            if not p or p["correct"]:
-                continue
-            case = cases.get(p["id"])
-            out.append(
-                {
-                    "id": p["id"],
-                    "request": _request(case) if case else "",
-                    "output": p.get("output") or "",
-                    "expected": _case_expected(records, case) if case else p.get("expected_tools"),
-                    "reason": p["reason"],
-                    "detail": p.get("detail") or "",
-                }
-            )
+    for p in read_jsonl(folder / PREDICTIONS):
+        if p["correct"]:
+            continue
+        case = cases.get(p["id"])
+        out.append(
+            {
+                "id": p["id"],
+                "request": _request(case) if case else "",
+                "output": p.get("output") or "",
+                "expected": _case_expected(records, case) if case else p.get("expected_tools"),
+                "reason": p["reason"],
+                "detail": p.get("detail") or "",
+            }
+        )
     return out
 
 

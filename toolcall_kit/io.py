@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,9 +105,9 @@ def write_jsonl(path, rows: Iterable[Any]) -> int:
 
 
 def read_jsonl(path) -> list[Any]:
-    """Read a JSONL file that the kit wrote (trusted); user input goes through `formats` instead."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every row of a JSONL file the kit wrote (user input goes through `formats` instead); a line that is not
+    JSON is a DataError naming the file and line."""
+    return [row for _, row in iter_json_lines(path)]
 
 
 def is_marked(folder: str | os.PathLike) -> bool:
@@ -146,55 +145,33 @@ def claim_dir(path: str | os.PathLike, kind: str, what: str, known: Iterable[str
     return path
 
 
-_HELD: dict[str, list] = {}  # resolved folder -> [open lock file, depth]: a process may re-enter its own lock
-_HELD_GUARD = threading.Lock()
-
-
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "run folder"):
     """An exclusive lock on `folder` (a `.toolcall-kit.lock` file inside it) while a process writes there; a
-    second process gets a KitError at once instead of writing over the first one's files. Re-entrant."""
+    second process gets a KitError at once instead of writing over the first one's files. Re-entrant within
+    a process, from any thread. The OS releases it when the process dies, so a lock is never stale."""
+    from filelock import FileLock, Timeout
+
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        key = str(folder.resolve())
+        path = folder.resolve() / LOCK_FILE
+        try:  # filelock 4 would delete the file on release, letting a late opener lock a removed inode
+            lock = FileLock(path, timeout=0, is_singleton=True, thread_local=False, preserve_lock_file=True)
+        except TypeError:  # filelock 3 (a GPU image's own) keeps the file and has no such option
+            lock = FileLock(path, timeout=0, is_singleton=True, thread_local=False)
+        lock.acquire()
+    except Timeout:
+        raise KitError(
+            f"{what}: {folder} is in use by another toolcall-kit process (it holds {folder / LOCK_FILE}); "
+            "wait for it to finish or pick another folder"
+        ) from None
     except OSError as e:
-        raise KitError(f"{what}: cannot create {folder}: {e.strerror or e}") from None
-    with _HELD_GUARD:
-        held = _HELD.get(key)
-        if held is not None:
-            held[1] += 1
-    if held is None:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no lock, as before
-            fcntl = None
-        try:
-            f = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held until the context ends
-        except OSError as e:
-            raise KitError(f"{what}: cannot lock {folder}: {e.strerror or e}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                raise KitError(
-                    f"{what}: {folder} is in use by another toolcall-kit process (it holds {folder / LOCK_FILE}); "
-                    "wait for it to finish or pick another folder"
-                ) from None
-        held = [f, 1]
-        with _HELD_GUARD:
-            _HELD[key] = held
+        raise KitError(f"{what}: cannot lock {folder}: {e.strerror or e}") from None
     try:
         yield folder
     finally:
-        with _HELD_GUARD:
-            held[1] -= 1
-            last = held[1] == 0
-            if last:
-                del _HELD[key]
-        if last:
-            held[0].close()  # closing the file releases the lock
+        lock.release()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -20,7 +20,8 @@ from pathlib import Path
 from . import io
 from .errors import DataError, KitError
 from .formats import FORMATS, read_file
-from .records import KINDS, Record, classify, content_hash
+from .records import KINDS, Record, call_name, classify, content_hash, iter_calls
+from .run_files import PREPARED_EVAL, PREPARED_TRAIN, REJECTS, REPORT
 from .validate import validate_record
 
 RARE_CALLS = 50  # a tool called fewer times than this is probably under-represented for fine-tuning
@@ -107,7 +108,7 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     evals = [r for r, e in zip(kept, in_eval, strict=True) if e]
 
     kinds = Counter(classify(r) for r in kept)
-    calls = Counter(call["function"]["name"] for r in kept for call in _calls(r))
+    calls = Counter(call_name(call) for r in kept for _, call in iter_calls(r))
     rare = {name: n for name, n in sorted(calls.items(), key=lambda kv: (kv[1], kv[0])) if n < RARE_CALLS}
     if rare:
         listed = ", ".join(f"{name} ({n})" for name, n in list(rare.items())[:10])
@@ -115,8 +116,8 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
         warnings.append(
             f"{len(rare)} of {len(calls)} tools are called fewer than {RARE_CALLS} times: {listed}{more}"
         )
-    eval_tools = {call["function"]["name"] for r in evals for call in _calls(r)}
-    train_tools = {call["function"]["name"] for r in train for call in _calls(r)}
+    eval_tools = {call_name(call) for r in evals for _, call in iter_calls(r)}
+    train_tools = {call_name(call) for r in train for _, call in iter_calls(r)}
     report = {
         "read": read,
         "kept": len(kept),
@@ -139,9 +140,13 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
             "tools_only_in_eval": len(eval_tools - train_tools),
         },
         "duplicate_rows": duplicates[:MAX_DUPLICATES_LISTED],
-        "out": {name: str(out / f"{name}.jsonl") for name in ("train", "eval", "rejects")},
+        "out": {
+            "train": str(out / PREPARED_TRAIN),
+            "eval": str(out / PREPARED_EVAL),
+            "rejects": str(out / REJECTS),
+            "report": str(out / REPORT),
+        },
     }
-    report["out"]["report"] = str(out / "report.json")
     _write_all(out, train, evals, rejects, report)
     return report
 
@@ -242,18 +247,12 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _calls(record: Record):
-    for msg in record["messages"]:
-        if msg.get("role") == "assistant":
-            yield from msg.get("tool_calls") or []
-
-
 def _labels(record: Record) -> tuple[str, ...]:
-    tools = sorted({call["function"]["name"] for call in _calls(record)})
+    tools = sorted({call_name(call) for _, call in iter_calls(record)})
     return (f"kind:{classify(record)}", *(f"tool:{t}" for t in tools))
 
 
-OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "rejects.jsonl", "report.json")
+OUTPUT_FILES = (PREPARED_TRAIN, PREPARED_EVAL, REJECTS, REPORT)
 
 
 def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
@@ -292,15 +291,12 @@ def _write_all(out: Path, train: list, evals: list, rejects: list, report: dict)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            handles = {
-                name: stack.enter_context(io.atomic_open(out / name))
-                for name in OUTPUT_FILES
-            }
-            for name, rows in (("train.jsonl", train), ("eval.jsonl", evals), ("rejects.jsonl", rejects)):
+            handles = {name: stack.enter_context(io.atomic_open(out / name)) for name in OUTPUT_FILES}
+            for name, rows in ((PREPARED_TRAIN, train), (PREPARED_EVAL, evals), (REJECTS, rejects)):
                 f = handles[name]
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handles["report.json"].write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+            handles[REPORT].write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             for f in handles.values():
                 f.flush()
                 os.fsync(f.fileno())

@@ -59,9 +59,22 @@ def tool_name(tool: dict) -> str:
     return tool["function"]["name"]
 
 
-def tools_by_name(record: Record) -> dict[str, dict]:
-    """Tool name -> its `function` object (name, description, parameters)."""
-    return {t["function"]["name"]: t["function"] for t in record.get("tools") or []}
+def tool_names(tools: list[dict] | None) -> list[str]:
+    return [tool_name(t) for t in tools or []]
+
+
+def tool_schemas(tools: list[dict] | None) -> dict[str, dict]:
+    """Tool name -> its parameters' JSON Schema ({} when it declares none)."""
+    return {tool_name(t): t["function"].get("parameters") or {} for t in tools or []}
+
+
+def call_name(call: dict) -> str:
+    return call["function"]["name"]
+
+
+def call_arguments(call: dict) -> Any:
+    """A call's arguments: an object in a canonical record, a JSON string in OpenAI's form."""
+    return call["function"]["arguments"]
 
 
 def iter_calls(record: Record) -> Iterator[tuple[int, dict]]:
@@ -74,7 +87,7 @@ def iter_calls(record: Record) -> Iterator[tuple[int, dict]]:
 
 def calls_of(message: Message) -> list[tuple[str, Any]]:
     """[(name, arguments)] of one assistant message; the form parsers and metrics compare."""
-    return [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
+    return [(call_name(c), call_arguments(c)) for c in message.get("tool_calls") or []]
 
 
 def classify(record: Record) -> str:
@@ -110,14 +123,20 @@ def ensure_id(record: Record, prefix: str = "ex") -> Record:
     return record
 
 
+def openai_call(call: dict) -> dict:
+    """One tool call in OpenAI's form: the arguments as a JSON string."""
+    args = call_arguments(call)
+    if isinstance(args, str):
+        return call
+    return {**call, "function": {**call["function"], "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
 def to_openai(record: Record) -> Record:
     """The OpenAI fine-tuning JSONL form: the same record with call arguments as JSON strings."""
     out = copy.deepcopy(record)
     for msg in out.get("messages") or []:
-        for call in msg.get("tool_calls") or []:
-            args = call["function"]["arguments"]
-            if not isinstance(args, str):
-                call["function"]["arguments"] = json.dumps(args, ensure_ascii=False)
+        if msg.get("tool_calls"):
+            msg["tool_calls"] = [openai_call(c) for c in msg["tool_calls"]]
     return out
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from .errors import KitError
 from .records import Record, calls_of, text_of
+from .run_files import MODEL_CONFIG
 
 _KIT_TEMPLATES = Path(__file__).parent / "chat_templates"
 
@@ -69,72 +70,17 @@ class Family:
         return _template_text(self.template_source)
 
 
-FAMILIES: dict[str, Family] = {
-    "chatml": Family(
-        "chatml",
-        "hermes",
-        "hermes",
-        "kit:chatml_tools.jinja",
-        "<|im_end|>",
-        "user",
-        instruction_part="<|im_start|>user\n",
-        response_part="<|im_start|>assistant\n",
-        control_tokens=("<|im_start|>", "<|im_end|>"),
-    ),
-    "qwen2_5": Family(
-        "qwen2_5",
-        "hermes",
-        "hermes",
-        "trl:qwen2_5_training.jinja",
-        "<|im_end|>",
-        "user",
-        instruction_part="<|im_start|>user\n",
-        response_part="<|im_start|>assistant\n",
-        control_tokens=("<|im_start|>", "<|im_end|>"),
-    ),
-    "llama3_1": Family(
-        "llama3_1",
-        "llama3_json",
-        "llama3_json",
-        "kit:llama3_1_tools_training.jinja",
-        "<|eot_id|>",
-        "ipython",
-        one_call_per_turn=True,
-        instruction_part="<|start_header_id|>user<|end_header_id|>\n\n",
-        response_part="<|start_header_id|>assistant<|end_header_id|>\n\n",
-        control_tokens=("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-    ),
-    "mistral": Family(
-        "mistral",
-        "mistral",
-        "mistral",
-        "kit:mistral_tools_training.jinja",
-        "</s>",
-        "tool",
-        call_id_length=9,
-        instruction_part="[INST]",
-        response_part="[/INST]",
-        control_tokens=(
-            "[INST]",
-            "[/INST]",
-            "[TOOL_CALLS]",
-            "[AVAILABLE_TOOLS]",
-            "[/AVAILABLE_TOOLS]",
-            "[TOOL_RESULTS]",
-            "[/TOOL_RESULTS]",
-        ),
-    ),
-}
-ALIASES = {
-    "hermes": "qwen2_5",
-    "qwen2.5": "qwen2_5",
-    "qwen": "qwen2_5",
-    "llama3.1": "llama3_1",
-    "llama3": "llama3_1",
-    "llama": "llama3_1",
-    "smollm2": "chatml",
-    "smollm": "chatml",
-}
+def _load_families() -> tuple[dict[str, Family], dict[str, str]]:
+    """The families and their aliases ("hermes" is qwen2_5), from chat_templates/families.json."""
+    data = json.loads((_KIT_TEMPLATES / "families.json").read_text(encoding="utf-8"))
+    families = {
+        name: Family(name, **{**fields, "control_tokens": tuple(fields.get("control_tokens", ()))})
+        for name, fields in data["families"].items()
+    }
+    return families, data["aliases"]
+
+
+FAMILIES, ALIASES = _load_families()
 FORMATS = ("hermes", "llama3_json", "mistral", "openai")
 
 
@@ -198,7 +144,7 @@ def _tokenizer_template(tokenizer: Any) -> str:
 def _model_type(tokenizer: Any) -> str | None:
     folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
     try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        return json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError):
         return None
 
@@ -483,10 +429,6 @@ def _refuse_double_encoding(record: Record, text: str) -> None:
                         "to write a string where the server's parser expects an object; fix the template "
                         "(`arguments | tojson` once, on the object)"
                     )
-
-
-def _present(text: str, value: Any) -> bool:
-    return any(e in text for e in _encodings(value))
 
 
 def _arg_pairs(args: dict) -> list[tuple[str, list[str]]]:

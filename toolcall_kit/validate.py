@@ -49,7 +49,6 @@ UNANSWERED_CALL = "unanswered_call"
 EMPTY_ASSISTANT = "empty_assistant"
 NO_ASSISTANT = "no_assistant"
 BAD_WEIGHT = "bad_weight"
-UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -380,16 +379,16 @@ def validate_record(record: Any) -> list[Problem]:
                     )
                 )
             for j, call in enumerate(calls):
-                cw = f"{where}.tool_calls[{j}]"
-                problems.extend(check_call(call, declared, cw, validators))
+                call_at = f"{where}.tool_calls[{j}]"
+                problems.extend(check_call(call, declared, call_at, validators))
                 if isinstance(call, dict):
                     cid = call.get("id")
                     fn = call.get("function")
                     if not isinstance(cid, str) or not cid:
-                        problems.append(Problem(MISSING_FIELD, f"{cw}: a tool call needs an `id`"))
+                        problems.append(Problem(MISSING_FIELD, f"{call_at}: a tool call needs an `id`"))
                     elif cid in open_calls:
                         problems.append(
-                            Problem(BAD_FIELD, f"{cw}: call id {cid!r} is already awaiting a result")
+                            Problem(BAD_FIELD, f"{call_at}: call id {cid!r} is already awaiting a result")
                         )
                     else:
                         open_calls[cid] = fn.get("name", "") if isinstance(fn, dict) else ""

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from ..records import Record, text_of
+from ..records import Record, call_name, text_of
 from ..templates import hermes_blocks
 from ..validate import BAD_FIELD, MISSING_FIELD, NOT_OBJECT
 from . import CallIds, RowError, decode_arguments, decode_json_field, loads_lenient, normalize_tools
@@ -90,7 +90,7 @@ def convert(row: dict) -> Record:
             if "weight" in turn:
                 msg["weight"] = turn["weight"]
             for call in msg.get("tool_calls") or []:
-                pending.append((call["id"], call["function"]["name"]))
+                pending.append((call["id"], call_name(call)))
         messages.extend(new)
     record: Record = {"messages": messages}
     if tools is not None:

@@ -1,10 +1,10 @@
-"""A local OpenAI-compatible server for a model folder: `transformers serve` on 127.0.0.1.
+"""A local OpenAI-compatible server for a model folder: `transformers serve` on 127.0.0.1, for the tests and
+benchmarks/bench_eval.py (vLLM is the production server; this is the CPU stand-in that needs no GPU).
 
     with local_server("runs/demo/merged") as url:      # url = "http://127.0.0.1:PORT/v1"
-        toolcall-kit eval --endpoint URL ...
+        evaluate(..., endpoint=url)
 
-What the evaluation, the teacher paraphraser, their tests and the endpoint benchmark start (vLLM is the
-production server; this is the CPU stand-in that needs no GPU). Needs the `serve` extra (fastapi, uvicorn).
+Needs the `serve` extra (fastapi, uvicorn).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import KitError
+from toolcall_kit.errors import KitError
 
 
 def free_port() -> int:
@@ -83,3 +83,44 @@ def local_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def stub_openai_server(answer, delay: float = 0.0) -> Iterator[tuple[str, list]]:
+    """An OpenAI-compatible stub on 127.0.0.1: `answer(request body) -> assistant message`, each request held
+    `delay` seconds. Yields the `/v1` base URL and a list that collects (path, body, requests in flight)."""
+    import http.server
+    import json
+    import threading
+
+    seen: list = []
+    in_flight = [0]
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                in_flight[0] += 1
+                seen.append((self.path, body, in_flight[0]))
+            time.sleep(delay)
+            with lock:
+                in_flight[0] -= 1
+            choice = {"index": 0, "message": answer(body), "finish_reason": "stop"}
+            payload = {"id": "stub", "object": "chat.completion", "created": 0, "model": body["model"]}
+            data = json.dumps({**payload, "choices": [choice]}).encode()
+            self.send_response(200)
+            for key, value in (("Content-Type", "application/json"), ("Content-Length", str(len(data)))):
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
