@@ -70,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         hog.kill()
     ratio = one / shared
     print(f"\nSmolLM2-135M LoRA training on CPU, {a.config}, {a.steps} steps, {cores} cores")
-    print(f"  alone, {cores} threads                    {alone:7.1f} real tokens/s")
-    print(f"  one core busy elsewhere, {cores} threads  {shared:7.1f} real tokens/s")
-    print(f"  one core busy elsewhere, 1 thread       {one:7.1f} real tokens/s")
+    for label, rate in (
+        (f"alone, {cores} threads", alone),
+        (f"one core busy elsewhere, {cores} threads", shared),
+        ("one core busy elsewhere, 1 thread", one),
+    ):
+        print(f"  {label:<40} {rate:7.1f} real tokens/s")
     print(f"  ratio 1 thread / {cores} threads under load = {ratio:.2f}x (target >= 1.2x)")
     ok = ratio >= 1.2
     print(f"\n{'PASS' if ok else 'FAIL'}: under load, 1 thread trains {ratio:.2f}x as fast as {cores}")
