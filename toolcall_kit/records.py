@@ -3,7 +3,8 @@ conversational shape, with tool-call arguments *decoded to objects*:
 
     {"id": "ex-000042",                   # optional; evaluation joins predictions on it
      "kind": "declined",                  # optional; only where the source says so
-     "tools": [{"type": "function", "function": {"name": ..., "description": ..., "parameters": {JSON Schema}}}],
+     "tools": [{"type": "function",       # parameters: a JSON Schema object
+                "function": {"name": ..., "description": ..., "parameters": {...}}}],
      "parallel_tool_calls": true,         # optional, kept from OpenAI data
      "messages": [{"role": "user", "content": "..."},
                   {"role": "assistant", "content": null, "weight": 1, "tool_calls": [{"id": "call_1",
@@ -17,7 +18,6 @@ place that knows their layout, and `read_records` the one reader of the JSONL fi
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -115,15 +115,6 @@ def openai_call(call: dict) -> dict:
     if isinstance(args, str):
         return call
     return {**call, "function": {**call["function"], "arguments": json.dumps(args, ensure_ascii=False)}}
-
-
-def to_openai(record: Record) -> Record:
-    """The OpenAI fine-tuning JSONL form (the inverse of the openai reader): call arguments as JSON strings."""
-    out = copy.deepcopy(record)
-    for msg in out.get("messages") or []:
-        if msg.get("tool_calls"):
-            msg["tool_calls"] = [openai_call(c) for c in msg["tool_calls"]]
-    return out
 
 
 def text_of(content: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""OpenAI fine-tuning chat JSONL -> canonical record (the inverse of `records.to_openai`).
+"""OpenAI fine-tuning chat JSONL -> canonical record (arguments decoded; `records.openai_call` encodes them).
 
     {"messages": [...], "tools": [...], "parallel_tool_calls": false}
 

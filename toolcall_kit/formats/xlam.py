@@ -1,4 +1,4 @@
-"""Salesforce xLAM function-calling rows -> canonical record: one user turn, one assistant turn with the calls.
+"""Salesforce xLAM function-calling rows -> canonical record: a user turn, an assistant turn with calls.
 
     {"id": 0, "query": "Where can I find live giveaways for beta access?",
      "tools": "[{\"name\": \"live_giveaways_by_type\", \"description\": \"...\",
@@ -95,9 +95,8 @@ def parameters_schema(params: Any, i: int = 0) -> dict:
             raise RowError(BAD_TOOL_SCHEMA, f"tools[{i}].parameters.{pname} must be an object")
         type_text = spec.get("type") if isinstance(spec.get("type"), str) else "Any"
         as_json, optional, default = _type_json(type_text)
-        prop = properties[pname] = json.loads(
-            as_json
-        )  # a fresh dict: records never share (and co-mutate) schemas
+        # A fresh dict per parameter, so records never share (and co-mutate) schemas.
+        prop = properties[pname] = json.loads(as_json)
         if spec.get("description") is not None:
             prop["description"] = str(spec["description"])
         if isinstance(spec.get("enum"), list):
