@@ -171,7 +171,11 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_stale_temps(path: Path) -> None:
     """Temporary folders that a killed `atomic_dir` left beside `path` (their process is gone)."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+    try:
+        siblings = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:  # a folder we may write but not list: nothing to clean
+        return
+    for tmp in siblings:
         try:
             info = json.loads((tmp / KIT_MARKER).read_text(encoding="utf-8"))
             pid = int(info.get("pid"))
