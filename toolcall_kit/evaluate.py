@@ -51,8 +51,8 @@ from .records import (
     Record,
     calls_of,
     classify,
-    ensure_id,
     openai_call,
+    read_records,
     text_of,
     tool_schemas,
 )
@@ -825,27 +825,12 @@ def score_cases(
 
 
 def load_records(path: str | Path) -> list[Record]:
-    """Canonical records (prepare's eval.jsonl); each must pass validate_record. Ids are kept, or made
-    from the content hash when absent; a duplicate id is an error (predictions are keyed by id)."""
-    from .io import STDIN, iter_json_lines
-    from .validate import validate_record
+    """Canonical records (prepare's eval.jsonl), each valid and with a unique id (predictions are keyed by id)."""
+    from .io import STDIN
 
-    path = Path(path)
-    if str(path) != STDIN and not path.exists():
+    if str(path) != STDIN and not Path(path).exists():
         raise KitError(f"data file {path} does not exist")
-    records, seen = [], {}
-    for n, record in iter_json_lines(path):  # a folder, non-UTF-8 text or a pipe are handled there
-        problems = validate_record(record)
-        if problems:
-            raise DataError(path, n, f"not a valid canonical record: {problems[0]}")
-        ensure_id(record)
-        rid = str(record["id"])
-        if rid in seen:
-            raise DataError(path, n, f"id {rid!r} already used on line {seen[rid]}")
-        seen[rid] = n
-        record["id"] = rid
-        records.append(record)
-    return records
+    return read_records(path, validate=True)
 
 
 def select_records(data: str | Path | None, bfcl: str | None, limit: int | None) -> tuple[list[Record], dict]:

@@ -1,12 +1,9 @@
 """Atomic file writes, folder ownership and locks, and input opening: the one place for each.
 
-A write goes to a temporary file in the same folder, is flushed and fsynced, then `os.replace`d over
-the target, so a crash or a full disk never leaves a half-written train.jsonl, report or checkpoint.
-
-Folders the kit makes (run folders, merged models, adapters) carry a marker file, `.toolcall-kit`; a folder
-that holds files but no marker is the user's and is never replaced or emptied (`atomic_dir`, `claim_dir`).
-A run folder is locked (`folder_lock`) while a process writes it, so a second writer gets a clear error.
-Inputs are opened once (`open_input`): pipes, FIFOs and `/dev/stdin` work, and `-` is standard input.
+A write goes to a temporary sibling, is fsynced, then `os.replace`d over the target, so a crash or a full
+disk never leaves a half-written train.jsonl, report or checkpoint. Folders the kit makes carry a marker
+file, `.toolcall-kit`; a folder that holds files but no marker is the user's and is never replaced or
+emptied. A run folder is locked while a process writes it, so a second writer gets a clear error.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +24,8 @@ KIT_MARKER = ".toolcall-kit"  # in every folder the kit made: {"made_by": "toolc
 LOCK_FILE = ".toolcall-kit.lock"
 STDIN = "-"
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
+_UMASK = os.umask(0)  # read by setting it; restored on the next line
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -51,10 +42,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -80,10 +69,8 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     existed = path.exists()
     check_writable_file(path / "probe", what)
     if not existed:
-        try:
+        with suppress(OSError):
             path.rmdir()  # made only to probe: the verb makes it again when it writes
-        except OSError:
-            pass
 
 
 def write_text(path, text: str) -> None:
@@ -105,8 +92,8 @@ def write_jsonl(path, rows: Iterable[Any]) -> int:
 
 
 def read_jsonl(path) -> list[Any]:
-    """Every row of a JSONL file the kit wrote (user input goes through `formats` instead); a line that is not
-    JSON is a DataError naming the file and line."""
+    """Every row of a JSONL file the kit wrote (predictions, BFCL data); records go through
+    `records.read_records`, user input through `formats`."""
     return [row for _, row in iter_json_lines(path)]
 
 
@@ -120,7 +107,6 @@ def _holds_files(folder: Path) -> bool:
 
 
 def mark(folder: str | os.PathLike, kind: str) -> None:
-    """Record that the kit made `folder` (what `atomic_dir` and `claim_dir` check before replacing it)."""
     write_json(Path(folder) / KIT_MARKER, {"made_by": "toolcall-kit", "kind": kind})
 
 
@@ -147,9 +133,8 @@ def claim_dir(path: str | os.PathLike, kind: str, what: str, known: Iterable[str
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "run folder"):
-    """An exclusive lock on `folder` (a `.toolcall-kit.lock` file inside it) while a process writes there; a
-    second process gets a KitError at once instead of writing over the first one's files. Re-entrant within
-    a process, from any thread. The OS releases it when the process dies, so a lock is never stale."""
+    """An exclusive lock on `folder` while a process writes there: a second process gets a KitError at once.
+    Re-entrant within a process, from any thread; the OS releases it when the process dies."""
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
@@ -188,7 +173,7 @@ def _remove_stale_temps(path: Path) -> None:
     """Temporary folders that a killed `atomic_dir` left beside `path` (their process is gone)."""
     try:
         siblings = list(path.parent.glob(f".{path.name}.*.tmp"))
-    except OSError:
+    except OSError:  # a folder we may write but not list: nothing to clean
         return
     for tmp in siblings:
         try:
@@ -204,10 +189,8 @@ def _remove_stale_temps(path: Path) -> None:
 def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: bool = False):
     """Build a folder under a temporary name and rename it into place (merged models, adapters).
 
-    The result carries the kit's marker. An existing `path` is replaced only if it is empty or carries the
-    marker (the kit made it), unless `replace_unmarked` (for folders inside a locked run folder or the model
-    cache); a folder of the user's is a KitError before anything is built. Temporary folders that a killed
-    process left beside `path` are removed first."""
+    An existing `path` is replaced only if it is empty or carries the kit's marker, unless
+    `replace_unmarked` (folders inside a locked run folder or the model cache)."""
     path = Path(path)
     if path.exists():
         if not path.is_dir():
@@ -224,7 +207,7 @@ def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: 
     try:
         write_json(tmp / KIT_MARKER, {"made_by": "toolcall-kit", "kind": "building", "pid": os.getpid()})
         yield tmp
-        write_json(tmp / KIT_MARKER, {"made_by": "toolcall-kit", "kind": kind})
+        mark(tmp, kind)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -238,13 +221,8 @@ def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: 
         raise
 
 
-# ---------------------------------------------------------------- inputs
-
-
 def open_input(path: str | os.PathLike):
-    """A binary reader over a user's input file, opened once: `-` is standard input; pipes, FIFOs and
-    `/dev/stdin` work because nothing is reopened. A folder, a missing file or an unreadable one is a
-    DataError naming it."""
+    """A binary reader over an input, opened once so pipes, FIFOs and `/dev/stdin` work; `-` is standard input."""
     if str(path) == STDIN:
         return sys.stdin.buffer
     try:
@@ -262,10 +240,8 @@ def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     f = open_input(path)
     try:
         for n, bline in enumerate(f, 1):
-            if n == 1 and bline.startswith(b"\xef\xbb\xbf"):
-                bline = bline[3:]
             try:
-                yield n, bline.decode("utf-8")
+                yield n, bline.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(path, n, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
@@ -281,8 +257,8 @@ def read_text_input(path: str | os.PathLike) -> str:
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) of every non-blank line of a JSON Lines input the kit reads as it is
-    (canonical records, predictions); a line that is not JSON is a DataError naming it."""
+    """(line number, value) of every non-blank line of a JSON Lines file; a line that is not JSON is a
+    DataError naming it."""
     for n, line in iter_text_lines(path):
         if not line.strip():
             continue

@@ -27,6 +27,9 @@ from .validate import validate_record
 RARE_CALLS = 50  # a tool called fewer times than this is probably under-represented for fine-tuning
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".gz")
 MAX_DUPLICATES_LISTED = 20
+OUTPUTS = {"train": PREPARED_TRAIN, "eval": PREPARED_EVAL, "rejects": REJECTS, "report": REPORT}
+OUTPUT_FILES = tuple(OUTPUTS.values())
+MAX_LISTED = 5  # problems, renamed ids: how many a warning or a reject's detail names
 
 
 def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed: int = 0) -> dict:
@@ -40,74 +43,13 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
     if out.exists() and not out.is_dir():
         raise KitError(f"--out {out} exists and is not a folder")
     _refuse_overwriting_inputs(paths, out)
-
-    kept: list[Record] = []
-    rejects: list[dict] = []
-    seen: dict[str, tuple[str, int]] = {}  # content hash -> (file, line) of the copy kept
-    duplicates: list[dict] = []
-    files: dict[str, dict] = {}
-    read = 0
-    for path in paths:
-        info: dict = {}
-        rows = 0
-        for row in read_file(path, fmt, info):
-            rows += 1
-            problems = [row.problem] if row.problem else validate_record(row.record)
-            if problems:
-                rejects.append(
-                    {
-                        "file": row.path,
-                        "line": row.line,
-                        "reason": problems[0].reason,
-                        "detail": "; ".join(p.detail for p in problems[:5])
-                        + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""),
-                        "reasons": sorted({p.reason for p in problems}),
-                        "raw": row.raw,
-                    }
-                )
-                continue
-            h = content_hash(row.record)
-            if h in seen:
-                duplicates.append(
-                    {"file": row.path, "line": row.line, "same_as": f"{seen[h][0]}:{seen[h][1]}"}
-                )
-                continue
-            seen[h] = (row.path, row.line)
-            if not row.record.get("id"):
-                # records.ensure_id's id, from the hash already in hand (hashing again: 2 s on 60k rows)
-                row.record["id"] = f"ex-{h[:12]}"
-            kept.append(row.record)
-        read += rows
-        files[str(path)] = {**info, "rows": rows}
-
-    warnings: list[str] = []
-    for name, info in files.items():
-        if not info["rows"]:
-            warnings.append(f"{name}: no rows")
-        if info.get("warning"):
-            warnings.append(f"{name}: {info['warning']}")
-    ids: set[str] = set()
-    renamed: list[str] = []
-    for rec in kept:
-        if rec["id"] in ids:  # two different rows that the source gave the same id: evaluation joins on ids
-            base, k = rec["id"], 2
-            while f"{base}-{k}" in ids:
-                k += 1
-            rec["id"] = f"{base}-{k}"
-            renamed.append(f"{base!r} -> {rec['id']!r}")
-        ids.add(rec["id"])
-    if renamed:
-        more = f" and {len(renamed) - 5} more" if len(renamed) > 5 else ""
-        warnings.append(
-            f"{len(renamed)} rows reuse another row's id; renamed: {', '.join(renamed[:5])}{more}"
-        )
-
+    kept, rejects, duplicates, files = _read_all(paths, fmt)
+    read = sum(f["rows"] for f in files.values())
     assert read == len(kept) + len(rejects) + len(duplicates), "every row is kept, rejected or a duplicate"
+    warnings = _file_warnings(files) + _make_ids_unique(kept)
     in_eval = split(kept, eval_fraction, seed)
     train = [r for r, e in zip(kept, in_eval, strict=True) if not e]
     evals = [r for r, e in zip(kept, in_eval, strict=True) if e]
-
-    kinds = Counter(classify(r) for r in kept)
     calls = Counter(call_name(call) for r in kept for _, call in iter_calls(r))
     rare = {name: n for name, n in sorted(calls.items(), key=lambda kv: (kv[1], kv[0])) if n < RARE_CALLS}
     if rare:
@@ -118,6 +60,7 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
         )
     eval_tools = {call_name(call) for r in evals for _, call in iter_calls(r)}
     train_tools = {call_name(call) for r in train for _, call in iter_calls(r)}
+    kinds = Counter(classify(r) for r in kept)
     report = {
         "read": read,
         "kept": len(kept),
@@ -140,15 +83,83 @@ def prepare(inputs, out_dir, fmt: str = "auto", eval_fraction: float = 0.1, seed
             "tools_only_in_eval": len(eval_tools - train_tools),
         },
         "duplicate_rows": duplicates[:MAX_DUPLICATES_LISTED],
-        "out": {
-            "train": str(out / PREPARED_TRAIN),
-            "eval": str(out / PREPARED_EVAL),
-            "rejects": str(out / REJECTS),
-            "report": str(out / REPORT),
-        },
+        "out": {key: str(out / name) for key, name in OUTPUTS.items()},
     }
     _write_all(out, train, evals, rejects, report)
     return report
+
+
+def _read_all(paths: list[Path], fmt: str) -> tuple[list[Record], list[dict], list[dict], dict[str, dict]]:
+    """(records kept, rejects, duplicates, per file: format, how it was chosen, rows)."""
+    kept: list[Record] = []
+    rejects: list[dict] = []
+    duplicates: list[dict] = []
+    files: dict[str, dict] = {}
+    seen: dict[str, str] = {}  # content hash -> "file:line" of the copy kept
+    for path in paths:
+        info: dict = {}
+        rows = 0
+        for row in read_file(path, fmt, info):
+            rows += 1
+            problems = [row.problem] if row.problem else validate_record(row.record)
+            h = None if problems else content_hash(row.record)
+            if problems:
+                rejects.append(_reject(row, problems))
+            elif h in seen:
+                duplicates.append({"file": row.path, "line": row.line, "same_as": seen[h]})
+            else:
+                seen[h] = f"{row.path}:{row.line}"
+                if not row.record.get(
+                    "id"
+                ):  # records.ensure_id's id, from the hash in hand (2 s on 60k rows)
+                    row.record["id"] = f"ex-{h[:12]}"
+                kept.append(row.record)
+        files[str(path)] = {**info, "rows": rows}
+    return kept, rejects, duplicates, files
+
+
+def _reject(row, problems: list) -> dict:
+    """A line of rejects.jsonl: where the row was, why it was rejected, and its original text."""
+    detail = "; ".join(p.detail for p in problems[:MAX_LISTED])
+    if len(problems) > MAX_LISTED:
+        detail += f"; and {len(problems) - MAX_LISTED} more"
+    reasons = sorted({p.reason for p in problems})
+    return {
+        "file": row.path,
+        "line": row.line,
+        "reason": problems[0].reason,
+        "detail": detail,
+        "reasons": reasons,
+        "raw": row.raw,
+    }
+
+
+def _file_warnings(files: dict[str, dict]) -> list[str]:
+    warnings = []
+    for name, info in files.items():
+        if not info["rows"]:
+            warnings.append(f"{name}: no rows")
+        if info.get("warning"):
+            warnings.append(f"{name}: {info['warning']}")
+    return warnings
+
+
+def _make_ids_unique(kept: list[Record]) -> list[str]:
+    """Two different rows the source gave the same id get `-2`, `-3`...: evaluation joins on ids."""
+    ids: set[str] = set()
+    renamed: list[str] = []
+    for rec in kept:
+        if rec["id"] in ids:
+            base, k = rec["id"], 2
+            while f"{base}-{k}" in ids:
+                k += 1
+            rec["id"] = f"{base}-{k}"
+            renamed.append(f"{base!r} -> {rec['id']!r}")
+        ids.add(rec["id"])
+    if not renamed:
+        return []
+    more = f" and {len(renamed) - MAX_LISTED} more" if len(renamed) > MAX_LISTED else ""
+    return [f"{len(renamed)} rows reuse another row's id; renamed: {', '.join(renamed[:MAX_LISTED])}{more}"]
 
 
 def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
@@ -252,15 +263,14 @@ def _labels(record: Record) -> tuple[str, ...]:
     return (f"kind:{classify(record)}", *(f"tool:{t}" for t in tools))
 
 
-OUTPUT_FILES = (PREPARED_TRAIN, PREPARED_EVAL, REJECTS, REPORT)
-
-
 def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
     """`prepare data/mine/train.jsonl --out data/mine` would replace its own raw input: refused."""
     targets = {(out / name).resolve() for name in OUTPUT_FILES}
     for p in paths:
         if str(p) != io.STDIN and p.resolve() in targets:
-            raise KitError(f"--out {out} would overwrite the input {p} with prepare's own {p.name}; pick another --out")
+            raise KitError(
+                f"--out {out} would overwrite the input {p} with prepare's own {p.name}; pick another --out"
+            )
 
 
 def _expand(inputs) -> list[Path]:

@@ -1,39 +1,32 @@
-"""The canonical conversation every reader produces and every later stage consumes.
+"""The canonical conversation every reader produces and every later stage consumes: the OpenAI / TRL
+conversational shape, with tool-call arguments *decoded to objects*:
 
-The shape is the OpenAI / TRL conversational one, with tool-call arguments *decoded to objects*:
+    {"id": "ex-000042",                   # optional; evaluation joins predictions on it
+     "kind": "declined",                  # optional; only where the source says so
+     "tools": [{"type": "function",       # parameters: a JSON Schema object
+                "function": {"name": ..., "description": ..., "parameters": {...}}}],
+     "parallel_tool_calls": true,         # optional, kept from OpenAI data
+     "messages": [{"role": "user", "content": "..."},
+                  {"role": "assistant", "content": null, "weight": 1, "tool_calls": [{"id": "call_1",
+                   "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                  {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "{...}"},
+                  {"role": "assistant", "content": "It is 18 C in Paris."}]}
 
-    {
-      "id": "ex-000042",                      # optional; stable id used by eval/score
-      "kind": "declined",                     # optional; only where the source says so
-      "tools": [{"type": "function",
-                 "function": {"name": ..., "description": ..., "parameters": {JSON Schema}}}],
-      "parallel_tool_calls": true,            # optional, kept from OpenAI data
-      "messages": [
-        {"role": "system", "content": "..."},
-        {"role": "user", "content": "..."},
-        {"role": "assistant", "content": null, "weight": 1,
-         "tool_calls": [{"id": "call_1", "type": "function",
-                         "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-        {"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "{...}"},
-        {"role": "assistant", "content": "It is 18 C in Paris."}
-      ]
-    }
-
-Records are plain dicts (they go to JSONL and to `apply_chat_template` unchanged); the helpers here are
-the one place that knows their layout. `to_openai` is the inverse of the OpenAI reader: arguments become
-JSON strings again, so a record round-trips through OpenAI fine-tuning JSONL unchanged.
+Records are plain dicts (they go to JSONL and to `apply_chat_template` unchanged); this module is the one
+place that knows their layout, and `read_records` the one reader of the JSONL files the kit writes.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
+from .errors import DataError
+
 Record = dict[str, Any]
-Message = dict[str, Any]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -72,11 +65,6 @@ def call_name(call: dict) -> str:
     return call["function"]["name"]
 
 
-def call_arguments(call: dict) -> Any:
-    """A call's arguments: an object in a canonical record, a JSON string in OpenAI's form."""
-    return call["function"]["arguments"]
-
-
 def iter_calls(record: Record) -> Iterator[tuple[int, dict]]:
     """(message index, tool call) for every assistant tool call, in order."""
     for i, msg in enumerate(record.get("messages") or []):
@@ -85,9 +73,9 @@ def iter_calls(record: Record) -> Iterator[tuple[int, dict]]:
                 yield i, call
 
 
-def calls_of(message: Message) -> list[tuple[str, Any]]:
+def calls_of(message: dict) -> list[tuple[str, Any]]:
     """[(name, arguments)] of one assistant message; the form parsers and metrics compare."""
-    return [(call_name(c), call_arguments(c)) for c in message.get("tool_calls") or []]
+    return [(call_name(c), c["function"]["arguments"]) for c in message.get("tool_calls") or []]
 
 
 def classify(record: Record) -> str:
@@ -95,7 +83,9 @@ def classify(record: Record) -> str:
     explicit = record.get("kind")
     if explicit in KINDS:
         return explicit
-    call_turns = [m for m in record.get("messages") or [] if m.get("role") == "assistant" and m.get("tool_calls")]
+    call_turns = [
+        m for m in record.get("messages") or [] if m.get("role") == "assistant" and m.get("tool_calls")
+    ]
     if not call_turns:
         return NO_CALL
     has_results = any(m.get("role") == "tool" for m in record["messages"])
@@ -106,15 +96,11 @@ def classify(record: Record) -> str:
     return SINGLE_CALL if len(call_turns) == 1 else MULTI_STEP
 
 
-def canonical_json(record: Record) -> str:
-    """Key-sorted compact JSON: the identity used for de-duplication and fingerprints."""
-    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def content_hash(record: Record) -> str:
-    """Hash of the conversation itself (messages and tools), ignoring `id`, so re-ids do not hide duplicates."""
-    core = {k: v for k, v in record.items() if k not in ("id",)}
-    return hashlib.sha256(canonical_json(core).encode("utf-8")).hexdigest()
+    """Hash of the key-sorted conversation without its `id`, so re-ids do not hide duplicates."""
+    core = {k: v for k, v in record.items() if k != "id"}
+    text = json.dumps(core, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def ensure_id(record: Record, prefix: str = "ex") -> Record:
@@ -125,33 +111,54 @@ def ensure_id(record: Record, prefix: str = "ex") -> Record:
 
 def openai_call(call: dict) -> dict:
     """One tool call in OpenAI's form: the arguments as a JSON string."""
-    args = call_arguments(call)
+    args = call["function"]["arguments"]
     if isinstance(args, str):
         return call
     return {**call, "function": {**call["function"], "arguments": json.dumps(args, ensure_ascii=False)}}
-
-
-def to_openai(record: Record) -> Record:
-    """The OpenAI fine-tuning JSONL form: the same record with call arguments as JSON strings."""
-    out = copy.deepcopy(record)
-    for msg in out.get("messages") or []:
-        if msg.get("tool_calls"):
-            msg["tool_calls"] = [openai_call(c) for c in msg["tool_calls"]]
-    return out
 
 
 def text_of(content: Any) -> str | None:
     """Message content as one string: OpenAI allows a list of `{"type": "text", "text": ...}` parts."""
     if content is None or isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
-                parts.append(str(part.get("text", "")))
-            elif isinstance(part, str):
-                parts.append(part)
-            else:
-                raise ValueError(f"unsupported content part: {json.dumps(part)[:80]}")
-        return "".join(parts)
-    raise ValueError(f"content must be a string, null or a list of text parts, got {type(content).__name__}")
+    if not isinstance(content, list):
+        raise ValueError(
+            f"content must be a string, null or a list of text parts, got {type(content).__name__}"
+        )
+    parts = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
+            parts.append(str(part.get("text", "")))
+        elif isinstance(part, str):
+            parts.append(part)
+        else:
+            raise ValueError(f"unsupported content part: {json.dumps(part)[:80]}")
+    return "".join(parts)
+
+
+def read_records(path: str | os.PathLike, validate: bool = False) -> list[Record]:
+    """The records of a JSONL file the kit wrote (prepare's train/eval.jsonl; `-` is standard input).
+
+    Each line must be an object with `messages`. With `validate` (evaluation), each must also pass
+    `validate_record` and gets an id if it has none; ids must be unique, since predictions are joined on
+    them. Every error is a DataError naming the file and line."""
+    from .io import iter_json_lines
+    from .validate import validate_record
+
+    records: list[Record] = []
+    line_of_id: dict[str, int] = {}
+    for n, record in iter_json_lines(path):
+        if validate:
+            problems = validate_record(record)
+            if problems:
+                raise DataError(path, n, f"not a valid canonical record: {problems[0]}")
+            record["id"] = rid = str(ensure_id(record)["id"])
+            if rid in line_of_id:
+                raise DataError(path, n, f"id {rid!r} already used on line {line_of_id[rid]}")
+            line_of_id[rid] = n
+        elif not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise DataError(path, n, "not a canonical record (an object with `messages`); run prepare first")
+        records.append(record)
+    if not records:
+        raise DataError(path, None, "no records")
+    return records

@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, KitError
-from .records import Record, calls_of, text_of
+from .errors import KitError
+from .records import Record, calls_of, read_records, text_of  # noqa: F401 - read_records: re-exported
 from .templates import (
     Family,
     _rid,
@@ -547,21 +547,6 @@ def mask_html(
 # ---------------------------------------------------------------------------------------------------------
 # CLI entry points (cli.py calls these)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def read_records(path: str | os.PathLike) -> list[Record]:
-    """Canonical records from a JSONL file (as `prepare` writes them; `-` is standard input); a bad line, a
-    folder or non-UTF-8 text is a DataError naming it."""
-    from .io import iter_json_lines
-
-    out = []
-    for n, rec in iter_json_lines(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list):
-            raise DataError(path, n, "not a canonical record (an object with `messages`); run prepare first")
-        out.append(rec)
-    if not out:
-        raise DataError(path, None, "no records")
-    return out
 
 
 def load_tokenizer(model: str):

@@ -4,12 +4,9 @@
         row.record or row.problem
 
 Containers: JSON Lines, a JSON array, Parquet; any of them gzipped (found by its magic bytes, not its name).
-A row that cannot be parsed or converted comes back as a `Row` carrying a `Problem`, never an exception;
-a file that cannot be read at all (missing, not gzip, not Parquet, a broken JSON array) raises `DataError`.
-Converted records are *not* validated here: `prepare` runs `validate.validate_record` on every one.
-
-Each format module (openai, xlam, sharegpt, chat) exposes `convert(row: dict) -> Record`, raising
-`RowError(reason, detail)` for a row it cannot convert.
+A row that cannot be parsed or converted comes back carrying a `Problem`; a file that cannot be read at all
+raises `DataError`. Records are validated later, by `prepare`. Each format module (openai, xlam, sharegpt,
+chat) has `convert(row: dict) -> Record`, raising `RowError` for a row it cannot convert.
 """
 
 from __future__ import annotations
@@ -26,12 +23,13 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .. import io as kit_io
 from ..errors import DataError
-from ..records import Record
+from ..records import Record, text_of
 from ..validate import ARGUMENTS_NOT_OBJECT, BAD_FIELD, INVALID_JSON, NOT_OBJECT, Problem
 
 FORMATS = ("openai", "xlam", "sharegpt", "chat")
@@ -61,7 +59,7 @@ class Row:
 
     @property
     def raw(self) -> str:
-        """The original text (JSON Lines) or the element re-serialised (arrays, Parquet); built on demand."""
+        """The original text (JSON Lines) or the element re-serialised (arrays, Parquet)."""
         if isinstance(self.source, str):
             return self.source
         return json.dumps(self.source, ensure_ascii=False, default=str)
@@ -70,19 +68,22 @@ class Row:
 # ---------------------------------------------------------------- helpers shared by the readers
 
 
-class CallIds:
-    """Unique call ids (`call_0`, `call_1`, ...) for calls whose source has none, avoiding the ones it has."""
+def call_ids(taken=()) -> Iterator[str]:
+    """call_0, call_1, ... for calls whose source has no id, skipping the ids it has."""
+    return (f"call_{n}" for n in itertools.count() if f"call_{n}" not in taken)
 
-    def __init__(self, taken=()):
-        self.taken = set(taken)
-        self.n = 0
 
-    def new(self) -> str:
-        while f"call_{self.n}" in self.taken:
-            self.n += 1
-        cid = f"call_{self.n}"
-        self.taken.add(cid)
-        return cid
+def row_id(row: dict) -> dict:
+    """{"id": ...} when the row carries a usable id (a string or a number), else {}."""
+    rid = row.get("id")
+    return {"id": str(rid)} if isinstance(rid, str | int) and not isinstance(rid, bool) else {}
+
+
+def content_text(content: Any, where: str) -> str | None:
+    try:
+        return text_of(content)
+    except ValueError as e:
+        raise RowError(BAD_FIELD, f"{where}: {e}") from None
 
 
 def loads_lenient(text: str, what: str) -> Any:
@@ -117,21 +118,22 @@ def decode_arguments(args: Any, where: str) -> Any:
     decodes is left for the validator to reject, so the reason names the tool."""
     if args is None:
         return {}
-    if isinstance(args, str):
-        text = args.strip()
-        if not text:
-            return {}  # some generators write "" for a call without arguments
+    if not isinstance(args, str):
+        return args
+    text = args.strip()
+    if not text:
+        return {}  # some generators write "" for a call without arguments
+    try:
+        args = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise RowError(
+            ARGUMENTS_NOT_OBJECT, f"{where}: arguments are not valid JSON ({e}): {text[:80]!r}"
+        ) from None
+    if isinstance(args, str) and args.lstrip().startswith("{"):
         try:
-            args = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise RowError(
-                ARGUMENTS_NOT_OBJECT, f"{where}: arguments are not valid JSON ({e}): {text[:80]!r}"
-            ) from None
-        if isinstance(args, str) and args.lstrip().startswith("{"):
-            try:
-                args = json.loads(args)
-            except (ValueError, RecursionError):
-                pass
+            args = json.loads(args)
+        except (ValueError, RecursionError):
+            pass
     return args
 
 
@@ -156,17 +158,26 @@ def normalize_tools(tools: Any, field: str = "tools") -> Any:
     return out
 
 
+def merge_tools(tools: Any, more: list) -> Any:
+    """`tools` plus the tools in `more` whose name it does not declare yet (a broken `tools` is kept as is,
+    for the validator to name)."""
+    if not isinstance(tools, list):
+        return more if tools is None else tools
+
+    def name(t: Any) -> Any:
+        fn = t.get("function") if isinstance(t, dict) else None
+        return fn.get("name") if isinstance(fn, dict) and isinstance(fn.get("name"), str) else None
+
+    names = {name(t) for t in tools} - {None}
+    return tools + [t for t in more if name(t) is None or name(t) not in names]
+
+
 def _from_arrow(value: Any) -> Any:
     """A Parquet row as plain JSON values. Arrow unifies struct fields across rows, filling absent keys with
-    null (a user message gets `tool_calls: null`, a tool's schema every other tool's properties): those keys
-    are dropped. Values JSON has no form for (timestamps, decimals, bytes) become strings; NaN becomes null."""
+    null (a user message gets `tool_calls: null`): those keys are dropped. Values JSON has no form for
+    (timestamps, decimals, bytes) become strings; NaN becomes null."""
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            v = _from_arrow(v)
-            if v is not None:
-                out[str(k)] = v
-        return out
+        return {str(k): v for k, v in ((k, _from_arrow(v)) for k, v in value.items()) if v is not None}
     if isinstance(value, list | tuple):
         return [_from_arrow(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
@@ -204,11 +215,8 @@ class _Prefixed(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        if self.head:
-            n = min(len(buf), len(self.head))
-            buf[:n], self.head = self.head[:n], self.head[n:]
-            return n
-        data = self.rest.read(len(buf))
+        data = self.head[: len(buf)] or self.rest.read(len(buf))
+        self.head = self.head[len(data) :]
         buf[: len(data)] = data
         return len(data)
 
@@ -219,12 +227,9 @@ class _Prefixed(io.RawIOBase):
 
 
 def _sniff(f, n: int):
-    """(the first `n` bytes, a buffered reader that still yields them) of a stream that may not seek (a pipe)."""
+    """(the first `n` bytes, a reader that still yields them) of a stream that may not seek (a pipe)."""
     head = b""
-    while len(head) < n:
-        chunk = f.read(n - len(head))
-        if not chunk:
-            break
+    while len(head) < n and (chunk := f.read(n - len(head))):
         head += chunk
     return head, io.BufferedReader(_Prefixed(head, f), buffer_size=1 << 16)
 
@@ -245,24 +250,17 @@ def _open_binary(path: Path):
     return f, False, head
 
 
-def _inner_suffix(path: Path, gzipped: bool) -> str:
-    return Path(path.stem).suffix.lower() if gzipped and path.suffix == ".gz" else path.suffix.lower()
-
-
 def _iter_jsonl(f) -> Iterator[tuple[int, str, Any]]:
     for lineno, bline in enumerate(f, 1):
-        if lineno == 1 and bline.startswith(b"\xef\xbb\xbf"):
-            bline = bline[3:]  # UTF-8 byte order mark
+        if lineno == 1:
+            bline = bline.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte order mark
         if not bline.strip():
             continue
         try:
             text = bline.decode("utf-8").rstrip("\r\n")  # the original text, minus its line end
         except UnicodeDecodeError as e:
-            yield (
-                lineno,
-                bline.decode("utf-8", "replace").rstrip("\r\n"),
-                Problem(INVALID_JSON, f"line is not UTF-8: {e}"),
-            )
+            text = bline.decode("utf-8", "replace").rstrip("\r\n")
+            yield lineno, text, Problem(INVALID_JSON, f"line is not UTF-8: {e}")
             continue
         yield lineno, text, _parse_line(text)
 
@@ -270,37 +268,31 @@ def _iter_jsonl(f) -> Iterator[tuple[int, str, Any]]:
 def _iter_json_text(path: Path, f, suffix: str) -> Iterator[tuple[int, str | None, Any]]:
     """A `.json` file is an array, one object, or (BFCL, many dumps) JSON Lines under a .json name.
     Other names (not .jsonl) get here when they start with `[`: an array if the whole parses, else lines."""
-    data = f.read()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    data = f.read().removeprefix(b"\xef\xbb\xbf")
     try:
         text = data.decode("utf-8")
+        whole = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        text = None
-    if text is not None:
-        try:
-            whole = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            raise DataError(path, None, "JSON nested too deeply") from None
-        except json.JSONDecodeError as e:
-            first = text.lstrip().split("\n", 1)[0]
-            if suffix == ".json" and first.startswith("[") and isinstance(_parse_line(first), Problem):
-                # An array with a syntax error cannot be split into rows reliably: the whole file is unusable.
-                raise DataError(
-                    path, e.lineno, f"not a valid JSON array: {e.msg} (column {e.colno})"
-                ) from None
-        except ValueError as e:  # NaN / Infinity
-            if suffix == ".json" and text.lstrip().startswith("["):
-                raise DataError(path, None, f"not a valid JSON array: {e}") from None
-        else:
-            if isinstance(whole, list):
-                del data, text  # the file's bytes and text (hundreds of MB for xLAM) are not needed any more
-                for i in range(len(whole)):
-                    item, whole[i] = whole[i], None  # let each row go once it is converted
-                    yield i + 1, None, item
-                return
+        pass  # read as lines: each bad line is rejected on its own
+    except RecursionError:
+        raise DataError(path, None, "JSON nested too deeply") from None
+    except json.JSONDecodeError as e:
+        first = text.lstrip().split("\n", 1)[0]
+        if suffix == ".json" and first.startswith("[") and isinstance(_parse_line(first), Problem):
+            # An array with a syntax error cannot be split into rows reliably: the whole file is unusable.
+            raise DataError(path, e.lineno, f"not a valid JSON array: {e.msg} (column {e.colno})") from None
+    except ValueError as e:  # NaN / Infinity
+        if suffix == ".json" and text.lstrip().startswith("["):
+            raise DataError(path, None, f"not a valid JSON array: {e}") from None
+    else:
+        if not isinstance(whole, list):
             yield 1, text.strip(), whole
             return
+        del data, text  # the file's bytes and text (hundreds of MB for xLAM) are not needed any more
+        for i in range(len(whole)):
+            item, whole[i] = whole[i], None  # let each row go once it is converted
+            yield i + 1, None, item
+        return
     yield from _iter_jsonl(io.BytesIO(data))
 
 
@@ -309,13 +301,15 @@ def _struct_arguments(t) -> bool:
     import pyarrow as pa
 
     if pa.types.is_struct(t):
-        return any((f.name == "arguments" and pa.types.is_struct(f.type)) or _struct_arguments(f.type) for f in t)
+        return any(
+            (f.name == "arguments" and pa.types.is_struct(f.type)) or _struct_arguments(f.type) for f in t
+        )
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return _struct_arguments(t.value_type)
     return False
 
 
-def _iter_parquet(path: Path, source=None, info: dict | None = None) -> Iterator[tuple[int, str | None, Any]]:
+def _iter_parquet(path: Path, source, info: dict | None) -> Iterator[tuple[int, str | None, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -326,12 +320,9 @@ def _iter_parquet(path: Path, source=None, info: dict | None = None) -> Iterator
                 "call arguments are Arrow structs, whose keys are unified across rows: an explicit null cannot be "
                 "told from an absent key, so null arguments were dropped; store arguments as JSON strings to keep them"
             )
-        batches = pf.iter_batches(batch_size=4096)
-        n = 0
-        for batch in batches:
-            for row in batch.to_pylist():
-                n += 1
-                yield n, None, _from_arrow(row)
+        rows = itertools.chain.from_iterable(b.to_pylist() for b in pf.iter_batches(batch_size=4096))
+        for n, row in enumerate(rows, 1):
+            yield n, None, _from_arrow(row)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise DataError(path, None, f"not a readable Parquet file: {e}") from None
 
@@ -341,7 +332,7 @@ def parsed_items(path: str | Path, info: dict | None = None) -> Iterator[tuple[i
     `info`, if given, receives a `warning` about what the container cannot carry (Parquet struct nulls)."""
     path = Path(path)
     f, gzipped, head = _open_binary(path)
-    suffix = _inner_suffix(path, gzipped)
+    suffix = (Path(path.stem) if gzipped and path.suffix == ".gz" else path).suffix.lower()
     try:
         with f:
             if not gzipped and (head == PARQUET_MAGIC or suffix == ".parquet"):
@@ -371,6 +362,18 @@ _TOOL_SPEAKERS = {"function_call", "observation", "tool", "function_response", "
 _TOOL_TAGS = ("<tool_call>", "<tools>", "<tool_response>")
 
 
+def _has_tool_turn(turns: list) -> bool:
+    """True if a ShareGPT turn is spoken by a tool or carries Hermes' tool tags."""
+    for t in turns:
+        if isinstance(t, dict):
+            value = t.get("value")
+            if (isinstance(t.get("from"), str) and t["from"] in _TOOL_SPEAKERS) or (
+                isinstance(value, str) and any(g in value for g in _TOOL_TAGS)
+            ):
+                return True
+    return False
+
+
 def _looks_like(row: Any) -> str | None:
     """The format one parsed row is written in: xlam, openai, sharegpt, or chat:messages / chat:conversations
     for tool-free rows that the openai / sharegpt readers would read as well."""
@@ -380,16 +383,8 @@ def _looks_like(row: Any) -> str | None:
         return "xlam"
     turns = row.get("conversations")
     if isinstance(turns, list | str):
-        if row.get("tools") or isinstance(turns, str):
-            return "sharegpt"
-        for t in turns:
-            if isinstance(t, dict):
-                value = t.get("value")
-                if (isinstance(t.get("from"), str) and t["from"] in _TOOL_SPEAKERS) or (
-                    isinstance(value, str) and any(g in value for g in _TOOL_TAGS)
-                ):
-                    return "sharegpt"
-        return "chat:conversations"
+        tools = row.get("tools") or isinstance(turns, str) or _has_tool_turn(turns)
+        return "sharegpt" if tools else "chat:conversations"
     messages = row.get("messages")
     if isinstance(messages, list | str):
         if row.get("tools") or row.get("functions") or isinstance(messages, str):
@@ -405,22 +400,24 @@ def _looks_like(row: Any) -> str | None:
     return None
 
 
+# Tool-free rows of these shapes are read by the openai / sharegpt reader once the file holds tool rows.
+_PLAIN_CHAT_OF = {"chat:messages": "openai", "chat:conversations": "sharegpt"}
+
+
 def detect_format(path: str | Path, first_rows: list[Any]) -> tuple[str, str]:
     """(format, a sentence saying why) for a file, from its first parsed rows.
 
     Tool-free rows count for `openai` (messages) or `sharegpt` (conversations) as soon as one sampled row of
-    that shape has tools, since those readers read plain chat too; otherwise for `chat`. A file with no
-    recognisable row is read as `openai`, so each row is rejected with its own reason."""
+    that shape has tools; otherwise for `chat`. A file with no recognisable row is read as `openai`, so each
+    row is rejected with its own reason."""
     shapes = Counter(v for v in map(_looks_like, first_rows) if v)
     n = len(first_rows)
     if not shapes:
         return "openai", f"auto: none of the first {n} rows looks like a known format; read as openai"
     votes: Counter = Counter()
     for shape, count in shapes.items():
-        if shape == "chat:messages" and shapes.get("openai"):
-            shape = "openai"
-        elif shape == "chat:conversations" and shapes.get("sharegpt"):
-            shape = "sharegpt"
+        if shapes.get(_PLAIN_CHAT_OF.get(shape)):
+            shape = _PLAIN_CHAT_OF[shape]
         votes[shape.split(":")[0]] += count
     fmt, count = votes.most_common(1)[0]
     how = f"auto: {count} of the first {n} rows look like {fmt}"
@@ -430,6 +427,15 @@ def detect_format(path: str | Path, first_rows: list[Any]) -> tuple[str, str]:
     return fmt, how
 
 
+def _row_format(row: dict, file_fmt: str) -> str | None:
+    """The format a row of a mixed file is plainly written in, when it is not the file's (else None)."""
+    shape = _looks_like(row)
+    if shape is None or _PLAIN_CHAT_OF.get(shape) == file_fmt or shape.split(":")[0] == file_fmt:
+        return None
+    return shape.split(":")[0]
+
+
+@cache
 def converter(fmt: str):
     """The `convert(row) -> Record` function of one format (imported lazily: formats import this module)."""
     if fmt not in FORMATS:
@@ -440,49 +446,33 @@ def converter(fmt: str):
 def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> Iterator[Row]:
     """Every row of one file as a `Row`. `info`, if given, receives `format` and `how` (what auto chose)."""
     if fmt != "auto":
-        convert = converter(fmt)  # fail on a bad name before the file is opened
+        converter(fmt)  # fail on a bad name before the file is opened
     items = parsed_items(path, info)
     how = f"given: --format {fmt}"
     if fmt == "auto":
         sample = list(itertools.islice(items, SAMPLE_ROWS))
         fmt, how = detect_format(path, [v for _, _, v in sample if not isinstance(v, Problem)])
         items = itertools.chain(sample, items)
-        convert = converter(fmt)
-    per_row = how.startswith("auto")  # in a mixed file, a row that plainly looks like another format is read so
+    per_row = how.startswith(
+        "auto"
+    )  # in a mixed file, a row that plainly looks like another format is read so
     minority: Counter = Counter()
-    if info is not None:
-        info.update(format=fmt, how=how)
-    spath = str(path)
+    info = {} if info is None else info
+    info.update(format=fmt, how=how)
     for line, text, value in items:
-        source = text if text is not None else value
+        row = Row(str(path), line, text if text is not None else value, fmt)
         if isinstance(value, Problem):
-            yield Row(spath, line, source, fmt, problem=value)
+            row.problem = value
         elif not isinstance(value, dict):
-            problem = Problem(NOT_OBJECT, f"a row must be a JSON object, got {type(value).__name__}")
-            yield Row(spath, line, source, fmt, problem=problem)
+            row.problem = Problem(NOT_OBJECT, f"a row must be a JSON object, got {type(value).__name__}")
         else:
-            row_fmt, row_convert = fmt, convert
             other = _row_format(value, fmt) if per_row else None
             if other is not None:
-                row_fmt, row_convert = other, converter(other)
+                row.fmt = other
                 minority[other] += 1
-                if info is not None:
-                    info["other_format_rows"] = dict(minority)
+                info["other_format_rows"] = dict(minority)
             try:
-                yield Row(spath, line, source, row_fmt, record=row_convert(value))
+                row.record = converter(row.fmt)(value)
             except RowError as e:
-                yield Row(spath, line, source, row_fmt, problem=e.problem)
-
-
-def _row_format(row: dict, file_fmt: str) -> str | None:
-    """The format a row of a mixed file is plainly written in, when it is not the file's (else None). Plain chat
-    rows stay with an openai / sharegpt file, whose readers read them too."""
-    shape = _looks_like(row)
-    if shape is None:
-        return None
-    fmt = shape.split(":")[0]
-    if fmt == file_fmt or (shape == "chat:messages" and file_fmt == "openai"):
-        return None
-    if shape == "chat:conversations" and file_fmt == "sharegpt":
-        return None
-    return fmt
+                row.problem = e.problem
+        yield row

@@ -1,20 +1,20 @@
 """Plain chat with no tools -> canonical record, for mixing general conversation into training.
 
-    {"prompt": "...", "prompt_id": "...", "messages": [{"role": "user", "content": "..."}, ...]}   # UltraChat 200k
+    {"prompt": "...", "messages": [{"role": "user", "content": "..."}, ...]}            # UltraChat 200k
     {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
-    {"data": ["user text", "assistant text", ...]}                                                 # UltraChat original
+    {"data": ["user text", "assistant text", ...]}                                      # UltraChat original
 
-An `id` is kept; other fields (prompt, prompt_id, ...) are dropped. A row that declares tools or holds a tool call or result
-is rejected: it belongs to the openai or sharegpt reader, which `--format auto` picks when it sees tools.
+An `id` is kept, other fields dropped. A row with tools, a tool call or a result belongs to the openai or
+sharegpt reader and is rejected.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..records import Record, text_of
+from ..records import Record
 from ..validate import BAD_FIELD, MISSING_FIELD
-from . import RowError, decode_json_field
+from . import RowError, content_text, decode_json_field, row_id
 
 _ALIASES = {
     "human": "user",
@@ -42,7 +42,6 @@ def convert(row: dict) -> Record:
         raise RowError(MISSING_FIELD, "no `messages`, `conversations` or `data` field")
     messages: list[Any] = []
     for i, turn in enumerate(turns):
-        where = f"{field}[{i}]"
         if not isinstance(turn, dict):
             messages.append(turn)  # the validator names it
             continue
@@ -51,17 +50,11 @@ def convert(row: dict) -> Record:
             role = _ALIASES.get(role.lower(), role)
         if role in ("tool", "function") or turn.get("tool_calls") or turn.get("function_call"):
             raise RowError(
-                BAD_FIELD, f"{where} is a tool call or result; read this file with --format openai"
+                BAD_FIELD, f"{field}[{i}] is a tool call or result; read this file with --format openai"
             )
-        try:
-            content = text_of(turn.get("content", turn.get("value")))
-        except ValueError as e:
-            raise RowError(BAD_FIELD, f"{where}: {e}") from None
+        content = content_text(turn.get("content", turn.get("value")), f"{field}[{i}]")
         msg: dict = {"content": content} if role is None else {"role": role, "content": content}
         if "weight" in turn:
             msg["weight"] = turn["weight"]
         messages.append(msg)
-    record: Record = {"messages": messages}
-    if isinstance(row.get("id"), str | int) and not isinstance(row.get("id"), bool):
-        record = {"id": str(row["id"]), **record}
-    return record
+    return {**row_id(row), "messages": messages}

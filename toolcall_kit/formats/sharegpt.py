@@ -7,13 +7,10 @@
        {"from": "tool", "value": "<tool_response>\\n{\\"name\\": \\"get_weather\\", \\"content\\": {...}}\\n</tool_response>"},
        {"from": "gpt", "value": "It is 18 C in Paris."}]}
 
-Speakers: human/user, gpt/assistant/model, system, tool/observation/function_response/ipython (results),
-and LLaMA-Factory's `function_call` turn (a JSON call, or a list of them). Tools come from a top-level
-`tools` field (JSON string or list, as in Glaive/Hermes/LLaMA-Factory exports) and/or a `<tools>` block in
-the system turn. A system turn that carries `<tools>` is Hermes' fixed tool-use boilerplate and is dropped:
-the chat template renders the tools and their instructions itself. Calls get ids call_0, call_1, ...;
-results are matched to open calls by tool name where the result names one, else oldest first.
-An unknown speaker keeps its name as the role, so the validator rejects it as `unknown_role`.
+Tools come from a top-level `tools` field and/or a `<tools>` block in the system turn; such a system turn is
+Hermes' fixed tool-use boilerplate and is dropped (the chat template renders tools itself). LLaMA-Factory's
+`function_call` turn holds a JSON call or a list of them. Results are matched to open calls by the tool name
+they carry, else oldest first. An unknown speaker stays as the role, for the validator to reject.
 """
 
 from __future__ import annotations
@@ -22,10 +19,20 @@ import json
 import re
 from typing import Any
 
-from ..records import Record, call_name, text_of
+from ..records import Record, call_name
 from ..templates import hermes_blocks
 from ..validate import BAD_FIELD, MISSING_FIELD, NOT_OBJECT
-from . import CallIds, RowError, decode_arguments, decode_json_field, loads_lenient, normalize_tools
+from . import (
+    RowError,
+    call_ids,
+    content_text,
+    decode_arguments,
+    decode_json_field,
+    loads_lenient,
+    merge_tools,
+    normalize_tools,
+    row_id,
+)
 
 ROLES = {
     "human": "user", "user": "user",
@@ -37,6 +44,7 @@ ROLES = {
 }  # fmt: skip
 TOOLS_RE = re.compile(r"<tools>(.*?)</tools>", re.DOTALL)
 RESPONSE_RE = re.compile(r"<tool_response>(.*?)</tool_response>", re.DOTALL)
+_SEPARATORS = re.compile(r"[ \t\r\n,]*")  # between the tools of a <tools> block
 
 
 def convert(row: dict) -> Record:
@@ -49,7 +57,7 @@ def convert(row: dict) -> Record:
     messages: list[dict] = []
     if isinstance(row.get("system"), str) and row["system"].strip():
         messages.append({"role": "system", "content": row["system"]})
-    ids = CallIds()
+    ids = call_ids()
     pending: list[tuple[str, Any]] = []  # (call id, tool name) awaiting a result, oldest first
     for i, turn in enumerate(turns):
         where = f"conversations[{i}]"
@@ -60,44 +68,36 @@ def convert(row: dict) -> Record:
             raise RowError(MISSING_FIELD, f"{where} has no `from`")
         value = _text(turn.get("value", turn.get("content")), where)
         role = ROLES.get(speaker.lower()) if isinstance(speaker, str) else None
-        new: list[dict] = []
-        if role is None:
-            new.append({"role": speaker, "content": value})
-        elif role == "system":
-            blocks = TOOLS_RE.findall(value)
-            if blocks:
-                # Hermes' boilerplate names the tag before the real block ("within <tools></tools> XML tags").
-                for block in blocks:
-                    if block.strip():
-                        tools = _merge_tools(tools, _parse_tools(block, where))
-                continue
-            new.append({"role": "system", "content": value})
-        elif speaker.lower() == "function_call":
-            parsed = loads_lenient(value, f"{where} (function_call)")
-            new.append({"role": "assistant", "content": None, "tool_calls": _calls(parsed, ids, where)})
-        elif role == "assistant":
-            content, calls = _split_calls(value, ids, where)
-            msg: dict = {"role": "assistant", "content": content}
-            if calls:
-                msg["tool_calls"] = calls
-            new.append(msg)
-        elif role == "tool":
-            results = [r.strip() for r in RESPONSE_RE.findall(value)] or [value.strip()]
-            new.extend(_result(text, pending) for text in results)
-        else:
-            new.append({"role": role, "content": value})
+        if role == "system" and TOOLS_RE.search(value):
+            # Hermes' boilerplate names the tag before the real block ("within <tools></tools> XML tags").
+            for block in TOOLS_RE.findall(value):
+                if block.strip():
+                    tools = merge_tools(tools, _parse_tools(block, where))
+            continue
+        new = _messages(speaker, role, value, ids, pending, where)
         for msg in new:
             if "weight" in turn:
                 msg["weight"] = turn["weight"]
             for call in msg.get("tool_calls") or []:
                 pending.append((call["id"], call_name(call)))
         messages.extend(new)
-    record: Record = {"messages": messages}
-    if tools is not None:
-        record = {"tools": tools, **record}
-    if isinstance(row.get("id"), str | int) and not isinstance(row.get("id"), bool):
-        record = {"id": str(row["id"]), **record}
-    return record
+    return {**row_id(row), **({"tools": tools} if tools is not None else {}), "messages": messages}
+
+
+def _messages(speaker: Any, role: str | None, value: str, ids, pending: list, where: str) -> list[dict]:
+    """The canonical messages of one turn (a tool turn may hold several results)."""
+    if role is None:
+        return [{"role": speaker, "content": value}]
+    if speaker.lower() == "function_call":
+        parsed = loads_lenient(value, f"{where} (function_call)")
+        return [{"role": "assistant", "content": None, "tool_calls": _calls(parsed, ids, where)}]
+    if role == "assistant":
+        content, calls = _split_calls(value, ids, where)
+        return [{"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}]
+    if role == "tool":
+        results = [r.strip() for r in RESPONSE_RE.findall(value)] or [value.strip()]
+        return [_result(text, pending) for text in results]
+    return [{"role": role, "content": value}]
 
 
 def _text(value: Any, where: str) -> str:
@@ -105,10 +105,7 @@ def _text(value: Any, where: str) -> str:
         return ""
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False)  # function_call / observation given as objects
-    try:
-        return text_of(value)
-    except ValueError as e:
-        raise RowError(BAD_FIELD, f"{where}: {e}") from None
+    return content_text(value, where)
 
 
 def _parse_tools(text: str, where: str) -> list:
@@ -118,11 +115,7 @@ def _parse_tools(text: str, where: str) -> list:
         value = json.loads(text)
     except ValueError:
         value, decoder, pos = [], json.JSONDecoder(), 0
-        while pos < len(text):
-            while pos < len(text) and text[pos] in " \t\r\n,":
-                pos += 1
-            if pos >= len(text):
-                break
+        while (pos := _SEPARATORS.match(text, pos).end()) < len(text):
             try:
                 obj, pos = decoder.raw_decode(text, pos)
             except ValueError:
@@ -135,26 +128,13 @@ def _parse_tools(text: str, where: str) -> list:
     return tools
 
 
-def _merge_tools(tools: Any, more: list) -> Any:
-    if not isinstance(tools, list):
-        return more if tools is None else tools  # a broken top-level `tools` is the validator's to name
-
-    def name(t: Any) -> Any:
-        fn = t.get("function") if isinstance(t, dict) else None
-        return fn.get("name") if isinstance(fn, dict) and isinstance(fn.get("name"), str) else None
-
-    names = {name(t) for t in tools} - {None}
-    return tools + [t for t in more if name(t) is None or name(t) not in names]
-
-
-def _split_calls(value: str, ids: CallIds, where: str) -> tuple[str | None, list[dict]]:
+def _split_calls(value: str, ids, where: str) -> tuple[str | None, list[dict]]:
     """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them).
 
-    The tags are cut by the kit's one Hermes reader (templates.hermes_blocks, the one that parses model
-    output as vLLM does). The bodies are read more leniently than a server reads them, because Hermes and
-    Glaive exports need it: Python literals (`{'name': ...}`), a list of calls in one block, `parameters`
-    for `arguments`. That is safe for training data: the chat template writes every call again as strict
-    JSON, and the round trip before training checks it with the server's reading."""
+    The tags are cut by the kit's one Hermes reader (templates.hermes_blocks, which parses model output as
+    vLLM does). The bodies are read more leniently than a server reads them, because Hermes and Glaive
+    exports need it (Python literals, a list of calls in one block, `parameters` for `arguments`); the chat
+    template writes every call again as strict JSON, and the round trip before training checks it."""
     before, blocks, after = hermes_blocks(value)
     if not blocks:
         return value, []
@@ -167,19 +147,14 @@ def _split_calls(value: str, ids: CallIds, where: str) -> tuple[str | None, list
     return content or None, calls
 
 
-def _calls(parsed: Any, ids: CallIds, where: str) -> list[dict]:
-    items = parsed if isinstance(parsed, list) else [parsed]
+def _calls(parsed: Any, ids, where: str) -> list[dict]:
     calls = []
-    for item in items:
+    for item in parsed if isinstance(parsed, list) else [parsed]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RowError(BAD_FIELD, f"{where}: a tool call must be an object with a `name`")
-        args = item.get("arguments", item.get("parameters"))
+        args = decode_arguments(item.get("arguments", item.get("parameters")), where)
         calls.append(
-            {
-                "id": ids.new(),
-                "type": "function",
-                "function": {"name": item["name"], "arguments": decode_arguments(args, where)},
-            }
+            {"id": next(ids), "type": "function", "function": {"name": item["name"], "arguments": args}}
         )
     return calls
 

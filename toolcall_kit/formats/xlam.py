@@ -1,15 +1,13 @@
-"""Salesforce xLAM function-calling rows -> canonical record.
+"""Salesforce xLAM function-calling rows -> canonical record: a user turn, an assistant turn with calls.
 
     {"id": 0, "query": "Where can I find live giveaways for beta access?",
      "tools": "[{\"name\": \"live_giveaways_by_type\", \"description\": \"...\",
                  \"parameters\": {\"type\": {\"description\": \"...\", \"type\": \"str\", \"default\": \"game\"}}}]",
      "answers": "[{\"name\": \"live_giveaways_by_type\", \"arguments\": {\"type\": \"beta\"}}]"}
 
-`tools` and `answers` are JSON strings (lists are accepted too). Parameter types are written Python-style
-("str, optional", "List[int]", "Dict[str, Any]", "int, default=5", "Union[int, float]", ...) and become JSON
-Schema; a parameter is required unless it says optional, has a default, or says `"required": false`.
-The record is one user turn and one assistant turn with the calls (ids call_0, call_1, ...); xLAM has no
-system prompt and no tool results. A row whose `answers` is empty has nothing to train on and is rejected.
+Parameter types are written Python-style ("str, optional", "List[int]", "int, default=5", "Union[int, float]")
+and become JSON Schema; a parameter is required unless it says optional, has a default, or says
+`"required": false`. A row whose `answers` is empty has nothing to train on and is rejected.
 """
 
 from __future__ import annotations
@@ -92,39 +90,30 @@ def parameters_schema(params: Any, i: int = 0) -> dict:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for pname, spec in params.items():
-        if isinstance(spec, str):
-            spec = {"type": spec}
+        spec = {"type": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, dict):
             raise RowError(BAD_TOOL_SCHEMA, f"tools[{i}].parameters.{pname} must be an object")
-        type_text = spec.get("type", "Any")
-        schema, as_json, optional, default = _cached_type(type_text if isinstance(type_text, str) else "Any")
-        # A fresh dict per record, so records never share (and co-mutate) schemas; most types are flat.
-        prop = json.loads(as_json) if as_json else dict(schema)
-        description = spec.get("description")
-        if description is not None:
-            prop["description"] = description if isinstance(description, str) else str(description)
+        type_text = spec.get("type") if isinstance(spec.get("type"), str) else "Any"
+        as_json, optional, default = _type_json(type_text)
+        # A fresh dict per parameter, so records never share (and co-mutate) schemas.
+        prop = properties[pname] = json.loads(as_json)
+        if spec.get("description") is not None:
+            prop["description"] = str(spec["description"])
         if isinstance(spec.get("enum"), list):
             prop["enum"] = spec["enum"]
-        if "default" in spec:
-            prop["default"] = spec["default"]
-        elif default is not _MISSING:
-            prop["default"] = default
+        if "default" in spec or default is not _MISSING:
+            prop["default"] = spec["default"] if "default" in spec else default
         explicit = spec.get("required")
-        if explicit is True or (
-            explicit is None and not optional and "default" not in spec and default is _MISSING
-        ):
+        if explicit is True or (explicit is None and not optional and "default" not in prop):
             required.append(pname)
-        properties[pname] = prop
     return {"type": "object", "properties": properties, "required": required}
 
 
 @lru_cache(maxsize=4096)
-def _cached_type(text: str) -> tuple[dict, str, bool, Any]:
-    """`python_type_schema` plus, for a nested schema, its JSON text (to copy it by json.loads):
-    60k xLAM rows share a few hundred type strings."""
+def _type_json(text: str) -> tuple[str, bool, Any]:
+    """`python_type_schema` with the schema as JSON text: 60k xLAM rows share a few hundred type strings."""
     schema, optional, default = python_type_schema(text)
-    nested = any(isinstance(v, dict | list) for v in schema.values())
-    return schema, json.dumps(schema) if nested else "", optional, default
+    return json.dumps(schema), optional, default
 
 
 def python_type_schema(text: str) -> tuple[dict, bool, Any]:
