@@ -105,21 +105,6 @@ def _answer_type(acceptable: list) -> type | None:
     return next((type(a) for a in acceptable if a != ""), None)
 
 
-def _type_error(
-    param: str, value: Any, acceptable: list, expected: type, nested: type | None
-) -> tuple[str, bool]:
-    """(error, is_variable); `is_variable`: the answers hold another type (BFCL's variable-name case)."""
-    ans_type = _answer_type(acceptable)
-    is_variable = ans_type is not None and ans_type is not expected
-    if type(value) is expected:
-        if nested is None or any(_items_ok(value, a, nested) for a in acceptable):
-            return "", is_variable
-        return f"items of {param!r} should be {nested.__name__}: {value!r}", is_variable
-    if ans_type is not None and type(value) is ans_type:
-        return "", True
-    return f"{param!r} should be {expected.__name__}, got {type(value).__name__} {value!r}", is_variable
-
-
 def _items_ok(value: list, answer: Any, nested: type) -> bool:
     """Each item has the schema's item type or the answer's; a non-list answer (e.g. "") skips the check."""
     return not isinstance(answer, list) or all(type(v) in (nested, _answer_type(answer)) for v in value)
@@ -188,11 +173,15 @@ def _ast_error(param: str, value: Any, acceptable: list, prop: dict) -> str:
     written = value
     if expected is float and type(value) is int:
         value = float(value)  # BFCL: an int is accepted where a float is expected
-    variable = False
-    if expected is not None:
-        error, variable = _type_error(param, value, acceptable, expected, nested)
-        if error:
-            return error
+    # BFCL's variable-name case: the answers hold another type than the schema's; values then compare as is.
+    ans_type = _answer_type(acceptable)
+    variable = expected is not None and ans_type is not None and ans_type is not expected
+    if expected is not None and type(value) is not expected:
+        if ans_type is None or type(value) is not ans_type:
+            return f"{param!r} should be {expected.__name__}, got {type(value).__name__} {value!r}"
+        variable = True
+    elif nested is not None and not any(_items_ok(value, a, nested) for a in acceptable):
+        return f"items of {param!r} should be {nested.__name__}: {value!r}"
     error = _value_error(param, value, acceptable, expected, nested, variable)
     return error.replace(repr(value), repr(written), 1)  # the value as the model wrote it
 
