@@ -17,19 +17,10 @@ from hypothesis import strategies as st
 from toolcall_kit.errors import DataError
 from toolcall_kit.formats import RowError, converter, detect_format, read_file, xlam
 from toolcall_kit.formats import openai as openai_fmt
-from toolcall_kit.records import classify, make_call, make_tool, openai_call
+from toolcall_kit.records import classify, make_call, make_tool, to_openai
 from toolcall_kit.validate import validate_record
 
 DATA = Path(__file__).parent / "data"
-
-
-def to_openai(record):
-    """The OpenAI fine-tuning JSONL form of a record (what the openai reader inverts): arguments as JSON strings."""
-    out = copy.deepcopy(record)
-    for msg in out.get("messages") or []:
-        if msg.get("tool_calls"):
-            msg["tool_calls"] = [openai_call(c) for c in msg["tool_calls"]]
-    return out
 
 
 def rows(path, fmt="auto"):

@@ -6,71 +6,79 @@
     toolcall-kit score --predictions preds.jsonl --data eval.jsonl --json
     toolcall-kit compare runs/base runs/demo
 
-What is evaluated ("cases"): every assistant turn of a record, given the gold conversation before it
-(teacher forcing). A single-turn record gives one case whose id is the record id; the n-th assistant turn
-of a longer record (n >= 2) is the case "<id>#<n>", so a predictions file can address every turn. An
-example is right when all its cases are. `turns="first"` keeps only each record's first assistant turn
-(the single-turn benchmark; BFCL records have one turn anyway).
-
-Metrics (rates over the cases they apply to):
-- tool_selection   every case: the set of tools called equals the set expected (or rightly none);
-- arguments_exact  cases that expect calls: the calls equal the gold calls, values and types exactly,
-                   parallel calls in any order;
-- arguments_ast    the same by the Berkeley Function Calling Leaderboard's AST rules (`match_calls`);
-- no_call          cases of no_call / declined examples (and BFCL irrelevance): no call made;
-- valid_output     the output parses, names only declared tools, and every call passes its JSON Schema
-                   (validate.check_call) without invented parameter names. "Parses" means what vLLM's
-                   parser for the format returns (templates.parse_tool_calls follows it): one broken
-                   <tool_call> among several leaves no calls, an unclosed last tag is read. Where the kit
-                   is stricter than the server (an unclosed tag, text the server drops) each verdict lists
-                   it in `kit_strict`, `valid_output_strict` requires its absence too, and the report
-                   counts such outputs as `validity.kit_stricter_outputs`;
-- uses_tool_results  answer turns after tool results whose gold answer quotes result values: the
-                   predicted answer quotes them too.
-A case is correct when the output parses and its calls match by the AST rules (a call case), no call is
-made and the answer uses the results where the gold one does (an answer case), or any call is made
-(BFCL live_relevance).
+A case is one assistant turn, prompted with the gold conversation before it (teacher forcing); its id is
+the record id for the first turn and "<id>#<n>" for the n-th (n >= 2). An example is right when all its
+cases are. Metrics, each a rate over the cases it applies to:
+- tool_selection     the set of tools called equals the set expected (or rightly none);
+- arguments_exact    call cases: the calls equal the gold calls, values and types exactly, in any order;
+- arguments_ast      the same by the Berkeley Function Calling Leaderboard's AST rules (`match_calls`);
+- no_call            no_call / declined cases (and BFCL irrelevance): no call made;
+- valid_output       the output parses as vLLM's parser reads it (templates.parse_tool_calls), names only
+                     declared tools, and its calls pass their JSON Schema without invented parameters; what
+                     the kit alone flags (an unclosed tag, text the server drops) is listed in `kit_strict`;
+- uses_tool_results  answers whose gold answer quotes tool-result values quote them too.
+A case is correct when its calls parse and match by the AST rules (a call case), when no call is made and
+the answer uses the results where the gold one does (an answer case), or when any call is made (BFCL
+live_relevance).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import product, zip_longest
 from pathlib import Path
 from typing import Any
 
+from .bfcl import load as load_bfcl
 from .errors import DataError, KitError, loading
+from .io import STDIN, atomic_open, check_writable_dir, iter_json_lines, write_json, write_jsonl, write_text
 from .records import (
     DECLINED,
     NO_CALL,
     Record,
     calls_of,
     classify,
-    openai_call,
     read_records,
     text_of,
+    to_openai,
     tool_schemas,
 )
 from .run_files import ACCURACY_PLOT, CONFUSION_PLOT, PREDICTIONS, REPORT, SUMMARY, RunFiles
-from .validate import ARGUMENTS_NOT_OBJECT, ARGUMENTS_SCHEMA, UNDECLARED_TOOL, check_call, check_tools
+from .templates import ParsedOutput, detect_family, parse_tool_calls, render
+from .validate import (
+    ARGUMENTS_NOT_OBJECT,
+    ARGUMENTS_SCHEMA,
+    UNDECLARED_TOOL,
+    check_call,
+    check_tools,
+)
 
 # Targets shown beside the numbers: a fine-tune below them is not ready to ship.
 TARGETS = {"tool_selection": 0.90, "arguments_ast": 0.85, "no_call": 0.95}
-
+METRICS = (
+    "accuracy",
+    "tool_selection",
+    "arguments_exact",
+    "arguments_ast",
+    "no_call",
+    "valid_output",
+    "uses_tool_results",
+)
 NONE_LABEL = "(none)"  # the "no tool" row / column of the confusion matrix
 MISSING = "missing_prediction"
 
-# ---------------------------------------------------------------------------------------------------
-# Argument matching by the BFCL AST rules (bfcl_eval/eval_checker/ast_eval/ast_checker.py), on JSON Schema
-# types. Kept deliberately close to the original, including its one-level nested type check. Differences:
-# parallel calls are matched by a full bipartite matching (BFCL matches greedily, which can only reject
-# more), and a property without a `type` skips the type check.
-# ---------------------------------------------------------------------------------------------------
+# --- argument matching by the BFCL AST rules ---------------------------------------------------------------
+# bfcl_eval/eval_checker/ast_eval/ast_checker.py on JSON Schema types, kept close to the original (including
+# its one-level nested type check); tests/test_bfcl.py holds it to BFCL's own checker. Differences: parallel
+# calls are paired by a full bipartite matching (BFCL pairs greedily, which can only reject more), and a
+# property without a `type` skips the type check.
 
 _PY_TYPE = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
 _STANDARDIZE_RE = re.compile(r"[ \,\.\/\-\_\*\^]")
@@ -81,6 +89,10 @@ def standardize_string(s: str) -> str:
     return _STANDARDIZE_RE.sub("", s).lower().replace("'", '"')
 
 
+def _std(v: Any) -> Any:
+    return standardize_string(v) if isinstance(v, str) else v
+
+
 def _schema_type(prop: dict) -> type | None:
     t = prop.get("type") if isinstance(prop, dict) else None
     if isinstance(t, list):  # ["string", "null"]: the non-null type is the one BFCL checks
@@ -89,88 +101,58 @@ def _schema_type(prop: dict) -> type | None:
 
 
 def _answer_type(acceptable: list) -> type | None:
-    for a in acceptable:
-        if a != "":
-            return type(a)
-    return None
+    return next((type(a) for a in acceptable if a != ""), None)
 
 
-def _type_check(
-    param: str, value: Any, acceptable: list, expected: type, nested: type | None
-) -> tuple[bool, bool, str]:
-    """(ok, is_variable, error). `is_variable`: the answers hold another type (BFCL's variable-name case)."""
-    ans_type = _answer_type(acceptable)
-    is_variable = ans_type is not None and ans_type is not expected
-    if type(value) is expected:
-        if nested is None:
-            return True, is_variable, ""
-        for item in acceptable:
-            if not isinstance(item, list):
-                return True, is_variable, ""  # BFCL: a non-list answer (e.g. "") skips the item check
-            inner = _answer_type(item)
-            if all(type(v) is nested or type(v) is inner for v in value):
-                return True, is_variable, ""
-        return False, is_variable, f"items of {param!r} should be {nested.__name__}: {value!r}"
-    if ans_type is not None and type(value) is ans_type:
-        return True, True, ""
-    return (
-        False,
-        is_variable,
-        f"{param!r} should be {expected.__name__}, got {type(value).__name__} {value!r}",
-    )
+def _items_ok(value: list, answer: Any, nested: type) -> bool:
+    """Each item has the schema's item type or the answer's; a non-list answer (e.g. "") skips the check."""
+    return not isinstance(answer, list) or all(type(v) in (nested, _answer_type(answer)) for v in value)
 
 
-def _std(v: Any) -> Any:
-    return standardize_string(v) if isinstance(v, str) else v
+def _any_accepts(errors: Iterable[str], default: str) -> str:
+    """No error as soon as one acceptable value matches, else the last one's error (`default`: none tried)."""
+    for error in errors:
+        if not error:
+            return ""
+        default = error
+    return default
+
+
+def _dict_error(value: dict, answer: dict) -> str:
+    for k, v in value.items():
+        if k not in answer:
+            return f"unexpected key {k!r}"
+        if _std(v) not in [_std(a) for a in answer[k]]:
+            return f"key {k!r} has {v!r}, expected one of {answer[k]!r}"
+    missing = [k for k, vs in answer.items() if k not in value and "" not in vs]
+    return f"missing key {missing[0]!r}" if missing else ""
 
 
 def _dict_ok(value: dict, acceptable: list) -> str:
     """BFCL dict_checker: one acceptable dict must take every key of `value` with a matching value."""
-    error = f"no acceptable value matches {value!r}"
-    for answer in acceptable:
-        if answer == "" or not isinstance(answer, dict):
-            continue
-        error = ""
-        for k, v in value.items():
-            if k not in answer:
-                error = f"unexpected key {k!r}"
-                break
-            if _std(v) not in [_std(a) for a in answer[k]]:
-                error = f"key {k!r} has {v!r}, expected one of {answer[k]!r}"
-                break
-        if not error:
-            for k, vs in answer.items():
-                if k not in value and "" not in vs:
-                    error = f"missing key {k!r}"
-                    break
-        if not error:
-            return ""
-    return error
+    errors = (_dict_error(value, a) for a in acceptable if isinstance(a, dict))
+    return _any_accepts(errors, f"no acceptable value matches {value!r}")
 
 
-def _list_dict_ok(value: list, acceptable: list) -> str:
-    error = f"no acceptable list of objects matches {value!r}"
-    for answer in acceptable:
-        if not isinstance(answer, list):
-            continue
-        if len(value) != len(answer):
-            error = f"{len(value)} objects, expected {len(answer)}"
-            continue
-        errs = [_dict_ok(v, [a]) for v, a in zip(value, answer, strict=True)]
-        if not any(errs):
-            return ""
-        error = next(e for e in errs if e)
-    return error
+def _list_dict_error(value: list, answer: list) -> str:
+    if len(value) != len(answer):
+        return f"{len(value)} objects, expected {len(answer)}"
+    for v, a in zip(value, answer, strict=True):
+        error = _dict_ok(v, [a])
+        if error:
+            return error
+    return ""
 
 
-def _value_ok(
+def _value_error(
     param: str, value: Any, acceptable: list, expected: type | None, nested: type | None, variable: bool
 ) -> str:
     if not variable and expected is dict:
         e = _dict_ok(value, acceptable)
         return f"{param!r}: {e}" if e else ""
     if not variable and expected is list and nested is dict:
-        e = _list_dict_ok(value, acceptable)
+        errors = (_list_dict_error(value, a) for a in acceptable if isinstance(a, list))
+        e = _any_accepts(errors, f"no acceptable list of objects matches {value!r}")
         return f"{param!r}: {e}" if e else ""
     if (not variable and expected is str) or (expected is None and isinstance(value, str)):
         if standardize_string(value) in [standardize_string(a) for a in acceptable if isinstance(a, str)]:
@@ -178,12 +160,37 @@ def _value_ok(
         return f"{param!r} is {value!r}, expected one of {acceptable!r} (case and punctuation ignored)"
     if not variable and expected is list:
         got = [_std(v) for v in value]
-        if any(isinstance(a, list) and got == [_std(x) for x in a] for a in acceptable):
-            return ""
-        return f"{param!r} is {value!r}, expected one of {acceptable!r}"
-    if value in acceptable:
+        matched = any(isinstance(a, list) and got == [_std(x) for x in a] for a in acceptable)
+    else:
+        matched = value in acceptable
+    return "" if matched else f"{param!r} is {value!r}, expected one of {acceptable!r}"
+
+
+def _ast_error(param: str, value: Any, acceptable: list, prop: dict) -> str:
+    expected = _schema_type(prop)
+    nested = _schema_type(prop.get("items") or {}) if expected is list else None
+    written = value
+    if expected is float and type(value) is int:
+        value = float(value)  # BFCL: an int is accepted where a float is expected
+    # BFCL's variable-name case: the answers hold another type than the schema's; values then compare as is.
+    ans_type = _answer_type(acceptable)
+    variable = expected is not None and ans_type is not None and ans_type is not expected
+    if expected is not None and type(value) is not expected:
+        if ans_type is None or type(value) is not ans_type:
+            return f"{param!r} should be {expected.__name__}, got {type(value).__name__} {value!r}"
+        variable = True
+    elif nested is not None and not any(_items_ok(value, a, nested) for a in acceptable):
+        return f"items of {param!r} should be {nested.__name__}: {value!r}"
+    error = _value_error(param, value, acceptable, expected, nested, variable)
+    return error.replace(repr(value), repr(written), 1)  # the value as the model wrote it
+
+
+def _exact_error(param: str, value: Any, acceptable: list, prop: dict) -> str:
+    options = [a for a in acceptable if a != ""]
+    wrapped = _wrap(value, prop)  # BFCL's possible answers write object values as {key: [value]}
+    if any(same(value, a) or same(wrapped, a) for a in options):
         return ""
-    return f"{param!r} is {value!r}, expected one of {acceptable!r}"
+    return f"{param!r} is {value!r}, expected exactly one of {options!r}"
 
 
 def same(a: Any, b: Any) -> bool:
@@ -199,8 +206,7 @@ def same(a: Any, b: Any) -> bool:
 
 def check_call_ast(call: dict, answer: dict, schema: dict | None, strict: bool = False) -> str:
     """Why one predicted call {"name", "arguments"} fails one possible answer {name: {param: [acceptable]}}
-    ("" when it matches). `strict` compares values exactly (`same`): no normalisation, no int-for-float.
-    """
+    ("" when it matches). `strict` compares values exactly (`same`): no normalisation, no int-for-float."""
     ((name, params),) = answer.items()
     if call.get("name") != name:
         return f"called {call.get('name')!r}, expected {name!r}"
@@ -209,74 +215,46 @@ def check_call_ast(call: dict, answer: dict, schema: dict | None, strict: bool =
         return f"arguments of {name!r} are not a JSON object"
     schema = schema or {}
     props = schema.get("properties") or {}
-    for p in schema.get("required") or []:
-        if p not in args:
-            return f"{name}: missing required parameter {p!r}"
+    missing = [p for p in schema.get("required") or [] if p not in args]
+    if missing:
+        return f"{name}: missing required parameter {missing[0]!r}"
     for p, value in args.items():
         # As in BFCL, a parameter the schema does not declare is unexpected even where an answer lists it.
         if p not in params or ("properties" in schema and p not in props):
             return f"{name}: unexpected parameter {p!r}"
-        acceptable = params[p]
-        if strict:
-            prop = props.get(p) if isinstance(props.get(p), dict) else {}
-            wrapped = _wrap(value, prop)  # BFCL's possible answers write object values as {key: [value]}
-            if not any(
-                same(value, a) or same(wrapped, a) for a in acceptable if not (isinstance(a, str) and a == "")
-            ):
-                return f"{name}: {p!r} is {value!r}, expected exactly one of {[a for a in acceptable if a != '']!r}"
-            continue
-        prop = props.get(p) if isinstance(props.get(p), dict) else {}
-        expected = _schema_type(prop)
-        nested = _schema_type(prop.get("items") or {}) if expected is list else None
-        if expected is float and type(value) is int:
-            value = float(value)  # BFCL: an int is accepted where a float is expected
-        variable = False
-        if expected is not None:
-            ok, variable, err = _type_check(p, value, acceptable, expected, nested)
-            if not ok:
-                return f"{name}: {err}"
-        err = _value_ok(p, value, acceptable, expected, nested, variable)
-        if err:
-            return f"{name}: {err.replace(repr(value), repr(args[p]), 1)}"  # the value as the model wrote it
-    for p, acceptable in params.items():
-        if p not in args and "" not in acceptable:
-            return f"{name}: missing parameter {p!r}"
-    return ""
+        prop = props[p] if isinstance(props.get(p), dict) else {}
+        error = (_exact_error if strict else _ast_error)(p, value, params[p], prop)
+        if error:
+            return f"{name}: {error}"
+    missing = [p for p, acceptable in params.items() if p not in args and "" not in acceptable]
+    return f"{name}: missing parameter {missing[0]!r}" if missing else ""
 
 
 def match_calls(
     calls: Sequence[dict], answers: Sequence[dict], schemas: dict[str, dict], strict: bool = False
 ) -> str:
-    """Why the predicted calls fail the possible answers ("" when they match): same count, and a one-to-one
-    pairing (any order) in which every call passes `check_call_ast` against its answer."""
+    """Why the predicted calls fail the possible answers ("" when they match): as many calls as answers, and
+    a one-to-one pairing (any order) in which every call passes `check_call_ast` against its answer."""
     if len(calls) != len(answers):
         return f"{len(calls)} call(s), expected {len(answers)}"
-    n = len(answers)
-    ok = [[False] * n for _ in range(n)]
-    errors: list[list[str]] = [[""] * n for _ in range(n)]
-    for i, ans in enumerate(answers):
-        name = next(iter(ans))
-        for j, call in enumerate(calls):
-            errors[i][j] = check_call_ast(call, ans, schemas.get(name), strict)
-            ok[i][j] = not errors[i][j]
-    match_of_call: dict[int, int] = {}
+    errors = [[check_call_ast(c, a, schemas.get(next(iter(a))), strict) for c in calls] for a in answers]
+    answer_of_call: dict[int, int] = {}
 
-    def augment(i: int, seen: set[int]) -> bool:
-        for j in range(n):
-            if ok[i][j] and j not in seen:
+    def pair(i: int, seen: set[int]) -> bool:  # an augmenting path (Kuhn's algorithm) that pairs answer i
+        for j, error in enumerate(errors[i]):
+            if not error and j not in seen:
                 seen.add(j)
-                if j not in match_of_call or augment(match_of_call[j], seen):
-                    match_of_call[j] = i
+                if j not in answer_of_call or pair(answer_of_call[j], seen):
+                    answer_of_call[j] = i
                     return True
         return False
 
-    for i in range(n):
-        if not augment(i, set()):
-            # Explain with the first same-name call this answer rejects; if every one fits it in
-            # isolation, they are all taken by other answers (too few such calls).
-            name = next(iter(answers[i]))
-            same_name = [j for j, c in enumerate(calls) if c.get("name") == name]
-            why = next((errors[i][j] for j in same_name if errors[i][j]), "")
+    for i, answer in enumerate(answers):
+        if not pair(i, set()):
+            # Explain with the first same-name call this answer rejects; if every one fits it on its own,
+            # other answers took them all.
+            name = next(iter(answer))
+            why = next((e for c, e in zip(calls, errors[i], strict=True) if c.get("name") == name and e), "")
             return why or f"too few calls to {name!r} fit the expected arguments"
     return ""
 
@@ -290,9 +268,7 @@ def answers_from_calls(
     out = []
     for name, args in calls:
         props = (schemas.get(name) or {}).get("properties") or {}
-        params: dict[str, list] = {}
-        for p, v in (args or {}).items() if isinstance(args, dict) else []:
-            params[p] = [_wrap(v, props.get(p) or {}) if wrap else v]
+        params = {p: [_wrap(v, props.get(p) or {}) if wrap else v] for p, v in (args or {}).items()}
         if defaults:
             for p, prop in props.items():
                 if p not in params and isinstance(prop, dict) and "default" in prop:
@@ -312,9 +288,7 @@ def _wrap(value: Any, prop: dict) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------------------------------------
-# Cases: what is asked and what counts as right.
-# ---------------------------------------------------------------------------------------------------
+# --- cases: what is asked and what counts as right ---------------------------------------------------------
 
 
 @dataclass
@@ -343,44 +317,41 @@ def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Ca
     """The cases of `records` (see the module docstring); `turns` is "all" or "first"."""
     if turns not in ("all", "first"):
         raise KitError(f"turns must be 'all' or 'first', got {turns!r}")
-    cases: list[Case] = []
     record_ids = {str(r.get("id")) for r in records}
+    cases: list[Case] = []
     for record in records:
-        if "bfcl" in record:
-            cases.append(_bfcl_case(record))
-            continue
-        kind = classify(record)
-        tools = record.get("tools") or []
-        schemas = tool_schemas(tools)
-        n = 0
-        for i, msg in enumerate(record["messages"]):
-            if msg.get("role") != "assistant":
-                continue
-            n += 1
-            if turns == "first" and n > 1:
-                break
-            if msg.get("weight", 1) == 0:
-                continue  # a turn the data marks as context, not a target
-            calls = calls_of(msg)
-            history = record["messages"][:i]
-            if n > 1 and f"{record['id']}#{n}" in record_ids:
-                raise KitError(
-                    f"record id {record['id']}#{n!s} is also the id of turn {n} of record {record['id']!r}: "
-                    "predictions could not tell them apart; rename that record"
-                )
-            case = Case(
-                id=record["id"] if n == 1 else f"{record['id']}#{n}",
-                example_id=record["id"],
-                kind=kind,
-                messages=history,
-                tools=tools,
-                expect="calls" if calls else "none",
-                answers=answers_from_calls(calls, schemas, defaults=True),
-                exact=answers_from_calls(calls, schemas, defaults=False, wrap=False),
+        cases += [_bfcl_case(record)] if "bfcl" in record else _turn_cases(record, turns, record_ids)
+    return cases
+
+
+def _turn_cases(record: Record, turns: str, record_ids: set[str]) -> list[Case]:
+    kind, tools, rid = classify(record), record.get("tools") or [], record["id"]
+    schemas = tool_schemas(tools)
+    turn_at = [i for i, m in enumerate(record["messages"]) if m.get("role") == "assistant"]
+    cases = []
+    for n, i in enumerate(turn_at[:1] if turns == "first" else turn_at, start=1):
+        msg, history = record["messages"][i], record["messages"][:i]
+        if msg.get("weight", 1) == 0:
+            continue  # a turn the data marks as context, not a target
+        if n > 1 and f"{rid}#{n}" in record_ids:
+            raise KitError(
+                f"record id {rid}#{n} is also the id of turn {n} of record {rid!r}: "
+                "predictions could not tell them apart; rename that record"
             )
-            if not calls:
-                case.result_values = grounding_values(history, text_of(msg.get("content")) or "")
-            cases.append(case)
+        calls = calls_of(msg)
+        case = Case(
+            id=rid if n == 1 else f"{rid}#{n}",
+            example_id=rid,
+            kind=kind,
+            messages=history,
+            tools=tools,
+            expect="calls" if calls else "none",
+            answers=answers_from_calls(calls, schemas, defaults=True),
+            exact=answers_from_calls(calls, schemas, defaults=False, wrap=False),
+        )
+        if not calls:
+            case.result_values = grounding_values(history, text_of(msg.get("content")) or "")
+        cases.append(case)
     return cases
 
 
@@ -400,10 +371,11 @@ def _bfcl_case(record: Record) -> Case:
     )
 
 
-# --- does a final answer use the tool results? -----------------------------------------------------
+# --- does a final answer use the tool results? ---------------------------------------------------------------
 
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 MIN_QUOTED_CHARS = 3  # shorter strings ("ok", "C") match by accident
+MAX_QUOTED_RESULT_CHARS = 40  # a plain-text result longer than this is not quoted whole
 
 
 def _leaves(obj: Any) -> list:
@@ -411,12 +383,10 @@ def _leaves(obj: Any) -> list:
         return [x for v in obj.values() for x in _leaves(v)]
     if isinstance(obj, list):
         return [x for v in obj for x in _leaves(v)]
-    if isinstance(obj, bool) or obj is None:
-        return []
-    if isinstance(obj, (int, float)):
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return [obj] if math.isfinite(obj) else []
-    if isinstance(obj, str):
-        return [obj.strip()] if len(obj.strip()) >= MIN_QUOTED_CHARS else []
+    if isinstance(obj, str) and len(obj.strip()) >= MIN_QUOTED_CHARS:
+        return [obj.strip()]
     return []
 
 
@@ -426,7 +396,8 @@ def _result_leaves(content: str) -> list:
     except (json.JSONDecodeError, TypeError):
         # A plain-text result: its numbers, and the text itself when short enough to be quoted whole.
         nums = [float(x) for x in _NUMBER_RE.findall(content)]
-        return nums + ([content.strip()] if MIN_QUOTED_CHARS <= len(content.strip()) <= 40 else [])
+        whole = MIN_QUOTED_CHARS <= len(content.strip()) <= MAX_QUOTED_RESULT_CHARS
+        return nums + ([content.strip()] if whole else [])
 
 
 def mentions(text: str, value: Any) -> bool:
@@ -457,36 +428,20 @@ def grounding_values(history: Sequence[dict], gold_answer: str) -> list:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# Predictions: one per case, from generation, an endpoint or a file.
-# ---------------------------------------------------------------------------------------------------
+# --- predictions: one per case, from generation, an endpoint or a file ---------------------------------------
 
 
 @dataclass
-class Prediction:
-    calls: list[dict]  # [{"name", "arguments": dict}]: the usable calls a client of the server receives
-    content: str | None = None  # text besides the calls
-    errors: list[str] = field(default_factory=list)  # the server drops a call or delivers it unusable
-    raw: str | None = None  # the model's text (or the endpoint's message as JSON)
-    strict_errors: list[str] = field(default_factory=list)  # the kit is stricter: the server accepts these
+class Prediction(ParsedOutput):
+    """What a client of the server receives for one case (templates.ParsedOutput), and `raw`: the model's
+    text, or the endpoint's message as JSON."""
 
-    @property
-    def ok(self) -> bool:
-        return not self.errors
+    raw: str | None = None
 
 
 def parse_output(text: str, fmt: str = "hermes") -> Prediction:
     """Raw model text -> Prediction through the one parser per format (templates.parse_tool_calls)."""
-    from .templates import parse_tool_calls
-
-    parsed = parse_tool_calls(text if isinstance(text, str) else "", fmt)
-    calls = [{"name": c.get("name"), "arguments": c.get("arguments")} for c in parsed.calls]
-    errors = [str(e) for e in parsed.errors]
-    if not parsed.ok and not errors:
-        errors = ["output could not be parsed"]
-    return Prediction(
-        calls=calls, content=parsed.content, errors=errors, raw=text, strict_errors=list(parsed.strict_errors)
-    )
+    return Prediction(**vars(parse_tool_calls(text if isinstance(text, str) else "", fmt)), raw=text)
 
 
 def structured_prediction(
@@ -498,41 +453,47 @@ def structured_prediction(
 ) -> Prediction:
     """Structured calls, canonical ({"name", "arguments"}) or OpenAI-shaped ({"function": {...}} with
     string arguments), read by the one "openai" parser. A call that cannot be read becomes an error."""
-    from .templates import parse_tool_calls
-
     parsed = parse_tool_calls(calls if isinstance(calls, list) else {"tool_calls": calls}, "openai")
-    text = content if isinstance(content, str) else None
     return Prediction(
-        calls=list(parsed.calls),
-        content=text,
+        calls=parsed.calls,
+        content=content if isinstance(content, str) else None,
         errors=[*map(str, errors), *parsed.errors],
-        raw=raw,
         strict_errors=[str(e) for e in strict_errors],
+        raw=raw,
     )
 
 
 def prediction_from_row(row: dict, fmt: str = "hermes") -> Prediction:
     """A predictions-file row: {"id", "tool_calls": [...]} or {"id", "output": "raw text"}."""
-    if "tool_calls" in row:
-        return structured_prediction(
-            row["tool_calls"] if row["tool_calls"] is not None else [],
-            row.get("content"),
-            row.get("parse_errors") or [],
-            row.get("output"),
-            row.get("strict_errors") or [],
-        )
-    return parse_output(row.get("output"), fmt)
+    if "tool_calls" not in row:
+        return parse_output(row.get("output"), fmt)
+    calls = row["tool_calls"] if row["tool_calls"] is not None else []
+    errors, strict = row.get("parse_errors") or [], row.get("strict_errors") or []
+    return structured_prediction(calls, row.get("content"), errors, row.get("output"), strict)
+
+
+def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
+    """An endpoint's message -> Prediction. Structured `tool_calls` win; a server without a tool parser
+    returns the calls as text in `content`, which is then parsed with the model's format."""
+    raw = json.dumps(message, ensure_ascii=False)
+    if message.get("tool_calls"):
+        return Prediction(**vars(parse_tool_calls(message, "openai")), raw=raw)
+    pred = parse_output(message.get("content") or "", fmt)
+    pred.raw = raw
+    return pred
+
+
+def _json_lines(path: str | Path, what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of a JSONL input; a folder, non-UTF-8 text or a pipe are handled by io."""
+    if str(path) != STDIN and not Path(path).exists():
+        raise KitError(f"{what} {path} does not exist")
+    return iter_json_lines(Path(path))
 
 
 def read_predictions(path: str | Path, fmt: str = "hermes") -> dict[str, Prediction]:
     """id -> Prediction from a JSONL predictions file; a bad row is a DataError naming its line."""
-    from .io import STDIN, iter_json_lines
-
-    path = Path(path)
-    if str(path) != STDIN and not path.exists():
-        raise KitError(f"predictions file {path} does not exist")
     out: dict[str, Prediction] = {}
-    for n, row in iter_json_lines(path):  # a folder, non-UTF-8 text or a pipe are handled there
+    for n, row in _json_lines(path, "predictions file"):
         if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
             raise DataError(path, n, 'a prediction must be an object with an "id"')
         if "tool_calls" not in row and "output" not in row:
@@ -548,9 +509,7 @@ def read_predictions(path: str | Path, fmt: str = "hermes") -> dict[str, Predict
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# Scoring one case, then the whole run.
-# ---------------------------------------------------------------------------------------------------
+# --- scoring one case, then the whole run --------------------------------------------------------------------
 
 
 def _names(calls: Sequence[dict]) -> list[str]:
@@ -571,7 +530,6 @@ class Verdict:
     correct: bool = False
     reason: str = MISSING
     detail: str = "no prediction for this id"
-    # the metrics (module docstring)
     tool_selection: bool = False
     arguments_exact: bool | None = None
     arguments_ast: bool | None = None
@@ -610,10 +568,9 @@ def _first_failure(
     case: Case, pred: Prediction, quiet: bool, ast_error: str, unquoted: list
 ) -> tuple[str, str]:
     """(reason, detail) of the first way the prediction fails the case; ("ok", "") when it does not."""
-    calls = pred.calls
+    calls, called = pred.calls, ", ".join(_names(pred.calls))
     if case.expect == "any_call":
         return ("ok", "") if calls else ("no_call_made", "expected a call (relevance)")
-    called = ", ".join(_names(calls))
     if case.expect == "none":
         if calls:
             return "over_triggered", f"called {called}; expected no call"
@@ -631,34 +588,31 @@ def _first_failure(
         return "wrong_tool", f"called {called}; expected {expected}"
     if len(calls) != len(case.answers):
         return "wrong_count", f"{len(calls)} call(s), expected {len(case.answers)}"
-    if ast_error:
-        return "wrong_arguments", ast_error
-    return "ok", ""
+    return ("wrong_arguments", ast_error) if ast_error else ("ok", "")
 
 
 def score_case(case: Case, pred: Prediction | None) -> Verdict:
     """The verdict of one case (a missing prediction is wrong, "missing_prediction")."""
     counts_no_call = case.kind in (NO_CALL, DECLINED) and case.expect == "none"
     grounded = case.expect == "none" and bool(case.result_values)
+    call_metric = False if case.expect == "calls" else None  # the argument metrics apply to call cases only
     v = Verdict(
         id=case.id,
         example_id=case.example_id,
         kind=case.kind,
         category=case.category,
         expected_tools=case.expected_names,
-        arguments_exact=False if case.expect == "calls" else None,
-        arguments_ast=False if case.expect == "calls" else None,
+        arguments_exact=call_metric,
+        arguments_ast=call_metric,
         no_call=False if counts_no_call else None,
         uses_tool_results=False if grounded else None,
     )
     if pred is None:
         return v
     calls = pred.calls
-    v.called_tools = _names(calls)
-    v.parse_ok = pred.ok
+    v.called_tools, v.parse_ok, v.kit_strict = _names(calls), pred.ok, list(pred.strict_errors)
     v.unknown_tools, v.schema_failures, v.invented_params = _output_problems(case.tools, calls)
     v.valid_output = pred.ok and not (v.unknown_tools or v.schema_failures or v.invented_params)
-    v.kit_strict = list(pred.strict_errors)
     v.valid_output_strict = v.valid_output and not v.kit_strict
     if case.expect == "any_call":
         v.tool_selection = bool(calls)
@@ -672,9 +626,8 @@ def score_case(case: Case, pred: Prediction | None) -> Verdict:
     quiet = not calls if case.category else (not calls and pred.ok)  # BFCL: an unparseable call is no call
     if counts_no_call:
         v.no_call = quiet
-    unquoted = []
+    unquoted = [x for x in case.result_values if not mentions(pred.content or "", x)] if grounded else []
     if grounded:
-        unquoted = [x for x in case.result_values if not mentions(pred.content or "", x)]
         v.uses_tool_results = not unquoted
     v.reason, v.detail = _first_failure(case, pred, quiet, ast_error, unquoted)
     v.correct = v.reason == "ok"
@@ -686,29 +639,25 @@ def _rate(flags: Iterable[bool | None]) -> dict:
     return {"correct": sum(vals), "total": len(vals), "rate": (sum(vals) / len(vals)) if vals else None}
 
 
-METRICS = (
-    "accuracy",
-    "tool_selection",
-    "arguments_exact",
-    "arguments_ast",
-    "no_call",
-    "valid_output",
-    "uses_tool_results",
-)
-
-
 def _metric_block(verdicts: Sequence[Verdict]) -> dict:
     """Each metric's rate; "accuracy" is the rate of `correct`."""
     return {m: _rate(getattr(v, "correct" if m == "accuracy" else m) for v in verdicts) for m in METRICS}
 
 
-def per_example(verdicts: Sequence[Verdict]) -> list[dict]:
-    """[{"id", "correct", "reason"}] per record: right when all its cases are; reason of the first miss."""
+def _groups(verdicts: Sequence[Verdict], keys: Callable[[Verdict], Iterable]) -> dict[str, list[Verdict]]:
+    """Verdicts grouped by key, in first-seen order; a verdict joins the group of each of its keys."""
     groups: dict[str, list[Verdict]] = defaultdict(list)
     for v in verdicts:
-        groups[v.example_id].append(v)
+        for k in keys(v):
+            if k is not None:
+                groups[k].append(v)
+    return groups
+
+
+def per_example(verdicts: Sequence[Verdict]) -> list[dict]:
+    """[{"id", "correct", "reason"}] per record: right when all its cases are; reason of the first miss."""
     out = []
-    for eid, vs in groups.items():
+    for eid, vs in _groups(verdicts, lambda v: [v.example_id]).items():
         miss = next((v for v in vs if not v.correct), None)
         if miss is None:
             out.append({"id": eid, "correct": True, "reason": "ok"})
@@ -724,87 +673,58 @@ def confusion(verdicts: Sequence[Verdict]) -> dict:
     an expected tool pair with it, the rest pair in order and leftovers pair with "(none)"."""
     pairs: Counter = Counter()
     for v in verdicts:
-        exp = Counter(v.expected_tools)
-        got = Counter(v.called_tools)
-        common = exp & got
-        for name, k in common.items():
-            pairs[(name, name)] += k
-        rest_e = sorted((exp - common).elements())
-        rest_g = sorted((got - common).elements())
-        for i in range(max(len(rest_e), len(rest_g))):
-            e = rest_e[i] if i < len(rest_e) else NONE_LABEL
-            g = rest_g[i] if i < len(rest_g) else NONE_LABEL
-            pairs[(e, g)] += 1
-        if not exp and not got:
+        expected, called = Counter(v.expected_tools), Counter(v.called_tools)
+        common = expected & called
+        pairs.update({(name, name): k for name, k in common.items()})
+        rest_e, rest_c = sorted((expected - common).elements()), sorted((called - common).elements())
+        pairs.update(zip_longest(rest_e, rest_c, fillvalue=NONE_LABEL))
+        if not expected and not called:
             pairs[(NONE_LABEL, NONE_LABEL)] += 1
     labels = sorted({x for pair in pairs for x in pair} - {NONE_LABEL}) + [NONE_LABEL]
-    index = {name: i for i, name in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for (e, g), k in pairs.items():
-        matrix[index[e]][index[g]] += k
+    matrix = [[pairs[(e, c)] for c in labels] for e in labels]
     return {"labels": labels, "matrix": matrix}
 
 
 def aggregate(verdicts: Sequence[Verdict], extra: dict | None = None) -> dict:
     """The report: overall metrics, targets, breakdowns by kind / tool / BFCL category, per example."""
     examples = per_example(verdicts)
-    metrics = _metric_block(verdicts)
-    metrics["example_accuracy"] = _rate(e["correct"] for e in examples)
+    metrics = {**_metric_block(verdicts), "example_accuracy": _rate(e["correct"] for e in examples)}
     validity = {
         "calls_made": sum(len(v.called_tools) for v in verdicts),
-        "unparseable_outputs": sum(1 for v in verdicts if v.reason != MISSING and not v.parse_ok),
+        "unparseable_outputs": sum(v.reason != MISSING and not v.parse_ok for v in verdicts),
         # valid for the server, yet flagged by the kit's stricter reading (unclosed tag, dropped text, ...)
-        "kit_stricter_outputs": sum(1 for v in verdicts if v.valid_output and v.kit_strict),
+        "kit_stricter_outputs": sum(v.valid_output and bool(v.kit_strict) for v in verdicts),
         "unknown_tool_calls": sum(len(v.unknown_tools) for v in verdicts),
         "schema_failures": sum(len(v.schema_failures) for v in verdicts),
         "invented_params": sum(len(v.invented_params) for v in verdicts),
-        "missing_predictions": sum(1 for v in verdicts if v.reason == MISSING),
+        "missing_predictions": sum(v.reason == MISSING for v in verdicts),
     }
-    by_kind = {k: _metric_block(vs) for k, vs in sorted(_group(verdicts, lambda v: [v.kind]).items())}
-    by_category = {}
-    if any(v.category for v in verdicts):
-        by_category = {
-            c: _metric_block(vs) for c, vs in sorted(_group(verdicts, lambda v: [v.category]).items())
-        }
-    by_tool = {}
-    for name, vs in sorted(_group(verdicts, lambda v: sorted(set(v.expected_tools))).items()):
-        block = _metric_block(vs)
-        block["expected"] = len(vs)
-        by_tool[name] = block
-    for v in verdicts:  # over-triggering per tool: called where it was not expected
-        for name in set(v.called_tools) - set(v.expected_tools):
-            by_tool.setdefault(name, {"expected": 0, **_metric_block([])})
-            by_tool[name]["unexpected_calls"] = by_tool[name].get("unexpected_calls", 0) + 1
-    for block in by_tool.values():
-        block.setdefault("unexpected_calls", 0)
-    meets = {
-        m: (metrics[m]["rate"] >= t if metrics[m]["rate"] is not None else None) for m, t in TARGETS.items()
+    # over-triggering per tool: called in a case that did not expect it
+    unexpected = Counter(n for v in verdicts for n in set(v.called_tools) - set(v.expected_tools))
+    by_tool = {
+        name: {**_metric_block(vs), "expected": len(vs), "unexpected_calls": unexpected[name]}
+        for name, vs in sorted(_groups(verdicts, lambda v: set(v.expected_tools)).items())
     }
-    report = {
+    for name, n in unexpected.items():
+        by_tool.setdefault(name, {"expected": 0, **_metric_block([]), "unexpected_calls": n})
+    rates = {m: metrics[m]["rate"] for m in TARGETS}
+    return {
         "n_examples": len(examples),
         "n_cases": len(verdicts),
         **(extra or {}),
         "metrics": metrics,
         "targets": dict(TARGETS),
-        "meets_targets": meets,
+        "meets_targets": {m: None if rates[m] is None else rates[m] >= t for m, t in TARGETS.items()},
         "validity": validity,
         "reasons": dict(Counter(v.reason for v in verdicts).most_common()),
-        "by_kind": by_kind,
-        "by_category": by_category,
+        "by_kind": {k: _metric_block(vs) for k, vs in sorted(_groups(verdicts, lambda v: [v.kind]).items())},
+        "by_category": {
+            c: _metric_block(vs) for c, vs in sorted(_groups(verdicts, lambda v: [v.category]).items())
+        },
         "by_tool": by_tool,
         "confusion": confusion(verdicts),
         "per_example": examples,
     }
-    return report
-
-
-def _group(verdicts: Sequence[Verdict], keys: Callable[[Verdict], list]) -> dict[str, list[Verdict]]:
-    out: dict[str, list[Verdict]] = defaultdict(list)
-    for v in verdicts:
-        for k in keys(v):
-            if k is not None:
-                out[k].append(v)
-    return out
 
 
 def score_cases(
@@ -815,13 +735,10 @@ def score_cases(
     verdicts = [score_case(c, predictions.get(c.id)) for c in cases]
     known = {c.id for c in cases}
     unknown = sorted(k for k in predictions if k not in known)
-    report = aggregate(verdicts, {**(extra or {}), "unknown_prediction_ids": unknown})
-    return report, verdicts
+    return aggregate(verdicts, {**(extra or {}), "unknown_prediction_ids": unknown}), verdicts
 
 
-# ---------------------------------------------------------------------------------------------------
-# Loading the data to evaluate on.
-# ---------------------------------------------------------------------------------------------------
+# --- the data to evaluate on ---------------------------------------------------------------------------------
 
 
 def load_records(path: str | Path) -> list[Record]:
@@ -835,23 +752,13 @@ def load_records(path: str | Path) -> list[Record]:
 
 def select_records(data: str | Path | None, bfcl: str | None, limit: int | None) -> tuple[list[Record], dict]:
     """Records from --data or --bfcl (exactly one), and a description of the source for the report."""
-    _check_limit(limit)
+    if limit is not None and limit < 0:  # records[:-1] would silently drop the last record
+        raise KitError(f"--limit must be >= 0, got {limit}")
     if (data is None) == (bfcl is None):
         raise KitError("give exactly one of --data FILE or --bfcl CATEGORY")
     if bfcl is not None:
-        from . import bfcl as bfcl_data
-
-        records = bfcl_data.load(bfcl, limit)
-        return records, {"data": f"bfcl:{bfcl}", "limit": limit}
-    records = load_records(data)
-    if limit is not None:
-        records = records[:limit]
-    return records, {"data": str(data), "limit": limit}
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 0:  # records[:-1] would silently drop the last record
-        raise KitError(f"--limit must be >= 0, got {limit}")
+        return load_bfcl(bfcl, limit), {"data": f"bfcl:{bfcl}", "limit": limit}
+    return load_records(data)[:limit], {"data": str(data), "limit": limit}
 
 
 def score(
@@ -866,46 +773,21 @@ def score(
     records, source = select_records(data, bfcl, None)
     cases = cases_from_records(records, turns)
     preds = read_predictions(predictions, fmt)
-    report, verdicts = score_cases(
-        cases, preds, {"source": {**source, "predictions": str(predictions), "format": fmt, "turns": turns}}
-    )
-    report["per_case"] = [
-        {"id": v.id, "correct": v.correct, "reason": v.reason, "detail": v.detail} for v in verdicts
-    ]
+    source.update(predictions=str(predictions), format=fmt, turns=turns)
+    report, verdicts = score_cases(cases, preds, {"source": source})
+    report["per_case"] = [{k: getattr(v, k) for k in ("id", "correct", "reason", "detail")} for v in verdicts]
     return report
 
 
-# ---------------------------------------------------------------------------------------------------
-# Prediction sources: in-process generation and OpenAI-compatible endpoints.
-# ---------------------------------------------------------------------------------------------------
+# --- prediction sources: in-process generation and OpenAI-compatible endpoints -------------------------------
 
 
 def render_prompts(tokenizer, cases: Sequence[Case], family) -> list[str]:
     """Each case's prompt as text with the generation prompt: the model's own chat template (what a server
     uses) when it has one, else its family's training template."""
-    from .templates import render
-
     template = "model" if getattr(tokenizer, "chat_template", None) else None
-    return [
-        render(
-            tokenizer,
-            {"messages": c.messages, "tools": c.tools},
-            family,
-            add_generation_prompt=True,
-            chat_template=template,
-        )
-        for c in cases
-    ]
-
-
-def _stop_ids(model, tokenizer) -> set[int]:
-    ids = set()
-    for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, (list, tuple)):
-            ids.update(int(x) for x in src)
-    return ids
+    records = ({"messages": c.messages, "tools": c.tools} for c in cases)
+    return [render(tokenizer, r, family, add_generation_prompt=True, chat_template=template) for r in records]
 
 
 def generate_batched(
@@ -928,13 +810,13 @@ def generate_batched(
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    stop = _stop_ids(model, tokenizer)
+    eos = [model.generation_config.eos_token_id, tokenizer.eos_token_id]  # each an id, a list of ids or None
+    stop = {int(i) for e in eos for i in (e if isinstance(e, (list, tuple)) else [e]) if i is not None}
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
     model.eval()
-    done = 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
@@ -944,9 +826,8 @@ def generate_batched(
             )
         for i, ids in zip(idx, new, strict=True):
             out[i] = tokenizer.decode(ids, skip_special_tokens=False)
-        done += len(idx)
         if progress:
-            progress(done, len(order))
+            progress(start + len(idx), len(order))
     return out
 
 
@@ -964,20 +845,24 @@ def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: s
     import torch
     from transformers import DynamicCache
 
-    rows = input_ids.shape[0]
-    live = list(range(rows))  # original row of each row still in the batch
-    new: list[list[int]] = [[] for _ in range(rows)]
+    cache = DynamicCache(config=model.config)
+
+    def last_logits(ids, mask, positions, **kw):  # the model's next-token logits; `cache` grows by `ids`
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **kw,
+        )
+        return out.logits[:, -1]
+
+    live = list(range(input_ids.shape[0]))  # original row of each row still in the batch
+    new: list[list[int]] = [[] for _ in live]
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = DynamicCache(config=model.config)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]
+    logits = last_logits(input_ids, mask, positions, logits_to_keep=1)
     next_pos = positions[:, -1] + 1
     for _ in range(max_new_tokens):
         tokens = logits.argmax(-1)
@@ -995,68 +880,46 @@ def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: s
             cache.batch_select_indices(pick)
             live, tokens, mask, next_pos = [live[j] for j in keep], tokens[pick], mask[pick], next_pos[pick]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        logits = model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=next_pos[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        ).logits[:, -1]
+        logits = last_logits(tokens[:, None], mask, next_pos[:, None])
         next_pos = next_pos + 1
     return new
 
 
-def _generations_dir() -> Path:
-    from .models import cache_root
-
-    return cache_root().parent / "generations"
-
-
-def _folder_digest(h, folder: Path) -> bool:
-    """Feed every file of a model or adapter folder into `h`; False for a hub id (nothing local to hash)."""
-    if not folder.is_dir():
-        return False
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(folder)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return True
-
-
 def generation_key(model, adapter: str | None, prompts: Sequence[str], settings: dict) -> str | None:
-    """A fingerprint of everything that decides the generated texts, or None when the model is not a local
-    folder (a hub id can change under the same name)."""
-    import hashlib
-
+    """A fingerprint of everything that decides the generated texts: model and adapter files, prompts,
+    settings, library versions. None when the model is not a local folder (a hub id can change under the
+    same name)."""
     import torch
     import transformers
 
-    h = hashlib.sha256()
     base = getattr(model, "get_base_model", lambda: model)()
-    if not _folder_digest(h, Path(str(base.name_or_path))):
+    folders = [Path(str(base.name_or_path))] + ([Path(adapter)] if adapter is not None else [])
+    if not all(folder.is_dir() for folder in folders):
         return None
-    if adapter is not None and not _folder_digest(h, Path(adapter)):
-        return None
+    h = hashlib.sha256()
+    for folder in folders:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(folder)).encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):  # 4 MiB at a time: weights run to GBs
+                    h.update(chunk)
     h.update(json.dumps([list(prompts), settings, torch.__version__, transformers.__version__]).encode())
     return h.hexdigest()
+
+
+def _generations_file(key: str) -> Path:
+    from .models import cache_root
+
+    return cache_root().parent / "generations" / f"{key}.json"
 
 
 def read_cached_generations(key: str | None) -> list[str] | None:
     if key is None:
         return None
-    f = _generations_dir() / f"{key}.json"
     try:
-        return json.loads(f.read_text(encoding="utf-8"))["texts"]
+        return json.loads(_generations_file(key).read_text(encoding="utf-8"))["texts"]
     except (OSError, ValueError, KeyError):
         return None
-
-
-def write_cached_generations(key: str | None, texts: list[str]) -> None:
-    from .io import write_json
-
-    if key is not None:
-        write_json(_generations_dir() / f"{key}.json", {"texts": texts})
 
 
 def eval_dtype(device: str):
@@ -1071,23 +934,23 @@ def eval_dtype(device: str):
 
 
 def load_for_eval(model_name: str | None, adapter: str | None = None, dtype: str | None = None):
-    """(model, tokenizer) for evaluation: a base or merged model, optionally with a LoRA adapter on top.
-    With only `adapter`, the base named in its adapter_config.json is used."""
-    from .models import load_model_and_tokenizer
-
-    if model_name is None:
-        if adapter is None:
-            raise KitError("give --model (a base or merged model) and/or --adapter")
-        cfg = Path(adapter) / "adapter_config.json"
-        if not cfg.exists():
-            raise KitError(f"{adapter} has no adapter_config.json; give --model for the base")
-        model_name = json.loads(cfg.read_text())["base_model_name_or_path"]
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
-        raise KitError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    """(model, tokenizer) for evaluation, on the GPU when there is one: a base or merged model, optionally with
+    a LoRA adapter on top. With only `adapter`, the base named in its adapter_config.json is used."""
     import torch
 
+    from .models import load_model_and_tokenizer
+
+    if model_name is None and adapter is None:
+        raise KitError("give --model (a base or merged model) and/or --adapter")
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
+        if model_name is None:
+            raise KitError(f"{adapter} has no adapter_config.json; give --model for the base")
+        raise KitError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    if model_name is None:
+        from peft import PeftConfig
+
+        model_name = PeftConfig.from_pretrained(adapter).base_model_name_or_path
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    # On the GPU when there is one.
     model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype or eval_dtype(device), device=device)
     if adapter is not None:
         from peft import PeftModel
@@ -1100,54 +963,21 @@ def load_for_eval(model_name: str | None, adapter: str | None = None, dtype: str
 def openai_messages(messages: Sequence[dict]) -> list[dict]:
     """Messages as an OpenAI-compatible server takes them: string arguments, no kit-only keys."""
     out = []
-    for m in messages:
-        msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")}
+    for m in to_openai({"messages": list(messages)})["messages"]:
+        keys = (
+            "role",
+            "content",
+            "tool_calls",
+            "tool_call_id",
+            *(("name",) if m.get("role") != "tool" else ()),
+        )
+        msg = {k: v for k, v in m.items() if k in keys}
         if msg.get("tool_calls"):
             msg["tool_calls"] = [
-                {"id": c.get("id"), "type": "function", "function": openai_call(c)["function"]}
-                for c in msg["tool_calls"]
+                {"id": c.get("id"), "type": "function", "function": c["function"]} for c in msg["tool_calls"]
             ]
-        if msg.get("role") == "tool":
-            msg.pop("name", None)
         out.append(msg)
     return out
-
-
-def endpoint_client(url: str, timeout: float = 300.0, api_key: str | None = None):
-    """An `openai` client for a server's `/v1` base URL (a full `.../chat/completions` URL is accepted too).
-    No retries: a failed request is that case's failure. A key is sent only when given (never OPENAI_API_KEY);
-    servers without auth ignore the placeholder."""
-    from openai import OpenAI
-
-    base = url.rstrip("/").removesuffix("/chat/completions")
-    return OpenAI(base_url=base, api_key=api_key or "none", timeout=timeout, max_retries=0)
-
-
-def request_endpoint(
-    client, model: str, messages: Sequence[dict], tools: Sequence[dict], max_tokens: int = 128
-) -> dict:
-    """One greedy chat completion with `tools`; returns choices[0].message as the server sent it."""
-    extra = {"tools": list(tools)} if tools else {}
-    reply = client.chat.completions.create(
-        model=model, messages=openai_messages(messages), temperature=0, max_tokens=max_tokens, **extra
-    )
-    return reply.choices[0].message.model_dump(exclude_unset=True)
-
-
-def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
-    """An endpoint's message -> Prediction. Structured `tool_calls` win; a server without a tool parser
-    returns the calls as text in `content`, which is then parsed with the model's format."""
-    raw = json.dumps(message, ensure_ascii=False)
-    if message.get("tool_calls"):
-        from .templates import parse_tool_calls
-
-        parsed = parse_tool_calls(message, "openai")
-        return Prediction(
-            calls=list(parsed.calls), content=parsed.content, errors=list(parsed.errors), raw=raw
-        )
-    pred = parse_output(message.get("content") or "", fmt)
-    pred.raw = raw
-    return pred
 
 
 def predict_endpoint(
@@ -1158,22 +988,29 @@ def predict_endpoint(
     max_tokens: int = 128,
     fmt: str = "hermes",
     timeout: float = 300.0,
-    api_key: str | None = None,
 ) -> list[Prediction]:
-    """Predictions from an OpenAI-compatible server, `concurrency` requests in flight (threads)."""
+    """Greedy predictions from an OpenAI-compatible server: its `/v1` base URL (a full `.../chat/completions`
+    URL is accepted too), `concurrency` requests in flight. No retries: a failed request is that case's
+    failure. No key is sent (never OPENAI_API_KEY): servers without auth ignore the placeholder."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
 
     if concurrency < 1:
         raise KitError("concurrency must be at least 1")
-
-    client = endpoint_client(url, timeout, api_key)
+    base = url.rstrip("/").removesuffix("/chat/completions")
+    client = OpenAI(base_url=base, api_key="none", timeout=timeout, max_retries=0)
 
     def one(case: Case) -> Prediction:
+        tools = {"tools": list(case.tools)} if case.tools else {}
+        messages = openai_messages(case.messages)
         try:
-            message = request_endpoint(client, model, case.messages, case.tools, max_tokens)
+            reply = client.chat.completions.create(
+                model=model, messages=messages, temperature=0, max_tokens=max_tokens, **tools
+            )
         except Exception as e:  # an HTTP error on one case is that case's failure, not the run's
-            return Prediction(calls=[], errors=[f"endpoint error: {type(e).__name__}: {e}"], raw=None)
-        return prediction_from_message(message, fmt)
+            return Prediction(content=None, errors=[f"endpoint error: {type(e).__name__}: {e}"])
+        return prediction_from_message(reply.choices[0].message.model_dump(exclude_unset=True), fmt)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         preds = list(pool.map(one, cases))
@@ -1182,50 +1019,44 @@ def predict_endpoint(
     return preds
 
 
-# ---------------------------------------------------------------------------------------------------
-# Reports: report.json, predictions.jsonl, summary.md, plots; compare.
-# ---------------------------------------------------------------------------------------------------
+# --- reports: report.json, predictions.jsonl, summary.md, plots; compare --------------------------------------
 
 
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
 
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+# summary.md's order: the targeted metrics first
+SUMMARY_METRICS = (
+    "tool_selection",
+    "arguments_ast",
+    "arguments_exact",
+    "no_call",
+    "valid_output",
+    "uses_tool_results",
+    "accuracy",
+    "example_accuracy",
+)
+
+
 def summary_markdown(report: dict) -> str:
     """The Markdown summary: metrics with targets beside them, then breakdowns."""
-    m = report["metrics"]
-    src = report.get("source", {})
-    lines = [
-        f"# Evaluation: {src.get('model') or src.get('endpoint') or src.get('predictions') or 'predictions'}",
-        "",
-    ]
+    m, src, n_cases = report["metrics"], report.get("source", {}), report["n_cases"]
+    title = src.get("model") or src.get("endpoint") or src.get("predictions") or "predictions"
+    lines = [f"# Evaluation: {title}", ""]
     lines.append(
-        f"Data: `{src.get('data')}` — {report['n_examples']} examples, {report['n_cases']} cases "
-        f"(assistant turns, teacher-forced)."
+        f"Data: `{src.get('data')}` — {report['n_examples']} examples, {n_cases} cases (assistant turns, teacher-forced)."
     )
     if report.get("timing"):
-        t = report["timing"]
-        lines.append(f"Generation: {t.get('seconds', 0):.1f} s for {report['n_cases']} cases.")
+        lines.append(f"Generation: {report['timing'].get('seconds', 0):.1f} s for {n_cases} cases.")
     lines += ["", "| metric | value | n | target | |", "|---|---|---|---|---|"]
-    for name in (
-        "tool_selection",
-        "arguments_ast",
-        "arguments_exact",
-        "no_call",
-        "valid_output",
-        "uses_tool_results",
-        "accuracy",
-        "example_accuracy",
-    ):
-        r = m[name]
-        target = TARGETS.get(name)
-        mark = (
-            "" if target is None or r["rate"] is None else ("meets" if r["rate"] >= target else "**below**")
-        )
-        tcell = f"> {int(target * 100)}%" if target else ""
-        lines.append(f"| {name} | {_pct(r['rate'])} | {r['correct']}/{r['total']} | {tcell} | {mark} |")
-    val = report["validity"]
-    lines += ["", "Output validity: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in val.items()) + "."]
+    lines += [_metric_row(name, m[name]) for name in SUMMARY_METRICS]
+    validity = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["validity"].items())
+    lines += ["", f"Output validity: {validity}."]
     if report.get("unknown_prediction_ids"):
         ids = report["unknown_prediction_ids"]
         lines.append(
@@ -1233,35 +1064,39 @@ def summary_markdown(report: dict) -> str:
         )
     for title, key in (("By kind", "by_kind"), ("By BFCL category", "by_category")):
         if report.get(key):
-            lines += [
-                "",
-                f"## {title}",
-                "",
-                "| | n | accuracy | selection | arguments (AST) | no-call |",
-                "|---|---|---|---|---|---|",
-            ]
+            lines += ["", f"## {title}", "", "| | n | accuracy | selection | arguments (AST) | no-call |"]
+            lines.append("|---|---|---|---|---|---|")
             for name, b in report[key].items():
-                lines.append(
-                    f"| {name} | {b['accuracy']['total']} | {_pct(b['accuracy']['rate'])} | "
-                    f"{_pct(b['tool_selection']['rate'])} | {_pct(b['arguments_ast']['rate'])} | "
-                    f"{_pct(b['no_call']['rate'])} |"
-                )
+                rates = [
+                    _pct(b[k]["rate"]) for k in ("accuracy", "tool_selection", "arguments_ast", "no_call")
+                ]
+                lines.append(_row(name, b["accuracy"]["total"], *rates))
     if report.get("by_tool"):
         lines += [
             "",
             "## By tool",
             "",
             "| tool | expected | accuracy | arguments (AST) | called when not expected |",
-            "|---|---|---|---|---|",
         ]
+        lines.append("|---|---|---|---|---|")
         for name, b in report["by_tool"].items():
-            lines.append(
-                f"| {name} | {b['expected']} | {_pct(b['accuracy']['rate'])} | "
-                f"{_pct(b['arguments_ast']['rate'])} | {b['unexpected_calls']} |"
-            )
+            rates = [_pct(b[k]["rate"]) for k in ("accuracy", "arguments_ast")]
+            lines.append(_row(name, b["expected"], *rates, b["unexpected_calls"]))
     lines += ["", "## Why cases failed", ""]
     lines += [f"- {reason}: {n}" for reason, n in report["reasons"].items() if reason != "ok"] or ["- none"]
     return "\n".join(lines) + "\n"
+
+
+def _metric_row(name: str, r: dict) -> str:
+    target = TARGETS.get(name)
+    mark = "" if target is None or r["rate"] is None else ("meets" if r["rate"] >= target else "**below**")
+    return _row(
+        name,
+        _pct(r["rate"]),
+        f"{r['correct']}/{r['total']}",
+        f"> {int(target * 100)}%" if target else "",
+        mark,
+    )
 
 
 def write_plots(report: dict, folder: Path) -> list[str]:
@@ -1269,43 +1104,33 @@ def write_plots(report: dict, folder: Path) -> list[str]:
     pyplot): a notebook's backend and its other plots are left alone."""
     from matplotlib.figure import Figure
 
-    from .io import atomic_open
+    def save(fig: Figure, name: str) -> str:
+        fig.tight_layout()
+        with atomic_open(folder / name, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        return name
 
     written = []
     tools = [(k, b) for k, b in report["by_tool"].items() if b["expected"]]
     if tools:
-        fig = Figure(figsize=(max(4, 0.6 * len(tools) + 2), 3.5))
-        ax = fig.subplots()
-        names = [k for k, _ in tools]
-        ax.bar(names, [100 * (b["accuracy"]["rate"] or 0) for _, b in tools], color="#4c72b0")
+        ax = Figure(figsize=(max(4, 0.6 * len(tools) + 2), 3.5)).subplots()
+        ax.bar([k for k, _ in tools], [100 * (b["accuracy"]["rate"] or 0) for _, b in tools], color="#4c72b0")
         ax.axhline(100 * TARGETS["arguments_ast"], color="grey", linestyle="--", linewidth=1)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("cases right (%)")
-        ax.set_title("Accuracy by expected tool")
+        ax.set(ylim=(0, 100), ylabel="cases right (%)", title="Accuracy by expected tool")
         ax.tick_params(axis="x", labelrotation=45)
-        fig.tight_layout()
-        with atomic_open(folder / ACCURACY_PLOT, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        written.append(ACCURACY_PLOT)
-    conf = report["confusion"]
-    if conf["labels"]:
-        n = len(conf["labels"])
-        fig = Figure(figsize=(max(4, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5)))
-        ax = fig.subplots()
-        ax.imshow(conf["matrix"], cmap="Blues")
-        ax.set_xticks(range(n), conf["labels"], rotation=45, ha="right")
-        ax.set_yticks(range(n), conf["labels"])
-        ax.set_xlabel("called")
-        ax.set_ylabel("expected")
-        for i in range(n):
-            for j in range(n):
-                if conf["matrix"][i][j]:
-                    ax.text(j, i, str(conf["matrix"][i][j]), ha="center", va="center", fontsize=8)
-        ax.set_title("Called vs expected tools")
-        fig.tight_layout()
-        with atomic_open(folder / CONFUSION_PLOT, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        written.append(CONFUSION_PLOT)
+        written.append(save(ax.figure, ACCURACY_PLOT))
+    labels, matrix = report["confusion"]["labels"], report["confusion"]["matrix"]
+    if labels:
+        n = len(labels)
+        ax = Figure(figsize=(max(4, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5))).subplots()
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_xticks(range(n), labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels)
+        ax.set(xlabel="called", ylabel="expected", title="Called vs expected tools")
+        for i, j in product(range(n), repeat=2):
+            if matrix[i][j]:
+                ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=8)
+        written.append(save(ax.figure, CONFUSION_PLOT))
     return written
 
 
@@ -1330,8 +1155,6 @@ def write_run(
     out: str | Path, report: dict, verdicts: Sequence[Verdict], preds: dict[str, Prediction]
 ) -> Path:
     """runs/NAME/eval/: report.json, predictions.jsonl, summary.md, accuracy_by_tool.png, confusion.png."""
-    from .io import write_json, write_jsonl, write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / PREDICTIONS, [prediction_row(v, preds.get(v.id)) for v in verdicts])
@@ -1362,12 +1185,9 @@ def evaluate(
 ) -> dict:
     """`toolcall-kit eval`: predict every case (in process or from an endpoint), score, write the run folder.
 
-    `dtype`: the weights' dtype for in-process generation (None: bfloat16 on a CPU with native bf16, else
-    float32; the checkpoint's own on a GPU). `cache`: reuse the generated texts of an earlier identical run
-    (same model files, adapter files, rendered prompts, settings and library versions; see `generation_key`);
-    they are scored afresh every time, so a changed scorer is never hidden."""
-    from .io import check_writable_dir
-
+    `dtype`: the weights' dtype for in-process generation (None: `eval_dtype`). `cache`: reuse the generated
+    texts of an earlier identical run (see `generation_key`); they are scored afresh every time, so a changed
+    scorer is never hidden."""
     check_writable_dir(out, "--out")  # before the generation, not after it
     records, source = select_records(data, bfcl, limit)
     cases = cases_from_records(records, turns)
@@ -1383,54 +1203,15 @@ def evaluate(
         preds_list = predict_endpoint(cases, endpoint, name, concurrency, max_new_tokens, fmt)
         source.update(endpoint=endpoint, endpoint_model=name, concurrency=concurrency)
     else:
-        from .templates import detect_family
-
-        with loading("model", f"{model}{f' with adapter {adapter}' if adapter else ''}"):
-            mdl, tok = load_for_eval(model, adapter, dtype=dtype)
-        family = detect_family(tok)
-        fmt = fmt or family.fmt
-        prompts = render_prompts(tok, cases, family)
-        settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": str(mdl.dtype)}
-        key = generation_key(mdl, adapter, prompts, settings) if cache else None
-        texts = read_cached_generations(key)
-        hit = texts is not None
-        log(
-            f"eval: {len(cases)} cases, family {family.name}, batch {batch_size}, up to {max_new_tokens} new tokens, "
-            f"{str(mdl.dtype).removeprefix('torch.')}" + (" (cached generations)" if hit else "")
+        texts, fmt = _generate(
+            cases, model, adapter, dtype, batch_size, max_new_tokens, fmt, cache, log, source
         )
-        if texts is None:
-            texts = generate_batched(
-                mdl,
-                tok,
-                prompts,
-                batch_size,
-                max_new_tokens,
-                progress=lambda d, n: log(f"  generated {d}/{n}"),
-            )
-            write_cached_generations(key, texts)
         preds_list = [parse_output(t, fmt) for t in texts]
-        source.update(
-            model=model,
-            adapter=adapter,
-            family=family.name,
-            batch_size=batch_size,
-            dtype=str(mdl.dtype).removeprefix("torch."),
-            cached_generations=hit,
-        )
     seconds = time.perf_counter() - t0
     source.update(format=fmt, turns=turns, max_new_tokens=max_new_tokens)
     preds = {c.id: p for c, p in zip(cases, preds_list, strict=True)}
-    report, verdicts = score_cases(
-        cases,
-        preds,
-        {
-            "source": source,
-            "timing": {
-                "seconds": round(seconds, 2),
-                "cases_per_second": round(len(cases) / max(seconds, 1e-9), 3),
-            },
-        },
-    )
+    timing = {"seconds": round(seconds, 2), "cases_per_second": round(len(cases) / max(seconds, 1e-9), 3)}
+    report, verdicts = score_cases(cases, preds, {"source": source, "timing": timing})
     try:
         write_run(out, report, verdicts, preds)
     except OSError as e:
@@ -1438,12 +1219,38 @@ def evaluate(
     return report
 
 
+def _generate(
+    cases, model, adapter, dtype, batch_size, max_new_tokens, fmt, cache, log, source
+) -> tuple[list[str], str]:
+    """(generated texts, tool-call format) in process, from the cache when `cache` finds an identical run;
+    adds the model, the settings and whether the texts were cached to `source`."""
+    with loading("model", f"{model}{f' with adapter {adapter}' if adapter else ''}"):
+        mdl, tok = load_for_eval(model, adapter, dtype=dtype)
+    family = detect_family(tok)
+    prompts = render_prompts(tok, cases, family)
+    dtype_name = str(mdl.dtype).removeprefix("torch.")
+    settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": str(mdl.dtype)}
+    key = generation_key(mdl, adapter, prompts, settings) if cache else None
+    texts = read_cached_generations(key)
+    log(
+        f"eval: {len(cases)} cases, family {family.name}, batch {batch_size}, up to {max_new_tokens} new tokens, "
+        f"{dtype_name}" + (" (cached generations)" if texts is not None else "")
+    )
+    source.update(model=model, adapter=adapter, family=family.name, batch_size=batch_size, dtype=dtype_name)
+    source["cached_generations"] = texts is not None
+    if texts is None:
+        progress = lambda done, n: log(f"  generated {done}/{n}")  # noqa: E731
+        texts = generate_batched(mdl, tok, prompts, batch_size, max_new_tokens, progress=progress)
+        if key:
+            write_json(_generations_file(key), {"texts": texts})
+    return texts, fmt or family.fmt
+
+
 def resolve_eval_dir(path: str | Path) -> Path:
     """An eval folder (holding report.json) or a run folder holding eval/."""
-    p = Path(path)
-    for cand in (p, RunFiles(p).eval):
-        if (cand / REPORT).exists():
-            return cand
+    for folder in (Path(path), RunFiles(Path(path)).eval):
+        if (folder / REPORT).exists():
+            return folder
     raise KitError(f"{path} holds no report.json (nor eval/report.json): run `toolcall-kit eval` first")
 
 
@@ -1464,8 +1271,11 @@ def compare(run_a: str | Path, run_b: str | Path) -> dict:
     rows = {}
     for name in (*METRICS, "example_accuracy"):
         rate_a, rate_b = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
-        delta = None if rate_a is None or rate_b is None else rate_b - rate_a
-        rows[name] = {"a": rate_a, "b": rate_b, "delta": delta}
+        rows[name] = {
+            "a": rate_a,
+            "b": rate_b,
+            "delta": None if None in (rate_a, rate_b) else rate_b - rate_a,
+        }
     in_a = {e["id"]: e for e in a.get("per_example", [])}
     in_b = {e["id"]: e for e in b.get("per_example", [])}
     both = [i for i in in_a if i in in_b]
@@ -1473,8 +1283,12 @@ def compare(run_a: str | Path, run_b: str | Path) -> dict:
         "a": str(a_dir),
         "b": str(b_dir),
         "metrics": rows,
-        "fixed": [{"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]],
-        "broken": [{"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]],
+        "fixed": [
+            {"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]
+        ],
+        "broken": [
+            {"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]
+        ],
         "only_in_a": sorted(set(in_a) - set(in_b)),
         "only_in_b": sorted(set(in_b) - set(in_a)),
     }

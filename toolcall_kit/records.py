@@ -18,6 +18,7 @@ place that knows their layout, and `read_records` the one reader of the JSONL fi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -115,6 +116,15 @@ def openai_call(call: dict) -> dict:
     if isinstance(args, str):
         return call
     return {**call, "function": {**call["function"], "arguments": json.dumps(args, ensure_ascii=False)}}
+
+
+def to_openai(record: Record) -> Record:
+    """The OpenAI fine-tuning JSONL form: the same record with call arguments as JSON strings."""
+    out = copy.deepcopy(record)
+    for msg in out.get("messages") or []:
+        if msg.get("tool_calls"):
+            msg["tool_calls"] = [openai_call(c) for c in msg["tool_calls"]]
+    return out
 
 
 def text_of(content: Any) -> str | None:
