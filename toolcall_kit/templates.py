@@ -37,9 +37,7 @@ from .run_files import MODEL_CONFIG
 
 _KIT_TEMPLATES = Path(__file__).parent / "chat_templates"
 
-# ---------------------------------------------------------------------------------------------------------
-# Families
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------ Families
 
 
 @dataclass(frozen=True)
@@ -123,12 +121,10 @@ def _model_type(tokenizer: Any) -> str | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Family quirks
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------- Family quirks
 
 
-def _rid(record: Record) -> str:
+def record_id(record: Record) -> str:
     return str(record.get("id") or "<no id>")
 
 
@@ -163,13 +159,11 @@ def adapt_record(
     """The record rewritten for its family's quirks, as a list (one record today).
 
     - llama3_1 writes one call per assistant turn and no text beside a call (Meta's template drops the
-      text and vLLM's llama3_json parser returns no content with calls). `parallel="split"` makes one
-      assistant turn per call, each followed by its own result; `content_with_calls="drop"` drops the
-      text; "error" refuses the record, naming it.
-    - mistral: call ids become exactly 9 letters and digits, deterministically, and the results'
-      `tool_call_id` follow; ids already valid are kept.
-    The input is never changed: a record that needs no change comes back as it is, others as copies (60k
-    records mostly pass through untouched, and a deepcopy of each cost seconds).
+      text, vLLM's llama3_json parser returns no content with calls): `parallel="split"` makes a turn per
+      call, each followed by its result, `content_with_calls="drop"` drops the text; "error" refuses.
+    - mistral: call ids become exactly 9 letters and digits, deterministically; results follow their call.
+    The input is never changed; only a record that changes is copied (a deepcopy of each of 60k records
+    cost seconds).
     """
     fam = get_family(family)
     if parallel not in ("error", "split") or content_with_calls not in ("error", "drop"):
@@ -193,7 +187,7 @@ def _one_call_per_turn(record: Record, fam: Family, parallel: str, content_with_
     msgs, new, i = record.get("messages") or [], [], 0
     while i < len(msgs):
         msg, calls, i = msgs[i], _assistant_calls(msgs[i]), i + 1
-        where = f"record {_rid(record)}: messages[{i - 1}]"
+        where = f"record {record_id(record)}: messages[{i - 1}]"
         if calls and _has_text(msg):
             if content_with_calls == "error":
                 raise KitError(
@@ -262,9 +256,7 @@ def adapt_records(
     return [a for r in records for a in adapt_record(r, family, parallel, content_with_calls)]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Rendering and the render checks
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------- Rendering and the render checks
 
 
 def _template_for(tokenizer: Any, fam: Family, chat_template: str | None) -> str:
@@ -293,7 +285,7 @@ def _render(tokenizer, record, family, chat_template, add_generation_prompt, spa
     for i, name, args in _call_arguments(record):
         if isinstance(args, str):
             raise KitError(
-                f"record {_rid(record)}: messages[{i}] call {name!r} has arguments as a JSON string; records "
+                f"record {record_id(record)}: messages[{i}] call {name!r} has arguments as a JSON string; records "
                 "keep them decoded (read data through toolcall_kit formats) or every template writes them "
                 "encoded twice"
             )
@@ -317,7 +309,7 @@ def _render(tokenizer, record, family, chat_template, add_generation_prompt, spa
             **tokenizer.special_tokens_map,
         )
     except Exception as e:  # jinja's raise_exception and type errors: name the record
-        raise KitError(f"record {_rid(record)}: the {fam.name} chat template failed: {e}") from e
+        raise KitError(f"record {record_id(record)}: the {fam.name} chat template failed: {e}") from e
     _refuse_double_encoding(record, texts[0])
     return texts[0], [tuple(s) for s in marks[0]] if spans else []
 
@@ -362,31 +354,26 @@ def _refuse_double_encoding(record: Record, text: str) -> None:
             twice = json.dumps(form, ensure_ascii=False)[1:-1]  # the object as a JSON string's body
             if twice != form and twice in text:
                 raise KitError(
-                    f"record {_rid(record)}: messages[{i}] arguments of {name!r} are JSON-encoded twice by the "
+                    f"record {record_id(record)}: messages[{i}] arguments of {name!r} are JSON-encoded twice by the "
                     f"chat template ({twice[:60]}...): the model would learn to write a string where the "
                     "server's parser expects an object; fix the template (`arguments | tojson` once, on the object)"
                 )
 
 
 def _argument_present(text: str, key: str, value: Any) -> bool:
-    """'"key": value' is in the text, spaced or compact, with or without non-ASCII escaped."""
-    return any(
-        json.dumps(key, ensure_ascii=a) + seps[1] + json.dumps(value, ensure_ascii=a, separators=seps) in text
-        for seps in ((", ", ": "), (",", ":"))
-        for a in (False, True)
-    )
+    """'"key": value' is in the text, as any of the JSON forms of {key: value} holds it."""
+    return any(form[1:-1] in text for form in _json_forms({key: value}))
 
 
 def _result_present(text: str, content: str) -> bool:
+    """A tool result is in the text as it is, or as the body of a JSON string (a template may `tojson` it)."""
     c = content.strip()
-    return (
-        not c or c in text or json.dumps(c, ensure_ascii=False)[1:-1] in text or json.dumps(c)[1:-1] in text
-    )
+    return not c or c in text or any(form[1:-1] in text for form in _json_forms(c))
 
 
 def template_losses(text: str, record: Record) -> list[str]:
     """What of the record (tools, calls, arguments, tool results) its rendered `text` lacks; empty: nothing."""
-    rid, lost = _rid(record), []
+    rid, lost = record_id(record), []
     names = [n for t in record.get("tools") or [] if (n := t.get("function", {}).get("name"))]
     lost += [f"record {rid}: tool {n!r} is not in the render" for n in names if n not in text]
     need = Counter(names)  # a call's name is in the tool list too: count, so a dropped call is not hidden
@@ -409,23 +396,18 @@ def template_losses(text: str, record: Record) -> list[str]:
     return lost
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Parsing: one parser per output format, shared with evaluation and data reading.
-#
-# Each parser returns what vLLM's own parser (0.33, the family's --tool-call-parser) returns for the same
-# text, so that what is scored and trained is what a client of the server receives:
-# - `calls`: the calls the client receives and can use (a non-empty name, arguments that are an object);
-# - `errors`: why the client receives fewer usable calls than the model wrote. vLLM's hermes and
-#   llama3_json parsers return NO calls when one call fails, and the whole output then comes back as
-#   content: one broken <tool_call> among several, or an output cut inside `</tool_call>`;
-# - `strict_errors`: what the kit flags although the server lets it pass (an unclosed last <tool_call>,
-#   text the server drops, arguments the server only accepts as a JSON string). A training target must
-#   have neither kind; a prediction is scored by `errors` alone.
-# ---------------------------------------------------------------------------------------------------------
+# ----------------------------------------------- Parsing: one parser per output format, shared with evaluation
 
 
 @dataclass
 class ParsedOutput:
+    """A model output as vLLM's own parser (0.33, the family's --tool-call-parser) returns it: what is scored
+    and trained is what a client of the server receives. `errors` say why the client gets fewer usable calls
+    than the model wrote (vLLM's hermes and llama3_json parsers return NO calls when one fails: one broken
+    <tool_call> among several, an output cut inside </tool_call>); `strict_errors` what the kit flags
+    although the server lets it pass (an unclosed last <tool_call>, text the server drops, arguments it only
+    accepts as a JSON string). A training target must have neither; a prediction is scored by `errors`."""
+
     calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]: usable calls
     content: str = ""  # the text the server returns as content, stripped
     errors: list[str] = field(default_factory=list)
@@ -491,7 +473,8 @@ def _decode_at(text: str, pos: int, where: str, errors: list[str]) -> tuple[Any,
 
 # --- hermes: <tool_call>{"name": ..., "arguments": {...}}</tool_call> (vLLM's Hermes2ProToolParser) --------
 
-HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+HERMES_CLOSE = "</tool_call>"
+_HERMES_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)  # vLLM's own regex
 
 
 @dataclass(frozen=True)
@@ -505,20 +488,13 @@ def hermes_blocks(text: str) -> tuple[str, list[HermesBlock], list[str]]:
     hermes parser cuts them (`<tool_call>(.*?)</tool_call>|<tool_call>(.*)`): a block ends at the first
     </tool_call> after its opening tag (a <tool_call> inside it belongs to its body) and a last block
     without </tool_call> runs to the end. The one reader of the tags, shared with formats/sharegpt.py."""
-    pos = text.find(HERMES_OPEN)
-    if pos < 0:
+    found = list(_HERMES_BLOCK.finditer(text))
+    if not found:
         return text, [], []
-    before, blocks, after = text[:pos], [], []
-    while pos >= 0:
-        body_start = pos + len(HERMES_OPEN)
-        end = text.find(HERMES_CLOSE, body_start)
-        if end < 0:
-            blocks.append(HermesBlock(text[body_start:], False))
-            break
-        blocks.append(HermesBlock(text[body_start:end], True))
-        pos = text.find(HERMES_OPEN, end + len(HERMES_CLOSE))
-        after.append(text[end + len(HERMES_CLOSE) : pos if pos >= 0 else len(text)])
-    return before, blocks, after
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    after = [text[m.end() : end] for m, end in zip(found, ends, strict=True) if m[1] is not None]
+    blocks = [HermesBlock(m[1], True) if m[1] is not None else HermesBlock(m[2], False) for m in found]
+    return text[: found[0].start()], blocks, after
 
 
 def _hermes_call(block: HermesBlock, where: str) -> tuple[Any, str | None]:
@@ -826,7 +802,7 @@ def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
     "openai"), as vLLM's parser for that format returns them. Never raises on model output: `calls` are the
     usable calls a client of the server receives, `errors` why it receives fewer than the model wrote, and
     `strict_errors` what the kit flags although the server accepts it."""
-    fmt = {"qwen2_5": "hermes", "chatml": "hermes", "llama3_1": "llama3_json"}.get(fmt, fmt)
+    fmt = FAMILIES[fmt].fmt if fmt in FAMILIES else fmt  # a family name stands for its format
     if fmt not in FORMATS:
         raise KitError(f"unknown tool-call format {fmt!r}; known: {', '.join(FORMATS)}")
     out = ParsedOutput()
@@ -843,9 +819,7 @@ def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Round trip: render -> cut each assistant turn -> parse -> compare with the source
-# ---------------------------------------------------------------------------------------------------------
+# ----------------------- Round trip: render -> cut each assistant turn -> parse -> compare with the source
 
 
 def turn_texts(
@@ -857,7 +831,7 @@ def turn_texts(
     turns = [i for i, m in enumerate(record.get("messages") or []) if m.get("role") == "assistant"]
     if len(spans) != len(turns):
         raise KitError(
-            f"record {_rid(record)}: the {fam.name} template marks {len(spans)} {{% generation %}} blocks for "
+            f"record {record_id(record)}: the {fam.name} template marks {len(spans)} {{% generation %}} blocks for "
             f"{len(turns)} assistant turns; use a training template that wraps each assistant turn"
         )
     return text, [(i, s, e) for i, (s, e) in zip(turns, spans, strict=True)]
@@ -877,7 +851,7 @@ def verify_roundtrip(
     text, turns = turn_texts(tokenizer, record, fam, chat_template)
     for i, s, e in turns:
         piece, msg = text[s:e], record["messages"][i]
-        where = f"record {_rid(record)}: messages[{i}]"
+        where = f"record {record_id(record)}: messages[{i}]"
         if fam.end_token not in piece:
             raise KitError(
                 f"{where} renders without its end token {fam.end_token!r}: the model would never learn to stop"

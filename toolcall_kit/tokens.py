@@ -17,6 +17,7 @@ import html
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,15 @@ from .errors import DataError, KitError, loading
 from .records import Record
 from .templates import (
     Family,
-    _rid,
     adapt_records,
     detect_family,
+    record_id,
     template_losses,
     turn_texts,
     verify_roundtrip,
 )
 
-# ---------------------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------ Encoding
 
 
 def trained_spans(tokenizer: Any, record: Record, fam: Family, chat_template: str | None):
@@ -117,9 +116,7 @@ def encode(
     return encode_many(tokenizer, [record], family, max_seq_length, chat_template)[0]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Token budget
-# ---------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------- Token budget
 
 
 def count_tokens(mask: list[int], max_seq_length: int) -> dict[str, int]:
@@ -311,28 +308,23 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Showing the mask
-# ---------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------- Showing the mask
 
 
 def _mask_runs(tokenizer, record, family, chat_template, max_seq_length):
-    """(family, tokens, trained tokens, [[text, trained, cut]]): the render in runs of alike tokens, a token's
+    """(family, tokens, trained tokens, [(text, trained, cut)]): the render in runs of alike tokens, a token's
     text running to the next token's start (characters between tokens are kept; byte-level BPE has none)."""
     fam = detect_family(tokenizer, family)
     text, spans = trained_spans(tokenizer, record, fam, chat_template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     mask = _mask_from_spans(enc.encodings[0], len(ids), spans)
-    runs: list[list] = []
-    for k, ((a, b), next_start) in enumerate(
-        zip(offsets, [s for s, _ in offsets[1:]] + [len(text)], strict=False)
-    ):
-        cut = max_seq_length is not None and k >= max_seq_length
-        if runs and runs[-1][1:] == [mask[k], cut]:
-            runs[-1][0] += text[a : max(b, next_start)]
-        else:
-            runs.append([text[a : max(b, next_start)], mask[k], cut])
+    ends = [start for start, _ in offsets[1:]] + [len(text)]
+    pieces = [
+        (text[a : max(b, end)], mask[k], max_seq_length is not None and k >= max_seq_length)
+        for k, ((a, b), end) in enumerate(zip(offsets, ends, strict=False))
+    ]
+    runs = [("".join(p for p, _, _ in run), *key) for key, run in groupby(pieces, key=lambda p: p[1:])]
     return fam, ids, mask, runs
 
 
@@ -350,7 +342,7 @@ def show_mask(
     """
     fam, ids, mask, runs = _mask_runs(tokenizer, record, family, chat_template, max_seq_length)
     out = [
-        f"# record {_rid(record)}  family {fam.name}  tokens {len(ids)}  trained {sum(mask)}"
+        f"# record {record_id(record)}  family {fam.name}  tokens {len(ids)}  trained {sum(mask)}"
         f"  (trained text in {'green' if color else '[[...]]'})\n"
     ]
     for k, (piece, trained, cut) in enumerate(runs):
@@ -373,7 +365,7 @@ def mask_html(
     """The same view as coloured HTML for a notebook: trained text on green, the rest grey."""
     fam, ids, mask, runs = _mask_runs(tokenizer, record, family, chat_template, max_seq_length)
     parts = [
-        f"<div class='toolcall-kit-mask'><div><b>record {html.escape(_rid(record))}</b> · family {fam.name} · "
+        f"<div class='toolcall-kit-mask'><div><b>record {html.escape(record_id(record))}</b> · family {fam.name} · "
         f"{len(ids)} tokens · <span style='background:#c8f7c5'>{sum(mask)} trained</span></div>"
         "<pre style='white-space:pre-wrap;font-size:12px;line-height:1.4'>"
     ]
@@ -387,9 +379,7 @@ def mask_html(
     return "".join(parts) + "</pre></div>"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Reading what the CLI verbs take
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------- Reading what the CLI verbs take
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
