@@ -282,7 +282,7 @@ def test_hermes_parser():
     assert out.calls == [] and "malformed JSON" in out.errors[0]
     out = parse_tool_calls("Just an answer.", "hermes")
     assert out.ok and out.calls == [] and out.content == "Just an answer."
-    # the two disagreements with vLLM that issue 12 found: one broken call among several, and an output
+    # two disagreements with vLLM worth pinning: one broken call among several, and an output
     # cut inside the closing tag, each make vLLM return no calls at all (the whole text comes back as content)
     two = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>{"name": "b", "arguments": {</tool_call>'
     out = parse_tool_calls(two, "hermes")
