@@ -7,7 +7,7 @@ template). The baseline is `tokenizer(rendered_texts)` alone, in batches of 1,02
 one 60,000-text call), the texts rendered beforehand and not timed;
 the kit's side is the whole `token_report` as the CLI runs it: family quirks, rendering every record with
 the compiled template, template-loss checks, batch encoding, masks from character offsets, a sampled
-round-trip and mask check, and the report. Target: ratio (baseline time / kit time) >= 0.5.
+round trip, and the report. Target: ratio (baseline time / kit time) >= 0.5.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def family_tokenizer(family: str, eos_token: str | None = None) -> PreTrainedTok
     return fast
 
 
-# --- sample records, one per kind the issue names ---------------------------------------------------------
+# --- sample records, one per kind of conversation ---------------------------------------------------------
 
 WEATHER = make_tool(
     "get_weather",

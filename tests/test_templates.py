@@ -18,13 +18,13 @@ from toolcall_kit.templates import (
     ParsedOutput,
     _template_text,
     adapt_record,
-    check_template,
     detect_family,
     get_family,
     mistral_call_id,
     parse_tool_calls,
     render,
     render_with_spans,
+    template_losses,
     verify_roundtrip,
 )
 
@@ -98,8 +98,7 @@ def test_render_check_and_roundtrip(family, kind):
     )
     assert text == direct
     assert render_with_spans(tok, rec, family)[0] == text
-    counts = check_template(tok, [rec], family)
-    assert counts["calls"] == sum(len(m.get("tool_calls") or []) for m in rec["messages"])
+    assert template_losses(text, rec) == []
     n_assistant = sum(m["role"] == "assistant" for m in rec["messages"])
     assert verify_roundtrip(tok, rec, family) == n_assistant
 
@@ -123,21 +122,19 @@ def test_family_specific_renders():
 def test_trl_llama3_training_template_drops_tools_and_is_caught():
     tok = family_tokenizer("llama3_1")
     rec = adapted("no_call", "llama3_1")
-    with pytest.raises(KitError, match=r"record nocall-1: tool 'get_weather' is not in the render"):
-        check_template(tok, [rec], "llama3_1", chat_template=_template_text("trl:llama3_training.jinja"))
+    text = render(tok, rec, "llama3_1", chat_template=_template_text("trl:llama3_training.jinja"))
+    assert "record nocall-1: tool 'get_weather' is not in the render" in template_losses(text, rec)
 
 
 def test_plain_chatml_that_ignores_tools_is_refused_naming_what_was_lost():
     tok = family_tokenizer("chatml")
     tok.chat_template = PLAIN_CHATML
     rec = sample_records()["single"]
-    with pytest.raises(KitError) as e:
-        check_template(tok, [rec], "chatml", chat_template="model")
-    msg = str(e.value)
+    msg = "; ".join(template_losses(render(tok, rec, "chatml", chat_template="model"), rec))
     assert "record single-1" in msg and "tool 'get_weather'" in msg and "tool 'get_time'" in msg
     assert "call 'get_weather'" in msg and "argument city=" in msg
     # the same record passes with the tool-aware template: the check is about the template
-    assert check_template(tok, [rec], "chatml")["tools"] == 2
+    assert template_losses(render(tok, rec, "chatml"), rec) == []
 
 
 def test_dropped_tool_results_are_named():
@@ -147,8 +144,9 @@ def test_dropped_tool_results_are_named():
         .replace("render_content(message.content) ~ '\\n</tool_response>'", "'\\n</tool_response>'")
     )
     assert tmpl != FAMILIES["chatml"].template()
-    with pytest.raises(KitError, match=r"messages\[3\] tool result for 'call_w1'"):
-        check_template(family_tokenizer("chatml"), [sample_records()["single"]], "chatml", chat_template=tmpl)
+    rec = sample_records()["single"]
+    lost = template_losses(render(family_tokenizer("chatml"), rec, "chatml", chat_template=tmpl), rec)
+    assert lost == ["record single-1: messages[3] tool result for 'call_w1' is not in the render"]
 
 
 def test_double_encoding_is_refused():
@@ -186,7 +184,7 @@ def test_roundtrip_catches_a_template_the_server_cannot_parse():
     assert tmpl != FAMILIES["chatml"].template()
     tok = family_tokenizer("chatml")
     rec = sample_records()["single"]
-    check_template(tok, [rec], "chatml", chat_template=tmpl)
+    assert template_losses(render(tok, rec, "chatml", chat_template=tmpl), rec) == []
     with pytest.raises(KitError, match=r"single-1: messages\[2\].*has no \"arguments\""):
         verify_roundtrip(tok, rec, "chatml", chat_template=tmpl)
 
@@ -284,7 +282,7 @@ def test_hermes_parser():
     assert out.calls == [] and "malformed JSON" in out.errors[0]
     out = parse_tool_calls("Just an answer.", "hermes")
     assert out.ok and out.calls == [] and out.content == "Just an answer."
-    # the two disagreements with vLLM that issue 12 found: one broken call among several, and an output
+    # two disagreements with vLLM worth pinning: one broken call among several, and an output
     # cut inside the closing tag, each make vLLM return no calls at all (the whole text comes back as content)
     two = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>{"name": "b", "arguments": {</tool_call>'
     out = parse_tool_calls(two, "hermes")

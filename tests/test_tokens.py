@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import pytest
+from mask_checks import verify_mask
 from template_fixtures import FAMILY_NAMES, KINDS, family_tokenizer, sample_records
 from unsloth_masks import unsloth_mask_leaks
 
@@ -18,7 +19,6 @@ from toolcall_kit.tokens import (
     mask_html,
     show_mask,
     token_report,
-    verify_mask,
 )
 
 

@@ -20,6 +20,17 @@ from toolcall_kit.records import text_of
 from toolcall_kit.templates import detect_family, turn_texts
 from toolcall_kit.tokens import iter_encoded
 
+# Unsloth's documented train_on_responses_only markers (instruction part, response part) per family.
+MARKERS = {
+    "chatml": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    "qwen2_5": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    "llama3_1": (
+        "<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+    "mistral": ("[INST]", "[/INST]"),
+}
+
 _UNSLOTH_CHILD = r"""
 import json, sys
 import unsloth  # noqa: F401  (must come before transformers: it patches them)
@@ -56,7 +67,10 @@ def unsloth_masks(
         )
         env = {**os.environ, "UNSLOTH_SKIP_TORCHVISION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run(
-            [sys.executable, "-c", _UNSLOTH_CHILD, str(job), str(result)], env=env, capture_output=True, text=True
+            [sys.executable, "-c", _UNSLOTH_CHILD, str(job), str(result)],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -79,10 +93,10 @@ def unsloth_mask_leaks(
     assistant text ours trains and Unsloth does not.
     """
     fam = detect_family(tokenizer, family)
-    q = instruction_part if instruction_part is not None else fam.instruction_part
-    a = response_part if response_part is not None else fam.response_part
+    q = instruction_part if instruction_part is not None else MARKERS[fam.name][0]
+    a = response_part if response_part is not None else MARKERS[fam.name][1]
     texts, ids_all, ours = [], [], []
-    for _, text, _, ids, mask in iter_encoded(tokenizer, records, fam, chat_template):
+    for _, text, ids, mask in iter_encoded(tokenizer, records, fam, chat_template):
         texts.append(text)
         ids_all.append(ids)
         ours.append(mask)
@@ -96,8 +110,13 @@ def unsloth_mask_leaks(
             for s, e in _runs(flags):
                 a0, b0 = offsets[s][0], offsets[e - 1][1]
                 found[kind].append(
-                    {"index": r, "id": rec.get("id"), "tokens": e - s, "message": owner(a0, b0),
-                     "text": texts[r][a0:b0][:200]}  # fmt: skip
+                    {
+                        "index": r,
+                        "id": rec.get("id"),
+                        "tokens": e - s,
+                        "message": owner(a0, b0),
+                        "text": texts[r][a0:b0][:200],
+                    }  # fmt: skip
                 )
     return {
         "family": fam.name,

@@ -1,28 +1,18 @@
-"""Chat-template families, render checks and ONE parser per tool-call output format.
+"""Chat-template families, render checks and one parser per tool-call format.
 
-    from toolcall_kit.templates import get_family, detect_family, render, check_template, parse_tool_calls
+A family ties together what must agree for a tool-calling fine-tune to work once vLLM serves it
+(chat_templates/families.json; "hermes" is an alias of qwen2_5):
 
-A family ties together what must agree for a tool-calling fine-tune to work once served with vLLM:
+    family    vLLM --tool-call-parser  training template (its {% generation %} blocks are what is trained)
+    chatml    hermes                   toolcall_kit/chat_templates/chatml_tools.jinja
+    qwen2_5   hermes                   trl/chat_templates/qwen2_5_training.jinja
+    llama3_1  llama3_json              toolcall_kit/chat_templates/llama3_1_tools_training.jinja
+    mistral   mistral                  toolcall_kit/chat_templates/mistral_tools_training.jinja
 
-    family    vLLM --tool-call-parser  output format  training template (has {% generation %} markers)
-    chatml    hermes                   hermes         toolcall_kit/chat_templates/chatml_tools.jinja
-    qwen2_5   hermes                   hermes         trl/chat_templates/qwen2_5_training.jinja
-    llama3_1  llama3_json              llama3_json    toolcall_kit/chat_templates/llama3_1_tools_training.jinja
-    mistral   mistral                  mistral        toolcall_kit/chat_templates/mistral_tools_training.jinja
-
-("hermes" is an alias of qwen2_5.) TRL's llama3_training.jinja renders neither tools nor calls and TRL
-ships no Mistral template, hence the kit's own for those two, written after Meta's and Mistral's.
-
-- `render` goes through `tokenizer.apply_chat_template(messages, tools=...)` with call arguments as
-  objects, and refuses a render in which they were JSON-encoded twice.
-- `check_template` proves every tool, call, argument and tool result of every record reaches the text.
-- `adapt_record` applies a family's quirks: Llama 3.1's one call per assistant turn, Mistral's 9-character
-  call ids.
-- `parse_tool_calls(text, fmt)` is the one parser per format, shared with evaluation and data reading;
-  it returns what vLLM's own parser returns for the text (tests/test_vllm_parsers.py checks it against
-  vLLM's real parsers), reports separately where the kit is stricter, and never raises.
-- `verify_roundtrip` parses what the template rendered for each assistant turn and compares it with the
-  source calls: the training target is what the server's parser will read.
+TRL's llama3_training.jinja renders neither tools nor calls and TRL ships no Mistral template, hence the
+kit's own for those two, written after Meta's and Mistral's. `parse_tool_calls` returns what vLLM's parser
+returns for a text (tests/test_vllm_parsers.py runs vLLM's own beside it) and never raises;
+`verify_roundtrip` parses every rendered assistant turn with it: the training target is what the server reads.
 """
 
 from __future__ import annotations
@@ -30,8 +20,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import itertools
 import json
 import re
+import string
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -43,10 +37,7 @@ from .run_files import MODEL_CONFIG
 
 _KIT_TEMPLATES = Path(__file__).parent / "chat_templates"
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Families
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------ Families
 
 
 @dataclass(frozen=True)
@@ -55,32 +46,18 @@ class Family:
     vllm_parser: str  # vLLM `--tool-call-parser`
     fmt: str  # `parse_tool_calls` format of what the assistant writes
     template_source: str  # "kit:<file>" or "trl:<file>"
-    end_token: str  # literal that closes an assistant turn (trained: the model must learn to stop)
-    tool_role: str  # role the rendered prompt gives tool results
-    one_call_per_turn: bool = False
+    end_token: str  # closes an assistant turn; trained, so that the model learns to stop
+    one_call_per_turn: bool = False  # Llama 3.1
     call_id_length: int | None = None  # Mistral: exactly 9 letters and digits
-    # Markers for Unsloth's train_on_responses_only, as its docs give them for this family.
-    instruction_part: str = ""
-    response_part: str = ""
-    # Control tokens the template writes; the model's vocabulary must hold each as one token.
-    control_tokens: tuple[str, ...] = field(default_factory=tuple)
 
     def template(self) -> str:
         """The training chat template text (with {% generation %} markers)."""
         return _template_text(self.template_source)
 
 
-def _load_families() -> tuple[dict[str, Family], dict[str, str]]:
-    """The families and their aliases ("hermes" is qwen2_5), from chat_templates/families.json."""
-    data = json.loads((_KIT_TEMPLATES / "families.json").read_text(encoding="utf-8"))
-    families = {
-        name: Family(name, **{**fields, "control_tokens": tuple(fields.get("control_tokens", ()))})
-        for name, fields in data["families"].items()
-    }
-    return families, data["aliases"]
-
-
-FAMILIES, ALIASES = _load_families()
+_FAMILY_DATA = json.loads((_KIT_TEMPLATES / "families.json").read_text(encoding="utf-8"))
+FAMILIES = {name: Family(name, **fields) for name, fields in _FAMILY_DATA["families"].items()}
+ALIASES: dict[str, str] = _FAMILY_DATA["aliases"]
 FORMATS = ("hermes", "llama3_json", "mistral", "openai")
 
 
@@ -113,17 +90,19 @@ def _template_text(source: str) -> str:
 def detect_family(tokenizer: Any, family: str | Family | None = None) -> Family:
     """The family of a tokenizer's model, from its chat template text or its config's model_type.
 
-    `family` (a name, "auto" or None) overrides detection: pass it for models whose template is unusual.
+    `family` (a name; None or "auto" = detect) overrides detection, for models whose template is unusual.
     """
     if family is not None and family != "auto":
         return get_family(family)
-    text = _tokenizer_template(tokenizer)
+    text = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(text, dict):  # several named templates: all of them decide
+        text = "\n".join(str(v) for v in text.values())
     if "<|start_header_id|>" in text or "<|eot_id|>" in text:
         return FAMILIES["llama3_1"]
     if "[INST]" in text or "[TOOL_CALLS]" in text:
         return FAMILIES["mistral"]
     if "<|im_start|>" in text:
-        return FAMILIES["qwen2_5"] if "You are Qwen" in text else FAMILIES["chatml"]
+        return FAMILIES["qwen2_5" if "You are Qwen" in text else "chatml"]
     model_type = _model_type(tokenizer)
     by_type = {"llama": "llama3_1", "qwen2": "qwen2_5", "mistral": "mistral"}
     if model_type in by_type:
@@ -134,13 +113,6 @@ def detect_family(tokenizer: Any, family: str | Family | None = None) -> Family:
     )
 
 
-def _tokenizer_template(tokenizer: Any) -> str:
-    tmpl = getattr(tokenizer, "chat_template", None)
-    if isinstance(tmpl, dict):  # several named templates: the default one (or "tool_use") decides
-        tmpl = "\n".join(str(v) for v in tmpl.values())
-    return tmpl or ""
-
-
 def _model_type(tokenizer: Any) -> str | None:
     folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
     try:
@@ -149,21 +121,32 @@ def _model_type(tokenizer: Any) -> str | None:
         return None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Family quirks
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------- Family quirks
 
-_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+def record_id(record: Record) -> str:
+    return str(record.get("id") or "<no id>")
+
+
+def _assistant_calls(msg: dict) -> list[dict]:
+    return msg.get("tool_calls") or [] if msg.get("role") == "assistant" else []
+
+
+def _has_text(msg: dict) -> bool:
+    return bool((text_of(msg.get("content")) or "").strip())
+
+
+_ALNUM = string.digits + string.ascii_lowercase + string.ascii_uppercase
 
 
 def mistral_call_id(call_id: str, salt: int = 0) -> str:
     """A deterministic 9-character alphanumeric id for an OpenAI-style id (same input, same output)."""
     n = int.from_bytes(hashlib.sha256(f"{salt}:{call_id}".encode()).digest()[:8], "big")
-    out = []
+    chars = []
     for _ in range(9):
         n, r = divmod(n, 62)
-        out.append(_ALNUM[r])
-    return "".join(out)
+        chars.append(_ALNUM[r])
+    return "".join(chars)
 
 
 def _is_mistral_id(call_id: Any) -> bool:
@@ -173,122 +156,93 @@ def _is_mistral_id(call_id: Any) -> bool:
 def adapt_record(
     record: Record, family: str | Family, parallel: str = "error", content_with_calls: str = "error"
 ) -> list[Record]:
-    """The record rewritten for a family's quirks.
+    """The record rewritten for its family's quirks, as a list (one record today).
 
-    - llama3_1: one call per assistant turn. `parallel="error"` refuses a turn with several calls (naming
-      the record); `parallel="split"` makes consecutive assistant turns of one call each, each followed by
-      its own result when the record has results. Llama 3.1 writes no text beside a call (Meta's
-      template drops it and vLLM's llama3_json parser returns no content with calls):
-      `content_with_calls="error"` refuses such a turn, `"drop"` drops the text.
-    - mistral: call ids become exactly 9 letters and digits, deterministically, and the results'
-      `tool_call_id` follow; ids already valid are kept.
-    Returns a list (one record today) so that a future quirk may split an example in several. The input
-    is never changed: a record that needs no change is returned as it is, others as copies.
+    - llama3_1 writes one call per assistant turn and no text beside a call (Meta's template drops the
+      text, vLLM's llama3_json parser returns no content with calls): `parallel="split"` makes a turn per
+      call, each followed by its result, `content_with_calls="drop"` drops the text; "error" refuses.
+    - mistral: call ids become exactly 9 letters and digits, deterministically; results follow their call.
+    The input is never changed; only a record that changes is copied (a deepcopy of each of 60k records
+    cost seconds).
     """
     fam = get_family(family)
-    if parallel not in ("error", "split"):
-        raise KitError(f"parallel must be 'error' or 'split', not {parallel!r}")
-    if content_with_calls not in ("error", "drop"):
-        raise KitError(f"content_with_calls must be 'error' or 'drop', not {content_with_calls!r}")
+    if parallel not in ("error", "split") or content_with_calls not in ("error", "drop"):
+        raise KitError(
+            f"parallel must be 'error' or 'split' (not {parallel!r}) and content_with_calls 'error' or "
+            f"'drop' (not {content_with_calls!r})"
+        )
+    msgs = record.get("messages") or []
     out = record
-    # Copy only what changes: 60k records mostly pass through untouched (a deepcopy each cost seconds).
-    if fam.one_call_per_turn and _needs_one_call_fix(record):
-        out = _one_call_per_turn(copy.deepcopy(out), fam, parallel, content_with_calls)
-    if fam.call_id_length and _needs_id_remap(out):
+    if fam.one_call_per_turn and any(
+        len(calls) > 1 or (calls and _has_text(m)) for m in msgs if (calls := _assistant_calls(m))
+    ):
+        out = _one_call_per_turn(copy.deepcopy(record), fam, parallel, content_with_calls)
+    ids = [c.get("id") for m in out.get("messages") or [] for c in m.get("tool_calls") or []]
+    if fam.call_id_length and any(i is not None and not _is_mistral_id(i) for i in ids):
         out = _remap_call_ids(copy.deepcopy(out) if out is record else out)
     return [out]
 
 
-def _needs_one_call_fix(record: Record) -> bool:
-    for m in record.get("messages") or []:
-        calls = m.get("tool_calls") or [] if m.get("role") == "assistant" else []
-        if len(calls) > 1 or (calls and (text_of(m.get("content")) or "").strip()):
-            return True
-    return False
-
-
-def _needs_id_remap(record: Record) -> bool:
-    return any(
-        not _is_mistral_id(c.get("id")) and c.get("id") is not None
-        for m in record.get("messages") or []
-        for c in m.get("tool_calls") or []
-    )
-
-
-def _rid(record: Record) -> str:
-    return str(record.get("id") or "<no id>")
-
-
 def _one_call_per_turn(record: Record, fam: Family, parallel: str, content_with_calls: str) -> Record:
-    msgs = record.get("messages") or []
-    new: list[dict] = []
-    i = 0
+    msgs, new, i = record.get("messages") or [], [], 0
     while i < len(msgs):
-        msg = msgs[i]
-        calls = msg.get("tool_calls") or [] if msg.get("role") == "assistant" else []
-        if calls and (text_of(msg.get("content")) or "").strip():
+        msg, calls, i = msgs[i], _assistant_calls(msgs[i]), i + 1
+        where = f"record {record_id(record)}: messages[{i - 1}]"
+        if calls and _has_text(msg):
             if content_with_calls == "error":
                 raise KitError(
-                    f"record {_rid(record)}: messages[{i}] has text beside its tool call; {fam.name} writes "
-                    "only the call (vLLM's llama3_json parser returns no content with calls): "
-                    "drop the text (content_with_calls='drop') or remove it from the data"
+                    f"{where} has text beside its tool call; {fam.name} writes only the call (vLLM's "
+                    "llama3_json parser returns no content with calls): drop the text "
+                    "(content_with_calls='drop') or remove it from the data"
                 )
             msg = {**msg, "content": None}
         if len(calls) <= 1:
             new.append(msg)
-            i += 1
             continue
         if parallel == "error":
             raise KitError(
-                f"record {_rid(record)}: messages[{i}] makes {len(calls)} parallel calls and {fam.name} allows "
-                "one call per assistant turn; split them (parallel='split' / --parallel split) or drop the record"
+                f"{where} makes {len(calls)} parallel calls and {fam.name} allows one call per assistant "
+                "turn; split them (parallel='split' / --parallel split) or drop the record"
             )
-        # The results answering this turn follow it; each one goes right after its own call.
-        j = i + 1
-        results: dict[str, dict] = {}
-        order: list[dict] = []
-        while j < len(msgs) and msgs[j].get("role") == "tool":
-            results.setdefault(str(msgs[j].get("tool_call_id")), msgs[j])
-            order.append(msgs[j])
-            j += 1
-        used = set()
-        for call in calls:
-            turn = {k: v for k, v in msg.items() if k != "tool_calls"}
-            turn["content"] = None
-            turn["tool_calls"] = [call]
-            new.append(turn)
-            res = results.get(str(call.get("id")))
-            if res is not None and id(res) not in used:
-                new.append(res)
-                used.add(id(res))
-        new.extend(r for r in order if id(r) not in used)  # results matching no call keep their place
-        i = j
+        first_result = i
+        while i < len(msgs) and msgs[i].get("role") == "tool":  # the results answering this turn
+            i += 1
+        new += _split_calls(msg, calls, msgs[first_result:i])
     record["messages"] = new
     return record
 
 
+def _split_calls(msg: dict, calls: list[dict], results: list[dict]) -> list[dict]:
+    """One assistant turn per call, each followed by its own result; results matching no call keep their
+    place after them."""
+    by_id: dict[str, dict] = {}
+    for res in results:
+        by_id.setdefault(str(res.get("tool_call_id")), res)
+    turns, placed = [], set()
+    for call in calls:
+        turns.append(
+            {k: v for k, v in msg.items() if k != "tool_calls"} | {"content": None, "tool_calls": [call]}
+        )
+        res = by_id.pop(str(call.get("id")), None)
+        if res is not None:
+            turns.append(res)
+            placed.add(id(res))
+    return turns + [r for r in results if id(r) not in placed]
+
+
 def _remap_call_ids(record: Record) -> Record:
+    calls = [c for m in record.get("messages") or [] for c in m.get("tool_calls") or []]
+    taken = {c["id"] for c in calls if _is_mistral_id(c.get("id"))}
     mapping: dict[str, str] = {}
-    taken = {
-        c["id"]
-        for m in record.get("messages") or []
-        for c in m.get("tool_calls") or []
-        if _is_mistral_id(c.get("id"))
-    }
-    for msg in record.get("messages") or []:
-        for call in msg.get("tool_calls") or []:
-            old = call.get("id")
-            if _is_mistral_id(old) or old is None:
-                continue
-            if old not in mapping:
-                salt = 0
-                new = mistral_call_id(str(old))
-                while new in taken:  # astronomically rare; keeps ids unique within the record
-                    salt += 1
-                    new = mistral_call_id(str(old), salt)
-                mapping[old] = new
-                taken.add(new)
-            call["id"] = mapping[old]
+    for call in calls:
+        old = call.get("id")
+        if old is None or _is_mistral_id(old):
+            continue
+        if old not in mapping:  # a salt only on a clash (astronomically rare): ids stay unique in the record
+            salted = (mistral_call_id(str(old), salt) for salt in itertools.count())
+            mapping[old] = next(new for new in salted if new not in taken)
+            taken.add(mapping[old])
+        call["id"] = mapping[old]
     for msg in record.get("messages") or []:
         if msg.get("role") == "tool" and msg.get("tool_call_id") in mapping:
             msg["tool_call_id"] = mapping[msg["tool_call_id"]]
@@ -299,15 +253,10 @@ def adapt_records(
     records: list[Record], family: str | Family, parallel: str = "error", content_with_calls: str = "error"
 ) -> list[Record]:
     """`adapt_record` over a list, flattened."""
-    out: list[Record] = []
-    for r in records:
-        out.extend(adapt_record(r, family, parallel=parallel, content_with_calls=content_with_calls))
-    return out
+    return [a for r in records for a in adapt_record(r, family, parallel, content_with_calls)]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------- Rendering and the render checks
 
 
 def _template_for(tokenizer: Any, fam: Family, chat_template: str | None) -> str:
@@ -319,27 +268,50 @@ def _template_for(tokenizer: Any, fam: Family, chat_template: str | None) -> str
     return chat_template if chat_template is not None else fam.template()
 
 
-def _check_decoded(record: Record) -> None:
+def _call_arguments(record: Record) -> Iterator[tuple[int, Any, Any]]:
+    """(message index, name, arguments) of every call, read leniently: nothing has checked the layout yet."""
     for i, msg in enumerate(record.get("messages") or []):
         for call in msg.get("tool_calls") or []:
-            args = (call.get("function") or {}).get("arguments")
-            if isinstance(args, str):
-                raise KitError(
-                    f"record {_rid(record)}: messages[{i}] call {call.get('function', {}).get('name')!r} has "
-                    "arguments as a JSON string; records keep them decoded (read data through toolcall_kit "
-                    "formats) or every template writes them encoded twice"
-                )
+            fn = call.get("function") or {}
+            yield i, fn.get("name"), fn.get("arguments")
 
 
-def _messages(record: Record) -> list[dict]:
+def _render(tokenizer, record, family, chat_template, add_generation_prompt, spans: bool):
+    # apply_chat_template renders through render_jinja_template with the special tokens as variables; the
+    # {% generation %} spans need it called directly (apply_chat_template only gives them as token masks).
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    fam = detect_family(tokenizer, family)
+    for i, name, args in _call_arguments(record):
+        if isinstance(args, str):
+            raise KitError(
+                f"record {record_id(record)}: messages[{i}] call {name!r} has arguments as a JSON string; records "
+                "keep them decoded (read data through toolcall_kit formats) or every template writes them "
+                "encoded twice"
+            )
     # `weight` is the kit's, not the template's; content lists become strings every template can print.
-    out = []
-    for m in record.get("messages") or []:
-        m2 = {k: v for k, v in m.items() if k != "weight"}
-        if isinstance(m2.get("content"), list):
-            m2["content"] = text_of(m2["content"])
-        out.append(m2)
-    return out
+    messages = [
+        {
+            k: text_of(v) if k == "content" and isinstance(v, list) else v
+            for k, v in m.items()
+            if k != "weight"
+        }
+        for m in record.get("messages") or []
+    ]
+    tmpl = _template_for(tokenizer, fam, chat_template)
+    try:
+        texts, marks = render_jinja_template(
+            conversations=[messages],
+            tools=record.get("tools") or None,
+            chat_template=tmpl,
+            return_assistant_tokens_mask=spans,
+            add_generation_prompt=add_generation_prompt,
+            **tokenizer.special_tokens_map,
+        )
+    except Exception as e:  # jinja's raise_exception and type errors: name the record
+        raise KitError(f"record {record_id(record)}: the {fam.name} chat template failed: {e}") from e
+    _refuse_double_encoding(record, texts[0])
+    return texts[0], [tuple(s) for s in marks[0]] if spans else []
 
 
 def render_with_spans(
@@ -350,25 +322,7 @@ def render_with_spans(
     add_generation_prompt: bool = False,
 ) -> tuple[str, list[tuple[int, int]]]:
     """(rendered text, [(start, end) character span of each {% generation %} block, in order])."""
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    fam = detect_family(tokenizer, family)
-    _check_decoded(record)
-    tmpl = _template_for(tokenizer, fam, chat_template)
-    try:
-        texts, spans = render_jinja_template(
-            conversations=[_messages(record)],
-            tools=record.get("tools") or None,
-            chat_template=tmpl,
-            return_assistant_tokens_mask=True,
-            add_generation_prompt=add_generation_prompt,
-            **tokenizer.special_tokens_map,
-        )
-    except Exception as e:  # jinja's raise_exception and type errors: name the record
-        raise KitError(f"record {_rid(record)}: the {fam.name} chat template failed: {e}") from e
-    text = texts[0]
-    _refuse_double_encoding(record, text)
-    return text, [tuple(s) for s in spans[0]]
+    return _render(tokenizer, record, family, chat_template, add_generation_prompt, spans=True)
 
 
 def render(
@@ -378,183 +332,95 @@ def render(
     add_generation_prompt: bool = False,
     chat_template: str | None = None,
 ) -> str:
-    """The record rendered by `tokenizer.apply_chat_template(messages, tools=...)`.
+    """The record as `tokenizer.apply_chat_template(messages, tools=...)` renders it, arguments as objects.
 
     `chat_template`: None = the family's training template, "model" = the tokenizer's own, or a template
     text. Raises KitError for arguments kept as JSON strings or a render that encodes them twice.
     """
-    fam = detect_family(tokenizer, family)
-    _check_decoded(record)
-    tmpl = _template_for(tokenizer, fam, chat_template)
-    try:
-        text = tokenizer.apply_chat_template(
-            _messages(record),
-            tools=record.get("tools") or None,
-            chat_template=tmpl,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
-    except Exception as e:
-        raise KitError(f"record {_rid(record)}: the {fam.name} chat template failed: {e}") from e
-    _refuse_double_encoding(record, text)
-    return text
+    return _render(tokenizer, record, family, chat_template, add_generation_prompt, spans=False)[0]
 
 
-def _encodings(value: Any) -> list[str]:
-    # tojson in transformers is json.dumps(ensure_ascii=False), default separators; accept compact too.
+def _json_forms(value: Any) -> list[str]:
+    # tojson in transformers is json.dumps(ensure_ascii=False) with default separators; accept compact too.
+    seps = ((", ", ": "), (",", ":"))
     return list(
-        dict.fromkeys(
-            [
-                json.dumps(value, ensure_ascii=False),
-                json.dumps(value, ensure_ascii=False, separators=(",", ":")),
-                json.dumps(value),
-                json.dumps(value, separators=(",", ":")),
-            ]
-        )
+        dict.fromkeys(json.dumps(value, ensure_ascii=a, separators=s) for a in (False, True) for s in seps)
     )
 
 
 def _refuse_double_encoding(record: Record, text: str) -> None:
-    for i, msg in enumerate(record.get("messages") or []):
-        for call in msg.get("tool_calls") or []:
-            args = (call.get("function") or {}).get("arguments")
-            if not isinstance(args, dict) or not args:
-                continue
-            for enc in _encodings(args):
-                twice = json.dumps(enc, ensure_ascii=False)[1:-1]  # the object as a JSON string's body
-                if twice != enc and twice in text:
-                    raise KitError(
-                        f"record {_rid(record)}: messages[{i}] arguments of {call['function'].get('name')!r} are "
-                        f"JSON-encoded twice by the chat template ({twice[:60]}...): the model would learn "
-                        "to write a string where the server's parser expects an object; fix the template "
-                        "(`arguments | tojson` once, on the object)"
-                    )
-
-
-def _arg_pairs(args: dict) -> list[tuple[str, list[str]]]:
-    """(key, [accepted renderings of '"key": value']) for each top-level argument."""
-    out = []
-    for k, v in args.items():
-        forms = []
-        for sep in (": ", ":"):
-            for ascii_ in (False, True):
-                forms.append(
-                    json.dumps(k, ensure_ascii=ascii_)
-                    + sep
-                    + json.dumps(
-                        v, ensure_ascii=ascii_, separators=(", ", ": ") if sep == ": " else (",", ":")
-                    )
+    for i, name, args in _call_arguments(record):
+        for form in _json_forms(args) if isinstance(args, dict) and args else []:
+            twice = json.dumps(form, ensure_ascii=False)[1:-1]  # the object as a JSON string's body
+            if twice != form and twice in text:
+                raise KitError(
+                    f"record {record_id(record)}: messages[{i}] arguments of {name!r} are JSON-encoded twice by the "
+                    f"chat template ({twice[:60]}...): the model would learn to write a string where the "
+                    "server's parser expects an object; fix the template (`arguments | tojson` once, on the object)"
                 )
-        out.append((k, list(dict.fromkeys(forms))))
-    return out
+
+
+def _argument_present(text: str, key: str, value: Any) -> bool:
+    """'"key": value' is in the text, as any of the JSON forms of {key: value} holds it."""
+    return any(form[1:-1] in text for form in _json_forms({key: value}))
 
 
 def _result_present(text: str, content: str) -> bool:
+    """A tool result is in the text as it is, or as the body of a JSON string (a template may `tojson` it)."""
     c = content.strip()
-    if not c:
-        return True
-    return c in text or json.dumps(c, ensure_ascii=False)[1:-1] in text or json.dumps(c)[1:-1] in text
+    return not c or c in text or any(form[1:-1] in text for form in _json_forms(c))
 
 
 def template_losses(text: str, record: Record) -> list[str]:
-    """What of the record is missing from its rendered `text` (empty when all of it is there)."""
-    lost = []
-    rid = _rid(record)
-    tools = [t.get("function", {}).get("name") for t in record.get("tools") or []]
-    for name in tools:
-        if name and name not in text:
-            lost.append(f"record {rid}: tool {name!r} is not in the render")
-    # A call's name also appears in the tool list: count occurrences so a dropped call is not hidden.
-    need: dict[str, int] = {}
-    for name in tools:
-        if name:
-            need[name] = need.get(name, 0) + 1
+    """What of the record (tools, calls, arguments, tool results) its rendered `text` lacks; empty: nothing."""
+    rid, lost = record_id(record), []
+    names = [n for t in record.get("tools") or [] if (n := t.get("function", {}).get("name"))]
+    lost += [f"record {rid}: tool {n!r} is not in the render" for n in names if n not in text]
+    need = Counter(names)  # a call's name is in the tool list too: count, so a dropped call is not hidden
     for i, msg in enumerate(record.get("messages") or []):
         if msg.get("role") == "assistant":
             for name, args in calls_of(msg):
-                need[name] = need.get(name, 0) + 1
+                need[name] += 1
                 if text.count(name) < need[name]:
                     lost.append(f"record {rid}: messages[{i}] call {name!r} is not in the render")
-                if isinstance(args, dict):
-                    for key, forms in _arg_pairs(args):
-                        if not any(f in text for f in forms):
-                            lost.append(
-                                f"record {rid}: messages[{i}] argument {key}={json.dumps(args[key])[:40]} of "
-                                f"call {name!r} is not in the render"
-                            )
-        elif msg.get("role") == "tool":
-            content = text_of(msg.get("content")) or ""
-            if not _result_present(text, content):
-                lost.append(
-                    f"record {rid}: messages[{i}] tool result for {msg.get('tool_call_id')!r} is not in the render"
-                )
+                for key, value in args.items() if isinstance(args, dict) else []:
+                    if not _argument_present(text, key, value):
+                        lost.append(
+                            f"record {rid}: messages[{i}] argument {key}={json.dumps(value)[:40]} of call "
+                            f"{name!r} is not in the render"
+                        )
+        elif msg.get("role") == "tool" and not _result_present(text, text_of(msg.get("content")) or ""):
+            lost.append(
+                f"record {rid}: messages[{i}] tool result for {msg.get('tool_call_id')!r} is not in the render"
+            )
     return lost
 
 
-def check_template(
-    tokenizer: Any,
-    records: list[Record],
-    family: str | Family | None = None,
-    chat_template: str | None = None,
-) -> dict:
-    """Render every record and prove that each tool, call, argument and tool result reached the text.
-
-    Raises KitError naming what was lost (tool / call / argument / result, and the record id) when the
-    template silently drops anything, or when it encodes arguments twice. Returns counts of what was
-    checked. Records must already be adapted to the family (`adapt_records`).
-    """
-    fam = detect_family(tokenizer, family)
-    lost: list[str] = []
-    counts = {"records": 0, "tools": 0, "calls": 0, "results": 0}
-    for rec in records:
-        text = render(tokenizer, rec, fam, chat_template=chat_template)
-        lost.extend(template_losses(text, rec))
-        counts["records"] += 1
-        counts["tools"] += len(rec.get("tools") or [])
-        counts["calls"] += sum(len(m.get("tool_calls") or []) for m in rec.get("messages") or [])
-        counts["results"] += sum(1 for m in rec.get("messages") or [] if m.get("role") == "tool")
-    if lost:
-        which = (
-            "the tokenizer's own template"
-            if chat_template == "model"
-            else ("the given template" if chat_template else f"the {fam.name} training template")
-        )
-        more = f" (and {len(lost) - 5} more)" if len(lost) > 5 else ""
-        raise KitError(f"{which} silently drops data: " + "; ".join(lost[:5]) + more)
-    return counts
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parsing: one parser per output format, shared with evaluation. Never raises on model output.
-#
-# Each parser returns what vLLM's own parser (0.33, the family's --tool-call-parser) returns for the same
-# text, so that what is scored and trained is what a client of the server receives:
-# - `calls`: the calls the client receives and can use (a non-empty name, arguments that are an object);
-# - `errors`: why the client receives fewer usable calls than the model wrote. vLLM's hermes and
-#   llama3_json parsers return NO calls when one call fails, and the whole output then comes back as
-#   content: one broken <tool_call> among several, or an output cut inside `</tool_call>`;
-# - `strict_errors`: what the kit flags although the server lets it pass (an unclosed last <tool_call>,
-#   text the server drops, arguments the server only accepts as a JSON string). A training target must
-#   have neither kind; a prediction is scored by `errors` alone.
-# tests/test_vllm_parsers.py runs vLLM's real parsers beside these on the same outputs.
-# ---------------------------------------------------------------------------------------------------------
+# ----------------------------------------------- Parsing: one parser per output format, shared with evaluation
 
 
 @dataclass
 class ParsedOutput:
+    """A model output as vLLM's own parser (0.33, the family's --tool-call-parser) returns it: what is scored
+    and trained is what a client of the server receives. `errors` say why the client gets fewer usable calls
+    than the model wrote (vLLM's hermes and llama3_json parsers return NO calls when one fails: one broken
+    <tool_call> among several, an output cut inside </tool_call>); `strict_errors` what the kit flags
+    although the server lets it pass (an unclosed last <tool_call>, text the server drops, arguments it only
+    accepts as a JSON string). A training target must have neither; a prediction is scored by `errors`."""
+
     calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]: usable calls
     content: str = ""  # the text the server returns as content, stripped
-    errors: list[str] = field(default_factory=list)  # calls the server drops or delivers unusable
-    strict_errors: list[str] = field(default_factory=list)  # the kit is stricter: the server accepts these
+    errors: list[str] = field(default_factory=list)
+    strict_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """The server delivers every call the model wrote, usable (its semantics, what scoring uses)."""
+        """The server delivers every call the model wrote, usable: what scoring uses."""
         return not self.errors
 
     @property
     def strict_ok(self) -> bool:
-        """`ok`, and nothing the kit is stricter about either (what a training target must be)."""
+        """`ok`, and nothing the kit is stricter about either: what a training target must be."""
         return not self.errors and not self.strict_errors
 
     def pairs(self) -> list[tuple[str, Any]]:
@@ -568,15 +434,10 @@ _DECODER = json.JSONDecoder()
 
 
 def _strip_end(text: str) -> str:
-    t = text.rstrip()
-    changed = True
-    while changed:
-        changed = False
-        for m in _END_MARKERS:
-            if t.endswith(m):
-                t = t[: -len(m)].rstrip()
-                changed = True
-    return t
+    text = text.rstrip()
+    while marker := next((m for m in _END_MARKERS if text.endswith(m)), None):
+        text = text[: -len(marker)].rstrip()
+    return text
 
 
 def _usable(name: Any, args: Any, where: str, out: ParsedOutput) -> None:
@@ -612,7 +473,8 @@ def _decode_at(text: str, pos: int, where: str, errors: list[str]) -> tuple[Any,
 
 # --- hermes: <tool_call>{"name": ..., "arguments": {...}}</tool_call> (vLLM's Hermes2ProToolParser) --------
 
-HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+HERMES_CLOSE = "</tool_call>"
+_HERMES_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)  # vLLM's own regex
 
 
 @dataclass(frozen=True)
@@ -626,40 +488,35 @@ def hermes_blocks(text: str) -> tuple[str, list[HermesBlock], list[str]]:
     hermes parser cuts them (`<tool_call>(.*?)</tool_call>|<tool_call>(.*)`): a block ends at the first
     </tool_call> after its opening tag (a <tool_call> inside it belongs to its body) and a last block
     without </tool_call> runs to the end. The one reader of the tags, shared with formats/sharegpt.py."""
-    pos = text.find(HERMES_OPEN)
-    if pos < 0:
+    found = list(_HERMES_BLOCK.finditer(text))
+    if not found:
         return text, [], []
-    before, blocks, after = text[:pos], [], []
-    while pos >= 0:
-        body_start = pos + len(HERMES_OPEN)
-        end = text.find(HERMES_CLOSE, body_start)
-        if end < 0:
-            blocks.append(HermesBlock(text[body_start:], False))
-            break
-        blocks.append(HermesBlock(text[body_start:end], True))
-        pos = text.find(HERMES_OPEN, end + len(HERMES_CLOSE))
-        after.append(text[end + len(HERMES_CLOSE) : pos if pos >= 0 else len(text)])
-    return before, blocks, after
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    after = [text[m.end() : end] for m, end in zip(found, ends, strict=True) if m[1] is not None]
+    blocks = [HermesBlock(m[1], True) if m[1] is not None else HermesBlock(m[2], False) for m in found]
+    return text[: found[0].start()], blocks, after
 
 
-def _ends_inside(text: str, tag: str) -> bool:
-    t = text.rstrip()
-    return any(t.endswith(tag[:k]) for k in range(2, len(tag)))
-
-
-def _hermes_problem(obj: Any, where: str) -> str | None:
-    # vLLM reads obj["name"] and obj["arguments"]; a KeyError, a TypeError or a name that is not a string
-    # (its FunctionCall model refuses it) fails the whole output.
+def _hermes_call(block: HermesBlock, where: str) -> tuple[Any, str | None]:
+    """(the call object, None), or (None, why vLLM fails on it). vLLM reads obj["name"] and obj["arguments"]:
+    a KeyError, a TypeError or a name that is not a string (its FunctionCall refuses it) fails the output."""
+    try:
+        obj = json.loads(block.body)  # as vLLM: the whole body, JSON whitespace allowed around it
+    except (ValueError, RecursionError) as e:
+        body = block.body.rstrip()
+        if not block.closed and any(body.endswith(HERMES_CLOSE[:k]) for k in range(2, len(HERMES_CLOSE))):
+            return None, f"{where}: the output ends inside </tool_call> (truncated)"
+        return None, _json_problem(e, block.body, where) if body.strip() else f"{where}: empty call"
     if not isinstance(obj, dict):
-        return f"{where}: a call must be a JSON object, got {type(obj).__name__}"
+        return None, f"{where}: a call must be a JSON object, got {type(obj).__name__}"
     if "name" not in obj:
-        return f'{where}: call has no "name"'
+        return None, f'{where}: call has no "name"'
     if not isinstance(obj["name"], str):
-        return f"{where}: the call's name is not a string"
+        return None, f"{where}: the call's name is not a string"
     if "arguments" not in obj:
         hint = ' (it gives "parameters"; the hermes format says "arguments")' if "parameters" in obj else ""
-        return f'{where}: call {obj["name"]!r} has no "arguments"{hint}'
-    return None
+        return None, f'{where}: call {obj["name"]!r} has no "arguments"{hint}'
+    return obj, None
 
 
 def _parse_hermes(text: str, out: ParsedOutput) -> None:
@@ -671,35 +528,25 @@ def _parse_hermes(text: str, out: ParsedOutput) -> None:
         return
     found = []
     for n, block in enumerate(blocks, 1):
-        where = f"<tool_call> #{n}"
-        try:
-            obj = json.loads(block.body)  # as vLLM: the whole body, JSON whitespace allowed around it
-        except (ValueError, RecursionError) as e:
-            problem = _json_problem(e, block.body, where)
-            if not block.closed and _ends_inside(block.body, HERMES_CLOSE):
-                problem = f"{where}: the output ends inside </tool_call> (truncated)"
-            elif not block.body.strip():
-                problem = f"{where}: empty call"
-        else:
-            problem = _hermes_problem(obj, where)
+        obj, problem = _hermes_call(block, f"<tool_call> #{n}")
         if problem:
             out.errors.append(problem)
             continue
-        found.append((where, obj))
+        found.append((f"<tool_call> #{n}", obj))
         if not block.closed:
-            out.strict_errors.append(f"{where}: unclosed <tool_call> tag (vLLM accepts a last one unclosed)")
+            out.strict_errors.append(
+                f"<tool_call> #{n}: unclosed <tool_call> tag (vLLM accepts a last one unclosed)"
+            )
     if out.errors:
         out.errors.append(
-            "vLLM's hermes parser returns no calls at all when one <tool_call> fails: "
-            "the whole output becomes content"
+            "vLLM's hermes parser returns no calls at all when one <tool_call> fails: the whole output becomes content"
         )
         out.content = text.strip()
         return
     for where, obj in found:
         _usable(obj["name"], obj["arguments"], where, out)
     out.content = before.strip()
-    dropped = "".join(after).strip()
-    if dropped:
+    if dropped := "".join(after).strip():
         out.strict_errors.append(
             f"text after the first <tool_call> is dropped by the server: {dropped[:60]!r}"
         )
@@ -744,7 +591,7 @@ def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
     if problem:
         # Text that merely holds a "{" (an answer about sets, a JSON example) is content for the server as
         # for the kit; only a failed call attempt is an error.
-        if found or '"name"' in text[i:] or LLAMA_TAG in text:  # a failed call attempt
+        if found or '"name"' in text[i:] or LLAMA_TAG in text:
             if adjacent:
                 problem += ' (vLLM skips a "{" right after a call\'s "}": separate calls with "; ")'
             out.errors += [
@@ -764,9 +611,9 @@ def _parse_llama3_json(text: str, out: ParsedOutput) -> None:
             )
         _usable(obj["name"], obj[key], where, out)
     cuts = [0, *(p for span in spans for p in span), len(text)]
-    beside = [text[cuts[k] : cuts[k + 1]].replace(LLAMA_TAG, "") for k in range(0, len(cuts), 2)]
-    if any(b.strip().strip(";").strip() for b in beside):
-        dropped = " ".join(b.strip() for b in beside if b.strip())
+    beside = [text[cuts[k] : cuts[k + 1]].replace(LLAMA_TAG, "").strip() for k in range(0, len(cuts), 2)]
+    if any(b.strip(";").strip() for b in beside):
+        dropped = " ".join(b for b in beside if b)
         out.strict_errors.append(f"text beside the calls is dropped by the server: {dropped[:60]!r}")
 
 
@@ -789,57 +636,66 @@ def _parse_mistral(text: str, out: ParsedOutput) -> None:
         # Only v11+ tokenizers have the [ARGS] token, and vLLM reads name[ARGS]{...} for them.
         _parse_mistral_v11(text, out)
         return
-    where = MISTRAL_TAG
-    parsed, problem = None, None
     if len(payloads) > 1:
         out.strict_errors.append(f"text after a second {MISTRAL_TAG} is dropped by the server")
-    try:
-        parsed, stop = _DECODER.raw_decode(payload)
-        if payload[stop:].strip():
-            out.strict_errors.append(f"{where}: text after the call list is dropped: {payload[stop:][:60]!r}")
-    except json.JSONDecodeError as e:
-        problem = (
-            _json_problem(e, payload, where) if payload else f"{where}: nothing after it (truncated call)"
-        )
-        found = _MISTRAL_LIST.search(payload)  # vLLM's fallback: the span from the first [{ to the last }]
-        try:
-            parsed = json.loads(found.group(0)) if found else None
-        except (ValueError, RecursionError):
-            parsed = None
-        if parsed is not None:
-            out.strict_errors.append(f"{problem}; vLLM reads the [{{...}}] inside it")
-            problem = None
-    except RecursionError as e:  # vLLM fails the request here (an HTTP 500): no calls either way
-        problem = _json_problem(e, payload, where)
+    parsed, problem = _mistral_payload(payload, out)
     items = [parsed] if isinstance(parsed, dict) else parsed if isinstance(parsed, list) else []
     entries = []
     for j, item in enumerate(items):
         if isinstance(item, dict) and ("name" in item or "arguments" in item):
-            entries.append((f"{where}[{j}]", item))
+            entries.append((f"{MISTRAL_TAG}[{j}]", item))
         else:
-            out.strict_errors.append(f"{where}[{j}]: not a call object; vLLM skips it")
+            out.strict_errors.append(f"{MISTRAL_TAG}[{j}]: not a call object; vLLM skips it")
     if not entries:
-        out.errors.append(problem or f"{where}: no call in the JSON after it")
+        out.errors.append(problem or f"{MISTRAL_TAG}: no call in the JSON after it")
         out.content = payload  # what vLLM returns as content then: the text after [TOOL_CALLS]
         return
-    for w, item in entries:
+    for where, item in entries:
         name, args = item.get("name"), item.get("arguments")
         if args is None:
-            out.strict_errors.append(f"{w}: call {name!r} has no arguments (vLLM sends {{}})")
+            out.strict_errors.append(f"{where}: call {name!r} has no arguments (vLLM sends {{}})")
             args = {}
-        elif isinstance(args, str):  # vLLM passes a string on as it is: the client decodes it
-            try:
-                decoded = json.loads(args)
-            except (ValueError, RecursionError):
-                decoded = None
-            if isinstance(decoded, dict):
-                out.strict_errors.append(
-                    f"{w}: arguments of {name!r} are a JSON string holding the object (encoded twice); "
-                    "vLLM passes the string on, so the client still reads the object"
-                )
-                args = decoded
-        _usable(name if isinstance(name, str) else "", args, w, out)
+        elif isinstance(args, str) and isinstance(decoded := _loads_or_none(args), dict):
+            # vLLM passes a string on as it is, and the client decodes it
+            out.strict_errors.append(
+                f"{where}: arguments of {name!r} are a JSON string holding the object (encoded twice); "
+                "vLLM passes the string on, so the client still reads the object"
+            )
+            args = decoded
+        _usable(name if isinstance(name, str) else "", args, where, out)
     out.content = before.strip()
+
+
+def _loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _mistral_payload(payload: str, out: ParsedOutput) -> tuple[Any, str | None]:
+    """(the first JSON value after [TOOL_CALLS], None) or (None, why there is none)."""
+    try:
+        parsed, stop = _DECODER.raw_decode(payload)
+    except json.JSONDecodeError as e:
+        problem = (
+            _json_problem(e, payload, MISTRAL_TAG)
+            if payload
+            else f"{MISTRAL_TAG}: nothing after it (truncated call)"
+        )
+        found = _MISTRAL_LIST.search(payload)  # vLLM's fallback: the span from the first [{ to the last }]
+        parsed = _loads_or_none(found.group(0)) if found else None
+        if parsed is None:
+            return None, problem
+        out.strict_errors.append(f"{problem}; vLLM reads the [{{...}}] inside it")
+        return parsed, None
+    except RecursionError as e:  # vLLM fails the request here (an HTTP 500): no calls either way
+        return None, _json_problem(e, payload, MISTRAL_TAG)
+    if payload[stop:].strip():
+        out.strict_errors.append(
+            f"{MISTRAL_TAG}: text after the call list is dropped: {payload[stop:][:60]!r}"
+        )
+    return parsed, None
 
 
 def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
@@ -850,8 +706,8 @@ def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
     # request's tool schemas for this format; the kit, which parses without the schemas, does not.
     first = text.find(MISTRAL_TAG)
     out.content = _drop_specials(text[:first]).strip()
-    pos, k = first + len(MISTRAL_TAG), 0
-    while True:
+    pos, k, nxt = first + len(MISTRAL_TAG), 0, 0
+    while nxt >= 0:
         cuts = [i for i in (text.find("[ARGS]", pos), text.find("{", pos)) if i >= 0]
         nxt = -1
         if not cuts:
@@ -865,8 +721,6 @@ def _parse_mistral_v11(text: str, out: ParsedOutput) -> None:
         if name_raw or args_raw:  # vLLM makes no call of an empty [TOOL_CALLS]
             k += 1
             _mistral_v11_call(name_raw.strip(), args_raw.strip(), f"{MISTRAL_TAG} #{k}", out)
-        if nxt < 0:
-            break
         pos = nxt + len(MISTRAL_TAG)
 
 
@@ -910,12 +764,8 @@ def _parse_openai(payload: Any, out: ParsedOutput) -> None:
             out.errors.append("chat completion without choices[0].message")
             return
     if isinstance(payload, dict):
-        out.content = (
-            text_of(payload.get("content"))
-            if isinstance(payload.get("content"), (str, type(None)))
-            else str(payload.get("content"))
-        ) or ""
-        out.content = out.content.strip()
+        content = payload.get("content")
+        out.content = ("" if content is None else str(content)).strip()
         calls = payload.get("tool_calls") or []
     elif isinstance(payload, list):
         calls = payload
@@ -933,26 +783,18 @@ def _parse_openai(payload: Any, out: ParsedOutput) -> None:
             continue
         args = fn.get("arguments")
         if isinstance(args, str):  # the OpenAI wire form: a JSON string holding the object
-            if not args.strip():
-                args = {}
-            else:
-                raw = args.strip()
-                got = _decode_at(raw, 0, where, out.errors)
-                if got is None:
-                    continue
-                args, stop = got
-                if raw[stop:].strip():
-                    out.errors.append(f"{where}: text after the arguments JSON")
-                    continue
+            raw = args.strip()
+            got = _decode_at(raw, 0, where, out.errors) if raw else ({}, 0)
+            if got is None:
+                continue
+            args, stop = got
+            if raw[stop:].strip():
+                out.errors.append(f"{where}: text after the arguments JSON")
+                continue
         _usable(fn.get("name"), args, where, out)
 
 
-_PARSERS = {
-    "hermes": _parse_hermes,
-    "llama3_json": _parse_llama3_json,
-    "mistral": _parse_mistral,
-    "openai": _parse_openai,
-}
+_PARSERS = {"hermes": _parse_hermes, "llama3_json": _parse_llama3_json, "mistral": _parse_mistral}
 
 
 def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
@@ -960,78 +802,62 @@ def parse_tool_calls(text: Any, fmt: str) -> ParsedOutput:
     "openai"), as vLLM's parser for that format returns them. Never raises on model output: `calls` are the
     usable calls a client of the server receives, `errors` why it receives fewer than the model wrote, and
     `strict_errors` what the kit flags although the server accepts it."""
-    fmt = {"qwen2_5": "hermes", "chatml": "hermes", "llama3_1": "llama3_json"}.get(fmt, fmt)
-    if fmt not in _PARSERS:
+    fmt = FAMILIES[fmt].fmt if fmt in FAMILIES else fmt  # a family name stands for its format
+    if fmt not in FORMATS:
         raise KitError(f"unknown tool-call format {fmt!r}; known: {', '.join(FORMATS)}")
     out = ParsedOutput()
     try:
         if fmt == "openai":
             _parse_openai(text, out)
-        else:
-            if not isinstance(text, str):
-                out.errors.append(f"expected text, got {type(text).__name__}")
-                return out
+        elif isinstance(text, str):
             _PARSERS[fmt](_strip_end(text), out)
+        else:
+            out.errors.append(f"expected text, got {type(text).__name__}")
     except Exception as e:  # a parser bug must not crash an evaluation run: report it as a problem
         out.calls = []
         out.errors.append(f"parser error: {type(e).__name__}: {e}")
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Round trip: render -> cut each assistant turn -> parse -> compare with the source
-# ---------------------------------------------------------------------------------------------------------
-
-
-def assistant_turns(record: Record) -> list[int]:
-    return [i for i, m in enumerate(record.get("messages") or []) if m.get("role") == "assistant"]
+# ----------------------- Round trip: render -> cut each assistant turn -> parse -> compare with the source
 
 
 def turn_texts(
-    tokenizer: Any,
-    record: Record,
-    family: str | Family | None = None,
-    chat_template: str | None = None,
+    tokenizer: Any, record: Record, family: str | Family | None = None, chat_template: str | None = None
 ) -> tuple[str, list[tuple[int, int, int]]]:
-    """(render, [(message index, start, end)]) for each assistant turn's {% generation %} span."""
+    """(render, [(message index, start, end)]): each assistant turn's {% generation %} span."""
     fam = detect_family(tokenizer, family)
     text, spans = render_with_spans(tokenizer, record, fam, chat_template=chat_template)
-    turns = assistant_turns(record)
+    turns = [i for i, m in enumerate(record.get("messages") or []) if m.get("role") == "assistant"]
     if len(spans) != len(turns):
         raise KitError(
-            f"record {_rid(record)}: the {fam.name} template marks {len(spans)} {{% generation %}} blocks but "
-            f"the record has {len(turns)} assistant turns; the template must wrap every assistant turn"
+            f"record {record_id(record)}: the {fam.name} template marks {len(spans)} {{% generation %}} blocks for "
+            f"{len(turns)} assistant turns; use a training template that wraps each assistant turn"
         )
     return text, [(i, s, e) for i, (s, e) in zip(turns, spans, strict=True)]
 
 
 def verify_roundtrip(
-    tokenizer: Any,
-    record: Record,
-    family: str | Family | None = None,
-    chat_template: str | None = None,
+    tokenizer: Any, record: Record, family: str | Family | None = None, chat_template: str | None = None
 ) -> int:
-    """Parse every rendered assistant turn with the family's parser and compare it with the source turn.
+    """Parse every rendered assistant turn as vLLM's parser for the family would, compare it with the source
+    turn, and return the number of turns checked.
 
-    The parse follows vLLM's parser for the family (`parse_tool_calls`): the calls compared are those a
-    client of the server would receive. Raises KitError naming the record and turn when the server would
-    return other calls or content (name, arguments, text), and also when the kit is stricter than the
-    server (an unclosed tag, text the server drops): a training target must be clean. Returns the number
-    of turns checked.
+    Raises KitError naming the record and turn when a client of the server would get other calls or content,
+    and also when the kit is stricter than the server (an unclosed tag, text the server drops): a training
+    target must be clean.
     """
     fam = detect_family(tokenizer, family)
     text, turns = turn_texts(tokenizer, record, fam, chat_template)
-    msgs = record["messages"]
     for i, s, e in turns:
-        piece = text[s:e]
-        cut = piece.find(fam.end_token)
-        if cut < 0:
+        piece, msg = text[s:e], record["messages"][i]
+        where = f"record {record_id(record)}: messages[{i}]"
+        if fam.end_token not in piece:
             raise KitError(
-                f"record {_rid(record)}: messages[{i}] renders without its end token {fam.end_token!r}: "
-                "the model would never learn to stop"
+                f"{where} renders without its end token {fam.end_token!r}: the model would never learn to stop"
             )
-        parsed = parse_tool_calls(piece[:cut], fam.fmt)
-        where = f"record {_rid(record)}: messages[{i}] ({fam.name}, parser {fam.fmt})"
+        parsed = parse_tool_calls(piece[: piece.find(fam.end_token)], fam.fmt)
+        where += f" ({fam.name}, parser {fam.fmt})"
         if parsed.errors:
             raise KitError(
                 f"{where}: vLLM's {fam.vllm_parser} parser would not return these calls: {'; '.join(parsed.errors)}"
@@ -1041,13 +867,11 @@ def verify_roundtrip(
                 f"{where}: the rendered turn is not a clean target (vLLM accepts it, the kit does not): "
                 + "; ".join(parsed.strict_errors)
             )
-        want = calls_of(msgs[i])
-        if parsed.pairs() != want:
-            raise KitError(f"{where}: rendered calls {parsed.pairs()} differ from the source {want}")
-        want_text = (text_of(msgs[i].get("content")) or "").strip()
-        if parsed.content != want_text:
+        if parsed.pairs() != calls_of(msg):
+            raise KitError(f"{where}: rendered calls {parsed.pairs()} differ from the source {calls_of(msg)}")
+        want = (text_of(msg.get("content")) or "").strip()
+        if parsed.content != want:
             raise KitError(
-                f"{where}: rendered content {parsed.content[:60]!r} differs from the source "
-                f"{want_text[:60]!r}"
+                f"{where}: rendered content {parsed.content[:60]!r} differs from the source {want[:60]!r}"
             )
     return len(turns)
