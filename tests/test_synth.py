@@ -220,7 +220,10 @@ def test_dev_split_is_disjoint_from_eval_and_held_out_from_train():
     train, _ = S.generate(600, seed=0, split="train")
     dev, _ = S.generate(200, seed=2, split="dev")
     evl, _ = S.generate(200, seed=1, split="eval")
-    ids = {name: {t for r in rs for t in r["template_ids"]} for name, rs in (("train", train), ("dev", dev), ("eval", evl))}
+    ids = {
+        name: {t for r in rs for t in r["template_ids"]}
+        for name, rs in (("train", train), ("dev", dev), ("eval", evl))
+    }
     assert not (ids["dev"] & ids["eval"]) and not (ids["train"] & ids["eval"])
     # Groups of at least 3 phrasings give dev a share of its own; smaller ones lend dev their train share.
     sizes = Counter(t.rpartition("/")[0] for t in ids["train"] | ids["dev"] | ids["eval"])
@@ -260,10 +263,11 @@ def test_sessions_ask_several_things_under_one_tool_set():
             if m.get("tool_calls") and i + 1 < len(msgs):
                 assert msgs[i + 1]["role"] == "tool", r["id"]
         declines += sum(
-            1 for m in msgs if m["role"] == "assistant" and m.get("content") and "tool" in m["content"].lower()
+            1
+            for m in msgs
+            if m["role"] == "assistant" and m.get("content") and "tool" in m["content"].lower()
         )
     assert declines > 20
-
 
 
 def test_shipped_demo_files_reproduce_from_the_documented_commands(tmp_path):
@@ -290,15 +294,14 @@ def test_every_shipped_template_renders_valid_calls():
     assert set(si.INTENTS) == set(cat.tools) and not cat.generic
     for tool, intent in si.INTENTS.items():
         assert len(intent.templates) >= 8, tool
-        for i, text in enumerate(intent.templates + intent.parallel):
+        for text in intent.templates + intent.parallel:
             nodes = S.parse_template(text)
-            tpl = S.Template(f"{tool}/{i}", text, nodes)
             for seed in range(12):
                 c = si.Ctx(random.Random(seed), si.dt.date(2026, 3, 2), "all", 0.2, 0)
-                samples = [intent.sample(c) for _ in range(S._calls_in(tpl))]
+                samples = [intent.sample(c) for _ in range(S.calls_in(text))]
                 _, mentioned = S.render(nodes, lambda name, k, s=samples: s[(k or 1) - 1][name], c.rng)
                 for k in range(len(samples)):
-                    call = {"function": {"name": tool, "arguments": S._args_for(k + 1, mentioned, samples)}}
+                    call = {"function": {"name": tool, "arguments": S.args_for(k + 1, mentioned, samples)}}
                     assert check_call(call, declared, text) == []
     for chain in si.CHAINS.values():
         assert len(chain.templates) >= 8
@@ -325,7 +328,7 @@ def test_template_language():
     seen = set()
     for seed in range(40):
         text, mentioned = S.render(nodes, lambda n, k: slots[n], random.Random(seed))
-        args = S._args_for(1, mentioned, [slots])
+        args = S.args_for(1, mentioned, [slots])
         assert text.startswith("Hi Paris")
         assert ("units" in args) == ("in °F" in text)
         seen.add(text)
@@ -488,8 +491,12 @@ def test_teacher_accepts_good_paraphrases_and_rejects_dropped_values(tmp_path):
 
 def test_teacher_sends_nothing_the_environment_holds_for_other_programs(monkeypatch):
     """The openai client fills the key, organization, project and headers from OPENAI_* variables: not here."""
-    for var, value in (("OPENAI_API_KEY", "sk-other"), ("OPENAI_ORG_ID", "org-other"),
-                       ("OPENAI_PROJECT_ID", "proj-other"), ("OPENAI_CUSTOM_HEADERS", "Authorization: Bearer other")):
+    for var, value in (
+        ("OPENAI_API_KEY", "sk-other"),
+        ("OPENAI_ORG_ID", "org-other"),
+        ("OPENAI_PROJECT_ID", "proj-other"),
+        ("OPENAI_CUSTOM_HEADERS", "Authorization: Bearer other"),
+    ):
         monkeypatch.setenv(var, value)  # fmt: skip
     monkeypatch.delenv("TOOLCALL_KIT_TEACHER_API_KEY", raising=False)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Teacher)
@@ -500,7 +507,9 @@ def test_teacher_sends_nothing_the_environment_holds_for_other_programs(monkeypa
         _Teacher.headers_seen.clear()
         assert S.paraphrase_with_teacher(records, url, "t")[1]["api_key_sent"] is False
         sent = {k: v for h in _Teacher.headers_seen for k, v in h.items()}
-        assert _Teacher.headers_seen and not {"authorization", "openai-organization", "openai-project"} & set(sent)
+        assert _Teacher.headers_seen and not {"authorization", "openai-organization", "openai-project"} & set(
+            sent
+        )
         _Teacher.headers_seen.clear()
         S.paraphrase_with_teacher(records, url + "/v1/chat/completions", "t", api_key="kit-key")
         assert {h["authorization"] for h in _Teacher.headers_seen} == {"Bearer kit-key"}

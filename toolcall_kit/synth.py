@@ -9,42 +9,41 @@ byte for byte). The train mix is mostly sessions (several requests under one off
 schemas are most of every example's tokens, and a session trains 4-5 answers on them instead of one
 (benchmarks/demo_experiments.md). dev is for choosing settings; eval is scored by `make demo`.
 
-Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with
-`kind` set (single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the
-`template_ids` of the phrasings it was built from. Variety over volume, because data variety, not
-steps, limited the SmolLM2 prototype (see ../shared/ENVIRONMENT.md):
+Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with `kind` set
+(single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the `template_ids` of the
+phrasings it was built from. Variety over volume, because data variety, not steps, limited the SmolLM2
+prototype (see ../shared/ENVIRONMENT.md):
 
-- many hand-written phrasings per intent (synth_data/*.yaml, drawn by `synth_intents.py`), values from
-  realistic pools, optional arguments only where the words mention them, argument order following the words;
+- many phrasings per intent (synth_data/*.yaml), values from realistic pools, optional arguments only where
+  the words mention them, argument order following the words;
 - system prompts varied (and none); relative dates ("tomorrow") only with today's date in the prompt;
-- the needed tool plus 0-3 distractors, shuffled, at most `max_tools` offered (3 keeps a SmolLM2
-  example near 300 tokens);
-- declines as contrastive pairs: the same request once with its tool offered (a call) and once
-  without (a polite refusal), plus out-of-scope requests no tool serves;
-- `--split train|eval` holds out a share of every template group and of the open value pools
-  (cities, people, tickers, ...), so the eval file measures generalisation, not recall.
+- the needed tool plus 0-3 distractors, shuffled, at most `max_tools` offered (3 keeps a SmolLM2 example
+  near 300 tokens);
+- declines as contrastive pairs: the same request once with its tool offered (a call) and once without
+  (a polite refusal), plus out-of-scope requests no tool serves;
+- `--split train|dev|eval` holds out a share of every template group and of the open value pools (cities,
+  people, tickers, ...), so the eval file measures generalisation, not recall.
 
-A user's own catalog (a JSON list of OpenAI tool definitions) gets values from each parameter's schema
-(const, enum, examples, format, pattern, bounds, nested objects, arrays) and generic phrasings that state
-every value (synth_data/generic.yaml).
+A user's own catalog (a JSON list of OpenAI tool definitions) gets values from each parameter's schema and
+generic phrasings that state every value (synth_data/generic.yaml).
 
-Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase
-the user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments
-need or breaks validation is rejected (the original is kept and the rejection counted). An API key is sent
-only when given (`--teacher-api-key-env VAR` or $TOOLCALL_KIT_TEACHER_API_KEY), and only over https or to
-this machine.
+Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase the
+user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments need or
+breaks validation is rejected (the original is kept and the rejection counted).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import ipaddress
 import json
 import math
 import os
 import random
 import re
 import string
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,20 +70,20 @@ from .records import (
     tool_name,
 )
 from .synth_intents import Chain, Ctx, Intent, Slot
-from .validate import argument_errors, check_tools, validate_record
+from .validate import PatternTooSlow, argument_errors, bounded_search, check_tools, validate_record
 
 CATALOG_DIR = Path(__file__).parent / "catalogs"
 SHIPPED_CATALOGS = ("general", "customer_service")
 DEFAULT_CATALOG = "general,customer_service"
-DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15, "session": 0.0}
-# "session": one conversation of 2-4 requests under one offered tool set (calls, chit-chat, clarifications,
+# "session": one conversation of 2-10 requests under one offered tool set (calls, chit-chat, clarifications,
 # declines). The tool schemas are most of an example's tokens; several trained answers share them, so a
-# session teaches 2-4x more per token, and it teaches to answer the latest request, not the first.
+# session teaches more per token, and it teaches to answer the latest request, not the first.
+DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15, "session": 0.0}
 SESSION = "session"
-SESSION_TURNS = (2, 10)  # requests per session
-SESSION_CHARS = 2600  # characters of messages (JSON) after which a session takes no further request
 MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
             "session": SESSION}  # fmt: skip
+SESSION_TURNS = (2, 10)  # requests per session
+SESSION_CHARS = 2600  # characters of messages (JSON) after which a session takes no further request
 SPLITS = ("all", "train", "dev", "eval")
 
 # Shares of examples carrying tool results and a final answer (the rest end at the call: the training target).
@@ -95,10 +94,11 @@ P_DATE_LINE = 0.3  # a dated system prompt even when no relative date needs it
 P_PREAMBLE = 0.08  # a chit-chat exchange before the request
 P_GREETING, P_THANKS = 0.1, 0.1
 P_OUT_OF_SCOPE = 0.3  # declines that no catalog tool could serve (the rest: the needed tool is withheld)
+GENERIC = si.load_data("generic")  # phrasings for user catalogs' tools
 
 
 # ----------------------------------------------------------------------------------------------
-# Templates: parse once, render with slots
+# Templates (the language is described at the top of synth_data/intents.yaml)
 
 
 @dataclass(frozen=True)
@@ -108,56 +108,45 @@ class Template:
     nodes: tuple
 
 
-_TOKEN = re.compile(r"\{(\^?)([A-Za-z_][A-Za-z0-9_]*)(?:\.(\d))?\}|[\[\]<>|]")
+_TOKEN = re.compile(r"(\{\^?[A-Za-z_][A-Za-z0-9_]*(?:\.\d)?\}|[\[\]<>|])")
+_SLOT = re.compile(r"\{(\^?)(\w+)(?:\.(\d))?\}")
 
 
 def parse_template(text: str) -> tuple:
     """Nodes: ("t", str) | ("s", name, k, cap) | ("o", nodes) | ("a", (nodes, ...)). Raises ValueError."""
+    tokens = [t for t in _TOKEN.split(text) if t]
     pos = 0
-    tokens: list = []
-    for m in _TOKEN.finditer(text):
-        if m.start() > pos:
-            tokens.append(("t", text[pos : m.start()]))
-        if m.group(2):
-            tokens.append(("s", m.group(2), int(m.group(3)) if m.group(3) else None, bool(m.group(1))))
-        else:
-            tokens.append(m.group(0))
-        pos = m.end()
-    if pos < len(text):
-        tokens.append(("t", text[pos:]))
 
-    def seq(i: int, stop: tuple[str, ...]) -> tuple[list, int]:
+    def seq(stops: tuple[str, ...]) -> tuple:
+        nonlocal pos
         out: list = []
-        while i < len(tokens):
-            tok = tokens[i]
-            if isinstance(tok, str) and tok in stop:
-                return out, i
+        while pos < len(tokens) and tokens[pos] not in stops:
+            tok = tokens[pos]
+            pos += 1
             if tok == "[":
-                body, i = seq(i + 1, ("]",))
-                if i >= len(tokens):
-                    raise ValueError(f"unclosed [ in template {text!r}")
-                out.append(("o", tuple(body)))
+                out.append(("o", closed(seq(("]",)), "[")))
             elif tok == "<":
-                alts = []
-                while True:
-                    body, i = seq(i + 1, ("|", ">"))
-                    if i >= len(tokens):
-                        raise ValueError(f"unclosed < in template {text!r}")
-                    alts.append(tuple(body))
-                    if tokens[i] == ">":
-                        break
-                out.append(("a", tuple(alts)))
-            elif isinstance(tok, str):
-                if tok in "]>":
-                    raise ValueError(f"unbalanced {tok!r} in template {text!r}")
-                out.append(("t", tok))  # a literal '|' outside <...>
+                alts = [seq(("|", ">"))]
+                while pos < len(tokens) and tokens[pos] == "|":
+                    pos += 1
+                    alts.append(seq(("|", ">")))
+                out.append(("a", closed(tuple(alts), "<")))
+            elif tok in ("]", ">"):
+                raise ValueError(f"unbalanced {tok!r} in template {text!r}")
+            elif m := _SLOT.fullmatch(tok):
+                out.append(("s", m[2], int(m[3]) if m[3] else None, bool(m[1])))
             else:
-                out.append(tok)
-            i += 1
-        return out, i
+                out.append(("t", tok))  # words, or a '|' outside <...>
+        return tuple(out)
 
-    nodes, _ = seq(0, ())
-    return tuple(nodes)
+    def closed(nodes: tuple, opener: str) -> tuple:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise ValueError(f"unclosed {opener} in template {text!r}")
+        pos += 1  # past the closing ] or >
+        return nodes
+
+    return seq(())
 
 
 def render(nodes: tuple, lookup: Callable[[str, int | None], Slot], rng: random.Random) -> tuple[str, list]:
@@ -185,45 +174,20 @@ def render(nodes: tuple, lookup: Callable[[str, int | None], Slot], rng: random.
     return text[:1].upper() + text[1:], mentioned
 
 
-def _set_path(args: dict, path: str, value: Any) -> None:
-    if path == "*":
-        args.update(copy.deepcopy(value))
-        return
-    keys = path.split(".")
-    d = args
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-    d[keys[-1]] = copy.deepcopy(value)
+def calls_in(text: str) -> int:
+    """How many calls a parallel template asks for: its highest `{slot.k}`."""
+    return max([1, *(int(k) for k in re.findall(r"\{\^?\w+\.(\d)\}", text))])
 
 
-def _args_for(call: int, mentioned: list, samples: list[dict[str, Slot]]) -> dict:
+def args_for(call: int, mentioned: list, samples: list[dict[str, Slot]]) -> dict:
     """Arguments of call `call` (1-based): its own slots ({x.k}) and the shared ones ({x}), in mention order."""
     args: dict = {}
     for name, k in mentioned:
-        if k is not None and k != call:
-            continue
         slot = samples[(k or 1) - 1][name]
-        if slot.arg:
-            _set_path(args, slot.arg, slot.value)
+        if slot.arg and k in (None, call):
+            value = copy.deepcopy(slot.value)
+            args.update(value if slot.arg == "*" else {slot.arg: value})
     return args
-
-
-def _calls_in(t: Template) -> int:
-    ks = [1]
-
-    def walk(ns):
-        for n in ns:
-            if n[0] == "s" and n[2]:
-                ks.append(n[2])
-            elif n[0] == "o":
-                walk(n[1])
-            elif n[0] == "a":
-                for alt in n[1]:
-                    walk(alt)
-
-    walk(t.nodes)
-    return max(ks)
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,13 +241,10 @@ def number_value(schema: dict, integer: bool, c: Ctx) -> int | float:
         lo = 1 if hi is None or hi >= 1 else hi - 99
     if hi is None:
         hi = max(100, lo + 10)
-    step = schema.get("multipleOf")
-    if step:
+    if step := schema.get("multipleOf"):
         v = c.rng.randint(math.ceil(lo / step), math.floor(hi / step)) * step
         return int(v) if integer or float(v).is_integer() else round(v, 6)
-    if integer:
-        return c.rng.randint(math.ceil(lo), math.floor(hi))
-    return round(c.rng.uniform(lo, hi), 2)
+    return c.rng.randint(math.ceil(lo), math.floor(hi)) if integer else round(c.rng.uniform(lo, hi), 2)
 
 
 def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
@@ -298,13 +259,12 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         return copy.deepcopy(c.choice(schema["examples"]))
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[key]
+            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[
+                key
+            ]
             return sample_value(c.choice(branches), name, c, depth + 1)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
-        merged: dict = {}
-        for b in schema["allOf"]:
-            merged.update(b)
-        return sample_value(merged, name, c, depth + 1)
+        return sample_value({k: v for b in schema["allOf"] for k, v in b.items()}, name, c, depth + 1)
     t = schema.get("type")
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), "string")
@@ -319,7 +279,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         want = c.rng.randint(lo, max(lo, min(schema.get("maxItems", lo + 2), lo + 2)))
         items = schema["items"] if isinstance(schema.get("items"), dict) else {"type": "string"}
         out: list = []
-        for _ in range(50):
+        for _ in range(50):  # draws, not items: unique items may run out
             if len(out) >= want:
                 break
             v = sample_value(items, name, c, depth + 1)
@@ -327,31 +287,21 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
                 out.append(v)
         return out
     if t == "object":
-        props = schema.get("properties") or {}
-        req = set(schema.get("required") or [])
-        obj = {}
-        for k, sub in props.items():
-            if k in req or c.chance(0.35 if depth == 0 else 0.25):
-                obj[k] = sample_value(sub if isinstance(sub, dict) else {}, k, c, depth + 1)
-        return obj
+        required = set(schema.get("required") or [])
+        return {k: sample_value(sub if isinstance(sub, dict) else {}, k, c, depth + 1)
+                for k, sub in (schema.get("properties") or {}).items()
+                if k in required or c.chance(0.35 if depth == 0 else 0.25)}  # fmt: skip
     if t == "null":
         return None
     v = string_value(schema, c)
-    pat = schema.get("pattern")
-    if pat and not _matches(pat, v):
-        v = pattern_sample(pat, c.rng)
-    lo, hi = schema.get("minLength", 0), schema.get("maxLength")
-    if len(v) < lo:
-        v = v + "x" * (lo - len(v))
-    if hi is not None and len(v) > hi:
-        v = v[:hi]
-    return v
+    if (pattern := schema.get("pattern")) and not _matches(pattern, v):
+        v = pattern_sample(pattern, c.rng)
+    v += "x" * (schema.get("minLength", 0) - len(v))
+    return v[: schema["maxLength"]] if schema.get("maxLength") is not None else v
 
 
 def _matches(pattern: str, text: str) -> bool:
     """A catalog's `pattern` on a drawn value, time-bounded as everywhere (validate.bounded_search)."""
-    from .validate import PatternTooSlow, bounded_search
-
     try:
         return bounded_search(pattern, text)
     except (PatternTooSlow, regex.error) as e:
@@ -362,9 +312,7 @@ def _text_value(v: Any) -> str:
     """How a user would say a value: strings as written, booleans as yes/no, objects as JSON."""
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, str):
-        return v
-    if isinstance(v, int | float):
+    if isinstance(v, str | int | float):
         return str(v)
     if isinstance(v, list) and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in v):
         return si.join_words([str(x) for x in v])
@@ -375,21 +323,12 @@ def _human(key: str) -> str:
     return key.replace("_", " ").replace("-", " ").strip()
 
 
-GENERIC = si.load_data("generic")  # phrasings for user catalogs' tools
-
-
-def _description_verb(fn: dict) -> str:
-    d = (fn.get("description") or "").strip().split(". ")[0].rstrip(".").strip()
-    if not d:
-        return f"run {_human(fn['name'])}"
-    return d[:1].lower() + d[1:]
-
-
 def generic_intent(fn: dict) -> Intent:
     """An intent for any tool definition: schema-driven values and phrasings that state every value."""
     name = fn["name"]
     params = fn.get("parameters") or {"type": "object", "properties": {}}
-    desc = _description_verb(fn)
+    first = (fn.get("description") or "").strip().split(". ")[0].rstrip(".").strip()
+    desc = first[:1].lower() + first[1:] if first else f"run {_human(name)}"
 
     def sample(c: Ctx) -> dict[str, Slot]:
         for _ in range(30):
@@ -402,27 +341,31 @@ def generic_intent(fn: dict) -> Intent:
             errs = "; ".join(argument_errors(params, args))
             raise KitError(f"tool {name!r}: cannot generate arguments that pass its schema ({errs}); "
                            "add `enum` or `examples` to the parameters that fail")  # fmt: skip
-        hk = [(_human(k), _text_value(v)) for k, v in args.items()]
+        said = [(_human(k), _text_value(v)) for k, v in args.items()]
         kv = {
-            "kv_and": si.join_words([f"{k} {v}" for k, v in hk]),
-            "kv_colon": "; ".join(f"{k}: {v}" for k, v in hk),
+            "kv_and": si.join_words([f"{k} {v}" for k, v in said]),
+            "kv_colon": "; ".join(f"{k}: {v}" for k, v in said),
             "kv_eq": ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items()),
-            "kv_is": si.join_words([f"the {k} is {v}" for k, v in hk]),
-            "kv_sent": " ".join(f"The {k} is {v}." for k, v in hk),
+            "kv_is": si.join_words([f"the {k} is {v}" for k, v in said]),
+            "kv_sent": " ".join(f"The {k} is {v}." for k, v in said),
         }
-        slots = {k: Slot(t, "*", args) for k, t in kv.items()}
-        slots.update({"tool": Slot(_human(name)), "name": Slot(name), "desc": Slot(desc)})
-        return slots
+        return {**{k: Slot(t, "*", args) for k, t in kv.items()}, "tool": Slot(_human(name)), "name": Slot(name),
+                "desc": Slot(desc)}  # fmt: skip
 
     def execute(c: Ctx, args: dict) -> dict:
         return {"status": "success", "reference": f"{name[:3]}_{si.hex_id(c, 8)}", "input": args}
 
     def summarize(c: Ctx, args: dict, result: dict) -> str:
-        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, reference=result["reference"])
+        return c.choice(GENERIC["replies"]).format(
+            tool=_human(name), name=name, reference=result["reference"]
+        )
 
     if params.get("properties"):
-        return Intent(name, desc, sample, GENERIC["templates"], execute, summarize, parallel=GENERIC["parallel"])
+        return Intent(
+            name, desc, sample, GENERIC["templates"], execute, summarize, parallel=GENERIC["parallel"]
+        )
     return Intent(name, desc, sample, GENERIC["templates_noargs"], execute, summarize)
+
 
 # ----------------------------------------------------------------------------------------------
 # Catalogs
@@ -447,10 +390,10 @@ class Catalog:
 def _read_tools(path: Path) -> list:
     try:
         data = json.loads(read_text_input(path))  # a folder or non-UTF-8 text: a DataError naming it
-    except (ValueError, RecursionError) as e:
-        if not isinstance(e, json.JSONDecodeError):
-            raise DataError(path, None, f"not a usable JSON catalog: {e}") from None
+    except json.JSONDecodeError as e:
         raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from e
+    except (ValueError, RecursionError) as e:
+        raise DataError(path, None, f"not a usable JSON catalog: {e}") from None
     if isinstance(data, dict) and "tools" in data:
         data = data["tools"]
     if not isinstance(data, list) or not data:
@@ -483,8 +426,7 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
             name = tool_name(t)
             if name in cat.tools:
                 raise KitError(f"tool {name!r} is defined by more than one catalog in {spec!r}")
-            cat.tools[name] = t
-            cat.source[name] = item
+            cat.tools[name], cat.source[name] = t, item
             if shipped_defs.get(name) == t and name in si.INTENTS:
                 cat.intents[name] = si.INTENTS[name]
             else:  # a user's tool (or an edited copy of ours): values come from its schema
@@ -502,9 +444,9 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
 def parse_mix(mix: str | dict | None) -> dict[str, float]:
     """`no_call=0.15,decline=0.1,...` -> shares; keys not given keep their defaults; singles take the rest."""
     out = dict(DEFAULT_MIX)
-    if mix is None or mix == "":
-        return out
-    if isinstance(mix, str):
+    if not isinstance(mix, str):
+        items = list((mix or {}).items())
+    else:
         items = []
         for part in [p.strip() for p in mix.split(",") if p.strip()]:
             key, sep, val = part.partition("=")
@@ -513,8 +455,6 @@ def parse_mix(mix: str | dict | None) -> dict[str, float]:
                     f"--mix entry {part!r} must look like KEY=SHARE (keys: {', '.join(DEFAULT_MIX)})"
                 )
             items.append((key.strip(), val.strip()))
-    else:
-        items = list(mix.items())
     for key, val in items:
         if key not in DEFAULT_MIX:
             raise KitError(
@@ -527,8 +467,7 @@ def parse_mix(mix: str | dict | None) -> dict[str, float]:
         if math.isnan(share) or not 0 <= share <= 1:
             raise KitError(f"--mix: {key}={share} must be between 0 and 1")
         out[key] = share
-    total = sum(out.values())
-    if total > 1 + 1e-9:
+    if (total := sum(out.values())) > 1 + 1e-9:
         given = ", ".join(f"{k}={v:g}" for k, v in out.items())
         raise KitError(f"--mix: shares sum to {total:g} > 1 ({given}); lower one of them")
     return out
@@ -542,34 +481,11 @@ def mix_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
     order = sorted(raw, key=lambda k: (-(raw[k] - base[k]), list(DEFAULT_MIX).index(k)))
     for k in order[: max(0, target - sum(base.values()))]:
         base[k] += 1
-    counts = {SINGLE_CALL: n - sum(base.values())}
-    counts.update({MIX_KIND[k]: base[k] for k in DEFAULT_MIX})
-    return counts
+    return {SINGLE_CALL: n - sum(base.values()), **{MIX_KIND[k]: base[k] for k in DEFAULT_MIX}}
 
 
 # ----------------------------------------------------------------------------------------------
 # Building examples
-
-
-class Bank:
-    """Template groups, filtered to the split's side (train, dev or eval: disjoint shares, see `on_side`)."""
-
-    def __init__(self, side: str, fraction: float, holdout_seed: int):
-        self.side, self.fraction, self.holdout_seed = side, fraction, holdout_seed
-        self._cache: dict[str, list] = {}
-
-    def _keep(self, group: str, size: int) -> list[int]:
-        return si.on_side(f"tpl:{group}", size, self.fraction, self.holdout_seed, self.side)
-
-    def get(self, group: str, texts: list[str]) -> list[Template]:
-        if group not in self._cache:
-            self._cache[group] = [Template(f"{group}/{i + 1:02d}", texts[i], parse_template(texts[i]))
-                                  for i in self._keep(group, len(texts))]  # fmt: skip
-        return self._cache[group]
-
-    def items(self, group: str, items: list) -> list[tuple[str, Any]]:
-        """(id, item) for groups that are not templates (chat pairs, system prompts, joiners)."""
-        return [(f"{group}/{i + 1:02d}", items[i]) for i in self._keep(group, len(items))]
 
 
 def exchange(user: str, assistant: str) -> list[dict]:
@@ -581,6 +497,10 @@ def join_requests(joiner: dict, parts: list[str]) -> str:
     items = [joiner.get("item", "{text}").format(text=p, n=i, ordinal=o)
              for i, (p, o) in enumerate(zip(parts, si.DIALOGUE["ordinals"], strict=False), 1)]  # fmt: skip
     return joiner.get("before", "") + joiner["sep"].join(items)
+
+
+def chars(messages: list[dict]) -> int:
+    return sum(len(json.dumps(m, ensure_ascii=False)) for m in messages)
 
 
 @dataclass
@@ -598,35 +518,51 @@ class Draft:
 
 
 class Generator:
+    """Builds drafts of each kind from the catalog's intents and the split's share of every template group."""
+
     def __init__(self, cat: Catalog, side: str, fraction: float, holdout_seed: int, max_tools: int):
         self.cat, self.side, self.max_tools = cat, side, max_tools
         self.fraction, self.holdout_seed = fraction, holdout_seed
-        self.bank = Bank(side, fraction, holdout_seed)
+        self._templates: dict[str, list[Template]] = {}
+
+    # --- the split's share of phrasings and dialogue (train, dev, eval: disjoint, see `si.on_side`)
+    def items(self, group: str, items: list) -> list[tuple[str, Any]]:
+        """(id, item) of a group that is not templates (chat pairs, system prompts, joiners)."""
+        keep = si.on_side(f"tpl:{group}", len(items), self.fraction, self.holdout_seed, self.side)
+        return [(f"{group}/{i + 1:02d}", items[i]) for i in keep]
+
+    def templates(self, group: str, texts: list[str]) -> list[Template]:
+        if group not in self._templates:
+            self._templates[group] = [Template(i, t, parse_template(t)) for i, t in self.items(group, texts)]
+        return self._templates[group]
+
+    def dialogue(self, group: str, key: str | None = None) -> list[tuple[str, Any]]:
+        return self.items(group, si.DIALOGUE[key or group])
+
+    def single_templates(self, tool: str) -> list[Template]:
+        texts = self.cat.intents[tool].templates
+        if tool not in self.cat.generic:
+            return self.templates(tool, texts)
+        return self.templates("generic" if texts is GENERIC["templates"] else "generic0", texts)
+
+    def parallel_templates(self, tool: str) -> list[Template]:
+        texts = self.cat.intents[tool].parallel
+        return (
+            self.templates("generic_par" if tool in self.cat.generic else f"par.{tool}", texts)
+            if texts
+            else []
+        )
+
+    def callable_tools(self) -> list[str]:
+        tools = [t for t in self.cat.tools if self.single_templates(t)]
+        if not tools:
+            raise KitError(f"no phrasing templates left for split {self.side!r}; lower --holdout-fraction")
+        return tools
 
     # --- shared pieces
     def ctx(self, rng: random.Random) -> Ctx:
         today = dt.date(2026, 1, 5) + dt.timedelta(days=rng.randrange(340))
         return Ctx(rng, today, self.side, self.fraction, self.holdout_seed)
-
-    def single_templates(self, tool: str) -> list[Template]:
-        intent = self.cat.intents[tool]
-        if tool not in self.cat.generic:
-            return self.bank.get(tool, intent.templates)
-        return self.bank.get(
-            "generic" if intent.templates is GENERIC["templates"] else "generic0", intent.templates
-        )
-
-    def parallel_templates(self, tool: str) -> list[Template]:
-        intent = self.cat.intents[tool]
-        if not intent.parallel:
-            return []
-        return self.bank.get("generic_par" if tool in self.cat.generic else f"par.{tool}", intent.parallel)
-
-    def tools_with(self, getter: Callable[[str], list]) -> list[str]:
-        tools = [t for t in self.cat.tools if getter(t)]
-        if not tools:
-            raise KitError(f"no phrasing templates left for split {self.side!r}; lower --holdout-fraction")
-        return tools
 
     def affinity(self, tools: list[str]) -> str:
         if any(t in self.cat.generic for t in tools):
@@ -635,12 +571,11 @@ class Generator:
         return srcs[0] if len(srcs) == 1 else "any"
 
     def render_single(self, c: Ctx, tool: str) -> tuple[str, dict, Template, bool, list[Slot]]:
-        intent = self.cat.intents[tool]
         tpl = c.choice(self.single_templates(tool))
-        slots = intent.sample(c)
+        slots = self.cat.intents[tool].sample(c)
         text, mentioned = render(tpl.nodes, lambda name, k: slots[name], c.rng)
         today = any(slots[nm].needs_today for nm, _ in mentioned)
-        return text, _args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned]
+        return text, args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned]
 
     def decorate(self, c: Ctx, text: str, mentioned: list[Slot]) -> str:
         if c.chance(P_GREETING):
@@ -651,8 +586,8 @@ class Generator:
         return text
 
     def call_turn(
-        self, c: Ctx, calls: list[tuple[str, dict]], results: list[dict] | None, final: str | None
-    ) -> list[dict]:
+        self, c: Ctx, calls: list[tuple[str, dict]], results: list | None, final: str | None
+    ) -> list:
         ids: list[str] = []
         for _ in calls:
             cid = ""
@@ -662,15 +597,8 @@ class Generator:
         tcs = [make_call(name, args, cid) for cid, (name, args) in zip(ids, calls, strict=True)]
         msgs: list[dict] = [{"role": "assistant", "content": None, "tool_calls": tcs}]
         if results is not None:
-            for (name, _), cid, r in zip(calls, ids, results, strict=True):
-                msgs.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": cid,
-                        "name": name,
-                        "content": json.dumps(r, ensure_ascii=False),
-                    }
-                )
+            msgs += [{"role": "tool", "tool_call_id": cid, "name": name, "content": json.dumps(r, ensure_ascii=False)}
+                     for (name, _), cid, r in zip(calls, ids, results, strict=True)]  # fmt: skip
             if final:
                 msgs.append({"role": "assistant", "content": final})
         return msgs
@@ -684,12 +612,17 @@ class Generator:
             out.append(r)
         return out
 
+    def summaries(self, c: Ctx, calls: list[tuple[str, dict]], results: list[dict]) -> str:
+        return " ".join(
+            self.cat.intents[t].summarize(c, a, r) for (t, a), r in zip(calls, results, strict=True)
+        )
+
     # --- kinds
     def single(
         self, c: Ctx, tool: str | None = None, user: tuple | None = None, result: bool | None = None
     ) -> Draft:
         if user is None:
-            tool = tool or c.choice(self.tools_with(self.single_templates))
+            tool = tool or c.choice(self.callable_tools())
             text, args, tpl, today, mentioned = self.render_single(c, tool)
             text = self.decorate(c, text, mentioned)
         else:  # a contrastive partner: the declined request, word for word
@@ -698,33 +631,31 @@ class Generator:
         calls = [(tool, args)]
         wanted = c.chance(P_RESULT_SINGLE) if result is None else result
         res = self.results(c, calls) if wanted else None
-        final = self.cat.intents[tool].summarize(c, args, res[0]) if res else None
+        final = self.summaries(c, calls, res) if res else None
         msgs: list[dict] = []
         tids = [tpl.id]
-        chats = self.bank.items("chat", si.DIALOGUE["chat"])
+        chats = self.dialogue("chat")
         if user is None and chats and c.chance(P_PREAMBLE):
             qid, (q, a) = c.choice(chats)
             msgs += exchange(q, a)
             tids.append(qid)
-        msgs.append({"role": "user", "content": text})
-        msgs += self.call_turn(c, calls, res, final)
+        msgs += [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
         return Draft(SINGLE_CALL, msgs, [tool], tids, today, affinity=self.affinity([tool]))
 
     def parallel(self, c: Ctx) -> Draft:
         same = [t for t in self.cat.tools if self.parallel_templates(t)]
         if same and (len(self.cat.tools) < 2 or c.chance(0.5)):
             for _ in range(20):
-                d = self._parallel_same(c, c.choice(same))
-                if d:
+                if d := self._parallel_same(c, c.choice(same)):
                     return d
         return self._parallel_mixed(c)
 
     def _parallel_same(self, c: Ctx, tool: str) -> Draft | None:
         tpl = c.choice(self.parallel_templates(tool))
-        k = _calls_in(tpl)
+        k = calls_in(tpl.text)
         samples = [self.cat.intents[tool].sample(c) for _ in range(k)]
         text, mentioned = render(tpl.nodes, lambda name, kk: samples[(kk or 1) - 1][name], c.rng)
-        calls = [(tool, _args_for(i + 1, mentioned, samples)) for i in range(k)]
+        calls = [(tool, args_for(i + 1, mentioned, samples)) for i in range(k)]
         if any(calls[i][1] == calls[j][1] for i in range(k) for j in range(i)):
             return None  # two identical calls (same city drawn twice): draw again
         slots = [samples[(kk or 1) - 1][nm] for nm, kk in mentioned]
@@ -732,7 +663,7 @@ class Generator:
         return self._parallel_draft(c, text, calls, [tpl.id], any(s.needs_today for s in slots))
 
     def _parallel_mixed(self, c: Ctx) -> Draft:
-        tools = self.tools_with(self.single_templates)
+        tools = self.callable_tools()
         m = 3 if (len(tools) >= 3 and self.max_tools >= 3 and c.chance(0.3)) else 2
         chosen = c.rng.sample(tools, m) if len(tools) >= m else [tools[0]] * m
         parts, calls, tids, today = [], [], [], False
@@ -745,31 +676,26 @@ class Generator:
             calls.append((t, args))
             tids.append(tpl.id)
             today |= td
-        jid, joiner = c.choice(self.bank.items("join", si.DIALOGUE["joiners"]))
+        jid, joiner = c.choice(self.dialogue("join", "joiners"))
         return self._parallel_draft(c, join_requests(joiner, parts), calls, [jid, *tids], today)
 
     def _parallel_draft(self, c: Ctx, text: str, calls: list, tids: list[str], today: bool) -> Draft:
         res = self.results(c, calls) if c.chance(P_RESULT_PARALLEL) else None
-        final = None
-        if res:
-            final = " ".join(
-                self.cat.intents[t].summarize(c, a, r) for (t, a), r in zip(calls, res, strict=True)
-            )
+        final = self.summaries(c, calls, res) if res else None
         msgs = [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
         needed = list(dict.fromkeys(t for t, _ in calls))
         return Draft(PARALLEL_CALLS, msgs, needed, tids, today, affinity=self.affinity(needed))
 
     def multi_step(self, c: Ctx) -> Draft:
-        chains = [ch for ch in self.cat.chains() if self.bank.get(f"chain.{ch.name}", ch.templates)]
-        seq_ok = bool(self.cat.generic) and bool(self.bank.items("seq", si.DIALOGUE["seq_joiners"]))
-        if seq_ok and (not chains or c.chance(0.5)):
+        chains = [ch for ch in self.cat.chains() if self.templates(f"chain.{ch.name}", ch.templates)]
+        if self.cat.generic and self.dialogue("seq", "seq_joiners") and (not chains or c.chance(0.5)):
             return self._multi_seq(c)
         if not chains:
             raise KitError(
                 f"no multi-step chain fits catalog {','.join(self.cat.names)!r} on split {self.side!r}"
             )
         ch = c.choice(chains)
-        tpl = c.choice(self.bank.get(f"chain.{ch.name}", ch.templates))
+        tpl = c.choice(self.templates(f"chain.{ch.name}", ch.templates))
         slots = ch.sample(c)
         text, mentioned = render(tpl.nodes, lambda name, k: slots[name], c.rng)
         text = self.decorate(c, text, [slots[nm] for nm, _ in mentioned])
@@ -783,33 +709,34 @@ class Generator:
 
     def _multi_seq(self, c: Ctx) -> Draft:
         """User catalogs: two requests done one after the other (their results do not feed each other)."""
-        tools = self.tools_with(self.single_templates)
+        tools = self.callable_tools()
         for _ in range(20):
-            a, b = c.rng.sample(tools, 2) if len(tools) >= 2 else (tools[0], tools[0])
-            text_a, args_a, tpl_a, today_a, _ = self.render_single(c, a)
-            text_b, args_b, tpl_b, today_b, _ = self.render_single(c, b)
-            res = self.results(c, [(a, args_a), (b, args_b)])
-            if res is not None:  # both tools have a plausible fake result
+            pair = c.rng.sample(tools, 2) if len(tools) >= 2 else [tools[0], tools[0]]
+            said = [self.render_single(c, t) for t in pair]
+            calls = [(t, s[1]) for t, s in zip(pair, said, strict=True)]
+            if (res := self.results(c, calls)) is not None:  # both tools have a plausible fake result
                 break
         else:
             raise RuntimeError("synth: no pair of tools with fake results for a sequential example")
-        jid, joiner = c.choice(self.bank.items("seq", si.DIALOGUE["seq_joiners"]))
-        msgs: list[dict] = [{"role": "user", "content": joiner.format(text_a, text_b)}]
-        for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1])):
-            msgs += self.call_turn(c, [(t, args)], [r], None)
-        final = " ".join(
-            self.cat.intents[t].summarize(c, args, r) for t, args, r in ((a, args_a, res[0]), (b, args_b, res[1]))
-        )
-        msgs.append({"role": "assistant", "content": final})
-        needed = list(dict.fromkeys([a, b]))
-        return Draft(
-            MULTI_STEP, msgs, needed, [jid, tpl_a.id, tpl_b.id], today_a or today_b, affinity=self.affinity(needed)
-        )
+        jid, joiner = c.choice(self.dialogue("seq", "seq_joiners"))
+        msgs: list[dict] = [{"role": "user", "content": joiner.format(said[0][0], said[1][0])}]
+        for call, r in zip(calls, res, strict=True):
+            msgs += self.call_turn(c, [call], [r], None)
+        msgs.append({"role": "assistant", "content": self.summaries(c, calls, res)})
+        needed = list(dict.fromkeys(pair))
+        tids = [jid, said[0][2].id, said[1][2].id]
+        return Draft(MULTI_STEP, msgs, needed, tids, said[0][3] or said[1][3], affinity=self.affinity(needed))
+
+    def clarifications(self, offered: list[str] | dict) -> list[tuple[str, Any]]:
+        """Requests missing a required value of an offered shipped tool (`dialogue.yaml` clarify)."""
+        return [
+            (i, it)
+            for i, it in self.dialogue("clarify")
+            if it[0] in offered and it[0] not in self.cat.generic
+        ]
 
     def no_call(self, c: Ctx) -> Draft:
-        clar = [(i, it) for i, it in self.bank.items("clarify", si.DIALOGUE["clarify"])
-                if it[0] in self.cat.tools and it[0] not in self.cat.generic]  # fmt: skip
-        whatcan = self.bank.items("whatcan", si.DIALOGUE["what_can"])
+        clar, whatcan = self.clarifications(self.cat.tools), self.dialogue("whatcan", "what_can")
         r = c.rng.random()
         if clar and r < 0.3:  # the tool is offered but a required value is missing: ask, do not call
             cid, tool, msgs = self.clarification(c, clar)
@@ -818,38 +745,35 @@ class Generator:
             wid, q = c.choice(whatcan)
             offered = self.offer(c, [], set(), 1)
             caps = si.join_words([self.cat.intents[t].capability for t in offered])
-            ans = c.choice(si.DIALOGUE["what_can_answers"]).format(caps=caps)
-            msgs = exchange(q, ans)
+            msgs = exchange(q, c.choice(si.DIALOGUE["what_can_answers"]).format(caps=caps))
             return Draft(NO_CALL, msgs, [], [wid], tool_order=offered, affinity=self.affinity(offered))
-        qid, (q, a) = c.choice(self.bank.items("chat", si.DIALOGUE["chat"]))
+        qid, (q, a) = c.choice(self.dialogue("chat"))
         return Draft(NO_CALL, exchange(q, a), [], [qid], offer_min=1)
 
     def declined(self, c: Ctx, partner: bool) -> tuple[Draft, Draft | None]:
         """A request whose tool is not offered; with `partner`, the same request with its tool offered."""
-        oos = self.bank.items("oos", si.DIALOGUE["out_of_scope"])
-        withheld = [t for t in self.tools_with(self.single_templates) if self.offerable(t)]
-        if withheld and not (oos and c.chance(P_OUT_OF_SCOPE)):
-            tool = c.choice(withheld)
-            text, args, tpl, today, mentioned = self.render_single(c, tool)
-            text = self.decorate(c, text, mentioned)
-            offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
-            reply = self.decline_reply(c, self.cat.intents[tool].capability, offered)
-            d = Draft(DECLINED, exchange(text, reply), [], [tpl.id], today, tool_order=offered,
-                      affinity=self.affinity([tool]))  # fmt: skip
-            if not partner:
-                return d, None
-            p = self.single(c, tool, user=(text, args, tpl, today))
-            keep = list(offered)
-            while len(keep) + 1 > self.max_tools:
-                keep.pop(c.rng.randrange(len(keep)))
-            order = [*keep, tool]
-            c.rng.shuffle(order)
-            p.tool_order = order
-            return d, p
-        oid, (req, cap) = c.choice(oos)
-        offered = self.offer(c, [], set(), 1)
-        msgs = exchange(req, self.decline_reply(c, cap, offered))
-        return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
+        oos = self.dialogue("oos", "out_of_scope")
+        withheld = [t for t in self.callable_tools() if self.offerable(t)]
+        if not withheld or (oos and c.chance(P_OUT_OF_SCOPE)):
+            oid, (req, cap) = c.choice(oos)
+            offered = self.offer(c, [], set(), 1)
+            msgs = exchange(req, self.decline_reply(c, cap, offered))
+            return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
+        tool = c.choice(withheld)
+        text, args, tpl, today, mentioned = self.render_single(c, tool)
+        text = self.decorate(c, text, mentioned)
+        offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
+        msgs = exchange(text, self.decline_reply(c, self.cat.intents[tool].capability, offered))
+        d = Draft(DECLINED, msgs, [], [tpl.id], today, tool_order=offered, affinity=self.affinity([tool]))
+        if not partner:
+            return d, None
+        p = self.single(c, tool, user=(text, args, tpl, today))
+        keep = list(offered)
+        while len(keep) + 1 > self.max_tools:
+            keep.pop(c.rng.randrange(len(keep)))
+        p.tool_order = [*keep, tool]
+        c.rng.shuffle(p.tool_order)
+        return d, p
 
     def session(self, c: Ctx) -> Draft:
         """Several requests in one conversation under one offered tool set: one anchor example (a single call,
@@ -861,13 +785,14 @@ class Generator:
         offered = self.offer(c, anchor.needed, set(), 1)
         callable_ = [t for t in offered if self.single_templates(t)]
         blocked = set(offered).union(*(si.SUBSTITUTES.get(t, set()) for t in offered))
-        withheld = [t for t in self.tools_with(self.single_templates) if t not in blocked]
-        clar = [(i, it) for i, it in self.bank.items("clarify", si.DIALOGUE["clarify"])
-                if it[0] in offered and it[0] not in self.cat.generic]  # fmt: skip
-        oos = self.bank.items("oos", si.DIALOGUE["out_of_scope"])
-        chats = self.bank.items("chat", si.DIALOGUE["chat"])
+        withheld = [t for t in self.callable_tools() if t not in blocked]
+        clar, oos, chats = (
+            self.clarifications(offered),
+            self.dialogue("oos", "out_of_scope"),
+            self.dialogue("chat"),
+        )
         exchanges: list[tuple[list[dict], list[str], bool]] = []  # (messages, template ids, needs today)
-        size = sum(len(json.dumps(m, ensure_ascii=False)) for m in anchor.messages)
+        size = chars(anchor.messages)
         for _ in range(c.rng.randint(*SESSION_TURNS) - 1):
             if size > SESSION_CHARS:
                 break  # keep the whole conversation within the sequence length with three tools offered
@@ -892,16 +817,14 @@ class Generator:
                 qid, (q, a) = c.choice(chats)
                 ex = (exchange(q, a), [qid], False)
             exchanges.append(ex)
-            size += sum(len(json.dumps(m, ensure_ascii=False)) for m in ex[0])
+            size += chars(ex[0])
         # An anchor that ends at its call (no results yet) must come last; otherwise anywhere.
-        ends_at_call = bool(anchor.messages[-1].get("tool_calls"))
-        at = len(exchanges) if ends_at_call else c.rng.randint(0, len(exchanges))
+        at = len(exchanges) if anchor.messages[-1].get("tool_calls") else c.rng.randint(0, len(exchanges))
         exchanges.insert(at, (anchor.messages, anchor.template_ids, anchor.needs_today))
         msgs = [m for ex in exchanges for m in ex[0]]
         tids = [t for ex in exchanges for t in ex[1]]
-        kind = classify({"messages": msgs})
-        return Draft(kind, msgs, [], tids, any(ex[2] for ex in exchanges), tool_order=offered,
-                     affinity=self.affinity(offered))  # fmt: skip
+        return Draft(classify({"messages": msgs}), msgs, [], tids, any(ex[2] for ex in exchanges),
+                     tool_order=offered, affinity=self.affinity(offered))  # fmt: skip
 
     def clarification(self, c: Ctx, clar: list) -> tuple[str, str, list[dict]]:
         """(template id, tool, [user, assistant]): a request missing a required value, answered by asking."""
@@ -936,17 +859,13 @@ class Generator:
 
     def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
         prompts = [
-            (i, t)
-            for i, (aff, t) in self.bank.items("system", si.DIALOGUE["system_prompts"])
-            if aff in ("any", d.affinity)
+            (i, t) for i, (aff, t) in self.dialogue("system", "system_prompts") if aff in ("any", d.affinity)
         ]
         text, pid = None, None
         if prompts and not c.chance(P_NO_SYSTEM):
             pid, text = c.choice(prompts)
         if d.needs_today or c.chance(P_DATE_LINE):  # "tomorrow" means nothing without today's date
-            t = c.today
-            line = c.choice(si.DIALOGUE["date_lines"]).format(weekday=t.strftime("%A"), month=t.strftime("%B"),
-                                                               day=t.day, year=t.year, iso=t.isoformat())  # fmt: skip
+            line = c.choice(si.DIALOGUE["date_lines"]).format(date=c.today)
             text = f"{text} {line}" if text else line
         return text, pid
 
@@ -961,19 +880,17 @@ class Generator:
 
 def _check(record: Record) -> None:
     """Generation asserts its own output: a failure here is a bug in synth, not in the user's data."""
-    problems = validate_record(record)
-    if problems:
+    if problems := validate_record(record):
         raise RuntimeError(f"synth produced an invalid record ({record.get('template_ids')}): {problems[0]}")
     structural = classify({k: v for k, v in record.items() if k != "kind"})
-    expect = NO_CALL if record["kind"] == DECLINED else record["kind"]
-    if structural != expect:
+    if structural != (NO_CALL if record["kind"] == DECLINED else record["kind"]):
         raise RuntimeError(
             f"synth built a {structural} record labelled {record['kind']} ({record['template_ids']})"
         )
 
 
 def generate(
-    n: int,
+    n: int = 2000,
     seed: int = 0,
     catalog: str = DEFAULT_CATALOG,
     mix: str | dict | None = None,
@@ -1033,11 +950,9 @@ def generate(
     records = [gen.finish(c, d) for d, c in drafts]
     rng.shuffle(records)
     prefix = f"synth-{seed}" if split == "all" else f"synth-{split}-{seed}"
-    out = []
-    for i, rec in enumerate(records):
-        rec = {"id": f"{prefix}-{i:06d}", **rec}
+    out = [{"id": f"{prefix}-{i:06d}", **rec} for i, rec in enumerate(records)]
+    for rec in out:
         _check(rec)
-        out.append(rec)
     report = _report(out, seed, split, cat, shares, pairs, max_tools)
     report["sessions"] = counts[SESSION]  # counted above by their calls' kind as well
     return out, report
@@ -1047,12 +962,7 @@ def _report(
     records: list[Record], seed: int, split: str, cat: Catalog, shares: dict, pairs: int, max_tools: int
 ) -> dict:
     by_kind = Counter(r["kind"] for r in records)
-    by_tool: Counter = Counter()
-    templates: set[str] = set()
-    for r in records:
-        for m in r["messages"]:
-            by_tool.update(name for name, _ in calls_of(m))
-        templates.update(r["template_ids"])
+    by_tool = Counter(name for r in records for m in r["messages"] for name, _ in calls_of(m))
     return {
         "n": len(records),
         "seed": seed,
@@ -1068,10 +978,8 @@ def _report(
         "contrastive_pairs": pairs,
         "with_tool_results": sum(any(m["role"] == "tool" for m in r["messages"]) for r in records),
         "with_system_prompt": sum(r["messages"][0]["role"] == "system" for r in records),
-        "distinct_templates": len(templates),
+        "distinct_templates": len({t for r in records for t in r["template_ids"]}),
     }
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1083,6 +991,7 @@ PARAPHRASE_SYSTEM = (
     "wording and sentence structure but the same meaning. Keep every name, number, date, code, e-mail "
     "address, quoted text and other specific value exactly as written. Reply with the rewritten message only."
 )
+TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
 
 
 def teacher_base_url(url: str) -> str:
@@ -1092,10 +1001,8 @@ def teacher_base_url(url: str) -> str:
 
 
 def _leaves(v: Any) -> list[Any]:
-    if isinstance(v, dict):
-        return [x for val in v.values() for x in _leaves(val)]
-    if isinstance(v, list):
-        return [x for val in v for x in _leaves(val)]
+    if isinstance(v, dict | list):
+        return [x for val in (v.values() if isinstance(v, dict) else v) for x in _leaves(val)]
     return [v]
 
 
@@ -1104,17 +1011,14 @@ def anchors_of(text: str, record: Record) -> list[tuple[str, bool]]:
     Values the words only imply ("in Fahrenheit" -> "fahrenheit" is stated; "Germany" -> "DE" is not) are
     left to the teacher."""
     out: list[tuple[str, bool]] = []
-    for _, args in (call for m in record["messages"] for call in calls_of(m)):
-        for v in _leaves(args):
-            if isinstance(v, bool) or v is None:
-                continue
-            s = str(v)
-            if len(s) < 2 and not s.isdigit():
-                continue
-            if s in text:
-                out.append((s, True))
-            elif s.lower() in text.lower():
-                out.append((s, False))
+    for v in (v for m in record["messages"] for _, args in calls_of(m) for v in _leaves(args)):
+        s = str(v)
+        if isinstance(v, bool) or v is None or (len(s) < 2 and not s.isdigit()):
+            continue
+        if s in text:
+            out.append((s, True))
+        elif s.lower() in text.lower():
+            out.append((s, False))
     return list(dict.fromkeys(out))
 
 
@@ -1134,28 +1038,21 @@ def check_paraphrase(original: str, new: str, record: Record) -> str | None:
     return None
 
 
-TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
-
-
 def teacher_key(url: str, api_key: str | None = None) -> str | None:
     """The key sent to the teacher: the one passed, else $TOOLCALL_KIT_TEACHER_API_KEY, never another
     program's (OPENAI_API_KEY is not read). A key never goes over plain http except to this machine."""
     key = api_key or os.environ.get(TEACHER_KEY_ENV) or None
-    if key:
-        import ipaddress
-        import urllib.parse
-
-        parts = urllib.parse.urlsplit(url)
-        host = (parts.hostname or "").lower()
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if parts.scheme != "https" and not loopback:
-            raise KitError(
-                f"--teacher-url {url}: refusing to send the API key over {parts.scheme or 'an unknown scheme'} "
-                "to a host that is not this machine; use https, or unset the key"
-            )
+    if not key:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme != "https" and not loopback:
+        raise KitError(f"--teacher-url {url}: refusing to send the API key over {parts.scheme or 'an unknown scheme'} "
+                       "to a host that is not this machine; use https, or unset the key")  # fmt: skip
     return key
 
 
@@ -1167,7 +1064,9 @@ def teacher_client(base_url: str, key: str | None, timeout: float):
     own = {"Authorization": f"Bearer {key}" if key else Omit(), "OpenAI-Organization": Omit(),
            "OpenAI-Project": Omit()}  # fmt: skip
     # A placeholder api_key only lets the client be built; the Authorization header above is what is sent.
-    client = OpenAI(api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0, default_headers=own)
+    client = OpenAI(
+        api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0, default_headers=own
+    )
     return client, own
 
 
@@ -1186,15 +1085,14 @@ def paraphrase_with_teacher(
     Calls, results and answers stay as they are; only user turns that state argument values are sent
     (declines and chit-chat answers are tied to their exact wording). A paraphrase is accepted only if it
     keeps every stated value and the record still validates; otherwise the original stays and the reason
-    is counted. At most `workers` requests are in flight. `api_key` (else $TOOLCALL_KIT_TEACHER_API_KEY) is
-    sent as a Bearer token, only over https or to this machine (`teacher_key`). Returns (records, report)."""
+    is counted. At most `workers` requests are in flight. Returns (records, report)."""
     import openai
 
     base = teacher_base_url(url)
     key = teacher_key(base, api_key)
     client, headers = teacher_client(base, key, timeout)
     out = copy.deepcopy(records)
-    jobs: list[tuple[int, int, str]] = []
+    jobs: list[tuple[int, int, str]] = []  # (record, message, text)
     not_sent: Counter = Counter()
     for ri, r in enumerate(out):
         if r.get("kind") in (NO_CALL, DECLINED):
@@ -1234,21 +1132,20 @@ def paraphrase_with_teacher(
         new = (content or "").strip()
         if len(new) > 1 and new[0] in '"\u201c' and new[-1] in '"\u201d' and original[:1] not in '"\u201c':
             new = new[1:-1].strip()  # a teacher that quotes its whole answer
-        reason = check_paraphrase(original, new, out[ri])
-        if reason is None:
-            trial = copy.deepcopy(out[ri])
-            trial["messages"][mi]["content"] = new
-            if validate_record(trial):
-                reason = "invalid_record"
-            else:
-                out[ri] = trial
-                accepted += 1
-                continue
-        rejected[reason] += 1
+        trial = copy.deepcopy(out[ri])
+        trial["messages"][mi]["content"] = new
+        reason = check_paraphrase(original, new, out[ri]) or (
+            "invalid_record" if validate_record(trial) else None
+        )
+        if reason:
+            rejected[reason] += 1
+        else:
+            out[ri] = trial
+            accepted += 1
     endpoint = base + "/chat/completions"
     if jobs and http_ok == 0:
         raise KitError(f"teacher at {endpoint} answered no request: {first_error}")
-    report = {
+    return out, {
         "endpoint": endpoint,
         "model": model,
         "api_key_sent": bool(key),
@@ -1259,42 +1156,35 @@ def paraphrase_with_teacher(
         "rejected_by_reason": dict(sorted(rejected.items())),
         "not_sent": dict(sorted(not_sent.items())),
     }
-    return out, report
+
+
 # ----------------------------------------------------------------------------------------------
 # Entry point
 
 
 def synth(
     out: str | os.PathLike,
-    n: int = 2000,
-    seed: int = 0,
-    catalog: str = DEFAULT_CATALOG,
-    mix: str | dict | None = None,
-    split: str = "all",
-    holdout_fraction: float = 0.2,
-    holdout_seed: int = 0,
-    max_tools: int = 3,
-    contrast: float = 1.0,
+    *,
     teacher_url: str | None = None,
     teacher_model: str | None = None,
     teacher_workers: int = 4,
     teacher_timeout: float = 60.0,
     teacher_api_key: str | None = None,
+    **options: Any,
 ) -> dict:
-    """Generate, optionally paraphrase, write `out` (JSONL, atomically) and return the report."""
+    """Generate (`options` are `generate`'s), optionally paraphrase, write `out` (JSONL, atomically) and
+    return the report."""
     if bool(teacher_url) != bool(teacher_model):
         raise KitError("--teacher-url and --teacher-model go together")
     if teacher_url:
         teacher_key(teacher_base_url(teacher_url), teacher_api_key)  # refuse before generating, not after
     check_writable_file(out, "--out")
-    records, report = generate(
-        n, seed, catalog, mix, split, holdout_fraction, holdout_seed, max_tools, contrast
-    )
+    records, report = generate(**options)
     if teacher_url:
         records, report["teacher"] = paraphrase_with_teacher(
             records, teacher_url, teacher_model or "", workers=teacher_workers, timeout=teacher_timeout,
             api_key=teacher_api_key,
-        )
+        )  # fmt: skip
     try:
         write_jsonl(out, records)
     except OSError as e:
@@ -1314,8 +1204,7 @@ def summary(report: dict) -> str:
         f"contrastive decline pairs {report['contrastive_pairs']}, with tool results {report['with_tool_results']}, "
         f"with a system prompt {report['with_system_prompt']}, distinct templates {report['distinct_templates']}",
     ]
-    t = report.get("teacher")
-    if t:
+    if t := report.get("teacher"):
         rej = ", ".join(f"{k} {v}" for k, v in t["rejected_by_reason"].items()) or "none"
         lines.append(f"teacher {t['model']}: {t['requested']} sent, {t['http_ok']} answered, {t['accepted']} accepted, "
                      f"{t['kept_original']} kept the original (rejected: {rej})")  # fmt: skip

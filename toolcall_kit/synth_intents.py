@@ -1,21 +1,8 @@
-"""Value samplers, fake tool executors and multi-step chains for the shipped catalogs (used by `synth`).
+"""The shipped tools' value samplers, fake results and multi-step chains (drawn by `synth`).
 
 The words are data in synth_data/: pools.yaml (values: cities, people, tickers, ...), intents.yaml (per tool:
-phrasings, how slot values are said, replies), chains.yaml (multi-step requests), dialogue.yaml (chit-chat,
-clarifications, declines, system prompts, joiners). This module draws the values and builds the calls.
-
-Template mini-language (rendered by `synth.render`):
-    {slot}      a value from the intent's sampler; its argument is set only when the slot is mentioned,
-                so every argument is derivable from the user's words (optional arguments ride on
-                optional segments);
-    {^slot}     the same, first letter capitalised (the slot opens a sentence);
-    {slot.2}    parallel templates: the slot of the 2nd call (a slot without `.k` is shared by all calls);
-    [ ... ]     an optional segment, kept with probability 1/2;
-    <a|b|c>     one alternative, chosen at random (lexical variety inside one template).
-
-Every template has an id (`<group>/<nn>`, e.g. `get_weather/03`); `synth --split train|eval` holds out
-a share of the ids of every group (and of the open value pools: cities, names, tickers, ...) so the
-evaluation set measures generalisation to unseen phrasings and values, not recall.
+phrasings, how values are said, replies; its header describes the template language), chains.yaml
+(multi-step requests), dialogue.yaml (chit-chat, clarifications, declines, system prompts, joiners).
 
 The shipped demo files reproduce byte for byte from their seeds: a change here that adds, drops or reorders
 a random draw (an `rng` call, `choice`, `pick` or `chance`) changes them (tests/test_synth.py says so).
@@ -27,8 +14,10 @@ import ast
 import datetime as dt
 import operator
 import random
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,52 +31,41 @@ def load_data(name: str) -> dict:
         return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-POOLS = load_data("pools")
-TOOL_TEXT = load_data("intents")
-CHAIN_TEXT = load_data("chains")
-DIALOGUE = load_data("dialogue")
-
-# ----------------------------------------------------------------------------------------------
-# Sampling context and slots
+POOLS, TOOL_TEXT, CHAIN_TEXT, DIALOGUE = (load_data(n) for n in ("pools", "intents", "chains", "dialogue"))
 
 
 @dataclass(frozen=True)
 class Slot:
     text: str  # what the user says
-    arg: str | None = None  # dotted argument path it sets ("address.city"); "*" merges a dict; None: wording
+    arg: str | None = None  # the argument it sets; "*": `value` is a dict of arguments; None: wording only
     value: Any = None
     needs_today: bool = False  # relative dates ("tomorrow") need today's date in the system prompt
 
 
-def pool_partition(name: str, size: int, fraction: float, holdout_seed: int) -> frozenset[int]:
-    """Indices of a pool (or template group) held out for evaluation: the same for every generation seed."""
-    if size < 2 or fraction <= 0:
-        return frozenset()
-    k = min(size - 1, max(1, round(fraction * size)))
-    idx = list(range(size))
-    random.Random(f"holdout:{holdout_seed}:{name}").shuffle(idx)
-    return frozenset(idx[:k])
+def _share(key: str, items: list[int], k: int) -> set[int]:
+    """`k` of `items`, leaving at least one, shuffled by `key` alone: the same share for every generation seed."""
+    if len(items) < 2 or k < 1:
+        return set()
+    order = list(items)
+    random.Random(key).shuffle(order)
+    return set(order[: min(len(items) - 1, k)])
 
 
 def on_side(name: str, size: int, fraction: float, holdout_seed: int, side: str) -> list[int]:
     """Indices of a pool or template group that split `side` may use.
 
-    eval: the held-out share (`pool_partition`). dev: a second share of the same size carved out of the rest
-    (for choosing settings without touching eval); train: what is left. A group too small for a dev share of
-    its own (fewer than 3 items) lends dev its train items: dev then shares wording with train, never with eval.
-    """
+    eval: a held-out share (`fraction`, chosen by `holdout_seed`). dev: a second share of the same size carved
+    out of the rest (for choosing settings without touching eval); train: what is left. A group too small for a
+    dev share of its own (fewer than 3 items) lends dev its train items: dev then shares wording with train,
+    never with eval."""
     if side == "all":
         return list(range(size))
-    held = pool_partition(name, size, fraction, holdout_seed)
+    k = max(1, round(fraction * size)) if fraction > 0 else 0
+    held = _share(f"holdout:{holdout_seed}:{name}", list(range(size)), k)
     if side == "eval":
-        return [i for i in range(size) if i in held]
+        return sorted(held)
     rest = [i for i in range(size) if i not in held]
-    dev: set[int] = set()
-    if len(rest) >= 2 and fraction > 0:
-        k = min(len(rest) - 1, max(1, round(fraction * size)))
-        order = list(rest)
-        random.Random(f"dev:{holdout_seed}:{name}").shuffle(order)
-        dev = set(order[:k])
+    dev = _share(f"dev:{holdout_seed}:{name}", rest, k)
     if side == "dev":
         return sorted(dev) if dev else rest
     return [i for i in rest if i not in dev]
@@ -110,12 +88,10 @@ class Ctx:
         pool = POOLS[name] if pool is None else pool
         if self.side == "all":
             return self.choice(pool)
-        part = self._parts.get(name)
-        if part is None:
+        if name not in self._parts:
             keep = on_side(f"pool:{name}", len(pool), self.fraction, self.holdout_seed, self.side)
-            part = [pool[i] for i in keep]
-            self._parts[name] = part
-        return self.choice(part)
+            self._parts[name] = [pool[i] for i in keep]
+        return self.choice(self._parts[name])
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -130,15 +106,13 @@ class Ctx:
             days, text = 2, words["day_after"]
         elif form == 2:
             days = r.randint(1, 6)  # never 7: "on Friday" said on a Friday is ambiguous
-            d = self.today + dt.timedelta(days=days)
-            text = f"{r.choice(words['this'])} {d.strftime('%A')}"
+            text = f"{r.choice(words['this'])} {(self.today + dt.timedelta(days=days)):%A}"
         elif form == 3:
             days = r.randint(3, 10)
             text = words["in_days"].format(days=days)
         else:
             d = self.today + dt.timedelta(days=r.randint(max(lo, 3), max(hi, 4)))
-            text = words["absolute"][form - 4].format(month=d.strftime("%B"), day=d.day, year=d.year,
-                                                      iso=d.isoformat(), ordinal=ordinal(d.day))  # fmt: skip
+            text = words["absolute"][form - 4].format(date=d, ordinal=ordinal(d.day))
             return text, d.isoformat(), form in (7, 8)  # no year: the year comes from today's date
         return text, (self.today + dt.timedelta(days=days)).isoformat(), True
 
@@ -154,23 +128,26 @@ def join_words(items: list[str], last: str = "and") -> str:
     return ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
-def money(x: float, cur: str = "USD") -> str:
-    sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur)
-    return f"{sym}{x:,.2f}" if sym else f"{x:,.2f} {cur}"
+class _Say(string.Formatter):
+    """str.format plus the ways replies say a value: {date:day} (Monday, March 2), {units:deg}, {to:list}."""
+
+    def format_field(self, value: Any, spec: str) -> str:
+        if spec == "day":
+            d = dt.date.fromisoformat(value)
+            return f"{d:%A, %B} {d.day}"
+        if spec == "deg":
+            return "°F" if value == "fahrenheit" else "°C"
+        if spec == "list":
+            return join_words(value)
+        return super().format_field(value, spec)
 
 
-def nice_date(iso: str) -> str:
-    d = dt.date.fromisoformat(iso)
-    return f"{d.strftime('%A')}, {d.strftime('%B')} {d.day}"
+say = _Say().format
 
 
 def num(x: float) -> int | float:
     """JSON-friendly number: 12.0 -> 12."""
     return int(x) if float(x).is_integer() else x
-
-
-def degrees(units: str) -> str:
-    return "°F" if units == "fahrenheit" else "°C"
 
 
 def hex_id(c: Ctx, n: int) -> str:
@@ -181,13 +158,15 @@ def wording(tool: str) -> dict:
     return TOOL_TEXT[tool]["wording"]
 
 
-def reply(c: Ctx, tool: str, key: str, **fields) -> str:
-    """One of the tool's canned replies (intents.yaml), filled in."""
-    return c.choice(TOOL_TEXT[tool]["replies"][key]).format(**fields)
+def reply(c: Ctx, tool: str, fields: dict, key: str | None = None) -> str:
+    """One of the tool's canned replies (intents.yaml `replies[key]`, else its only list), filled in."""
+    replies = TOOL_TEXT[tool]["replies"]
+    return say(c.choice(replies[key or next(iter(replies))]), **fields)
 
 
 # ----------------------------------------------------------------------------------------------
-# Intents: one per shipped tool; its words come from intents.yaml
+# Intents: one per shipped tool. A sampler draws the slots a request mentions; an executor fakes the
+# tool's result (None: no plausible result, so no result turn); the reply sums the result up.
 
 
 @dataclass
@@ -196,40 +175,35 @@ class Intent:
     capability: str  # "check the weather": for declines ("I can't ...") and "what can you do"
     sample: Callable[[Ctx], dict[str, Slot]]
     templates: list[str]
-    execute: Callable[[Ctx, dict], dict | None]  # fake result; None: no plausible result (no result turn)
-    summarize: Callable[[Ctx, dict, dict], str]  # one sentence using the result
+    execute: Callable[[Ctx, dict], dict | None]
+    summarize: Callable[[Ctx, dict, dict], str]
     parallel: list[str] = field(default_factory=list)  # same-tool parallel templates ({slot.k})
 
 
 def email_address(c: Ctx) -> tuple[str, str]:
     first, last = c.pick("first"), c.pick("last")
     dom = c.pick("domains")
-    a, b = ascii_fold(first).lower(), ascii_fold(last).lower()
+    fold = str.maketrans("äöüéáíóúñçãå", "aoueaiouncaa")
+    a, b = first.translate(fold).lower(), last.translate(fold).lower()
     local = c.choice([f"{a}.{b}", f"{a[0]}{b}", f"{a}{c.rng.randint(2, 99)}", f"{a}_{b}", a])
     return first, f"{local}@{dom}"
 
 
-def ascii_fold(s: str) -> str:
-    return s.translate(str.maketrans("äöüéáíóúñçãå", "aoueaiounca" + "a"))
-
-
 def recipients(c: Ctx, k: int) -> tuple[str, list[str]]:
-    people = []
+    people: dict[str, str] = {}  # address -> first name
     while len(people) < k:
-        p = email_address(c)
-        if p[1] not in [q[1] for q in people]:
-            people.append(p)
+        name, address = email_address(c)
+        people.setdefault(address, name)
     named = c.chance(0.4)
-    texts = [f"{n} ({e})" if named else e for n, e in people]
-    return join_words(texts), [e for _, e in people]
+    return join_words([f"{n} ({e})" if named else e for e, n in people.items()]), list(people)
 
 
 def weather_slots(c: Ctx) -> dict[str, Slot]:
     city = c.pick("cities")
     u = c.choice(["celsius", "fahrenheit"])
     when, iso, rel = c.date(1, 10)
-    return {"city": Slot(city, "location", city), "units": Slot(c.choice(wording("get_weather")["units"][u]), "units", u),
-            "when": Slot(when, "date", iso, rel)}  # fmt: skip
+    units = Slot(c.choice(wording("get_weather")["units"][u]), "units", u)
+    return {"city": Slot(city, "location", city), "units": units, "when": Slot(when, "date", iso, rel)}
 
 
 def weather_result(c: Ctx, a: dict) -> dict:
@@ -239,14 +213,14 @@ def weather_result(c: Ctx, a: dict) -> dict:
     if "date" in a:
         out["date"] = a["date"]
     out["temperature"] = t if units == "celsius" else round(t * 9 / 5 + 32)
-    out.update({"units": units, "condition": c.choice(POOLS["conditions"]), "humidity": c.rng.randint(20, 95)})
+    out.update(
+        {"units": units, "condition": c.choice(POOLS["conditions"]), "humidity": c.rng.randint(20, 95)}
+    )
     return out
 
 
 def weather_reply(c: Ctx, a: dict, r: dict) -> str:
-    if "date" in r:
-        return reply(c, "get_weather", "dated", **r, deg=degrees(r["units"]), day=nice_date(r["date"]))
-    return reply(c, "get_weather", "now", **r, deg=degrees(r["units"]))
+    return reply(c, "get_weather", r, "dated" if "date" in r else "now")
 
 
 def search_slots(c: Ctx) -> dict[str, Slot]:
@@ -255,23 +229,20 @@ def search_slots(c: Ctx) -> dict[str, Slot]:
     k = c.choice([3, 5, 5, 10, 2, 4])
     rec = c.choice(list(w["recency"]))
     ktext = c.choice(w["results"]).format(k=k)
-    return {"query": Slot(q, "query", q), "num": Slot(ktext, "num_results", k),
-            "recency": Slot(c.choice(w["recency"][rec]), "recency", rec)}  # fmt: skip
+    recency = Slot(c.choice(w["recency"][rec]), "recency", rec)
+    return {"query": Slot(q, "query", q), "num": Slot(ktext, "num_results", k), "recency": recency}
 
 
 def search_result(c: Ctx, a: dict) -> dict:
-    w = wording("search_web")
-    q = a["query"]
-    k = min(a.get("num_results", 3), 3)  # keep results short: tokens
+    w, q = wording("search_web"), a["query"]
     slug = "-".join(q.lower().split()[:5])
-    res = [{"title": q[:1].upper() + q[1:] + c.choice(w["title_suffixes"]),
-            "url": f"https://{c.choice(w['sites'])}/{slug}"} for _ in range(k)]  # fmt: skip
-    return {"query": q, "results": res}
+    hits = [{"title": q[:1].upper() + q[1:] + c.choice(w["title_suffixes"]), "url": f"https://{c.choice(w['sites'])}/{slug}"}
+            for _ in range(min(a.get("num_results", 3), 3))]  # fmt: skip
+    return {"query": q, "results": hits}  # at most 3 results: each costs tokens
 
 
 def search_reply(c: Ctx, a: dict, r: dict) -> str:
-    top = r["results"][0]
-    return reply(c, "search_web", "found", n=len(r["results"]), query=a["query"], title=top["title"], url=top["url"])
+    return reply(c, "search_web", {**r, **r["results"][0], "n": len(r["results"])})
 
 
 def email_slots(c: Ctx) -> dict[str, Slot]:
@@ -288,10 +259,6 @@ def email_result(c: Ctx, a: dict) -> dict:
     return {"status": "sent", "message_id": f"msg_{hex_id(c, 10)}", "to": a["to"]}
 
 
-def email_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "send_email", "sent", subject=a["subject"], who=join_words(a["to"]))
-
-
 def stock_slots(c: Ctx) -> dict[str, Slot]:
     w = wording("get_stock_price")
     t, name, ex, _ = c.pick("tickers")
@@ -300,27 +267,21 @@ def stock_slots(c: Ctx) -> dict[str, Slot]:
             "exchange": Slot(c.choice(w["exchange"]).format(exchange=ex), "exchange", ex)}  # fmt: skip
 
 
-def share_price(c: Ctx, ticker: str) -> float:
-    base = next((p for t, _, _, p in POOLS["tickers"] if t == ticker), 100)
-    return round(base * c.rng.uniform(0.85, 1.15), 2)
-
-
 def stock_result(c: Ctx, a: dict) -> dict:
-    return {"ticker": a["ticker"], "price": share_price(c, a["ticker"]), "currency": "USD",
+    base = next((p for t, _, _, p in POOLS["tickers"] if t == a["ticker"]), 100)
+    return {"ticker": a["ticker"], "price": round(base * c.rng.uniform(0.85, 1.15), 2), "currency": "USD",
             "change_percent": round(c.rng.uniform(-3.5, 3.5), 2)}  # fmt: skip
 
 
 def stock_reply(c: Ctx, a: dict, r: dict) -> str:
-    ch = r["change_percent"]
-    move = wording("get_stock_price")["up" if ch >= 0 else "down"].format(pct=abs(ch))
-    return reply(c, "get_stock_price", "quote", ticker=r["ticker"], price=money(r["price"]), move=move, change=ch)
+    move = wording("get_stock_price")["up" if r["change_percent"] >= 0 else "down"]
+    return reply(c, "get_stock_price", {**r, "move": move.format(pct=abs(r["change_percent"]))})
 
 
 def translate_slots(c: Ctx) -> dict[str, Slot]:
     w, phrases = wording("translate_text"), POOLS["phrases"]
     if c.chance(0.8):
-        text = c.pick("phrases", list(phrases))
-        src = "English"
+        text, src = c.pick("phrases", list(phrases)), "English"
         target = c.choice(list(phrases[text])) if c.chance(0.6) else c.choice(POOLS["languages"])
     else:
         text, src, _ = c.pick("foreign")
@@ -338,13 +299,7 @@ def translate_result(c: Ctx, a: dict) -> dict | None:
         out = POOLS["phrases"][text].get(target)
     else:
         out = next((e for f, _, e in POOLS["foreign"] if f == text and target == "English"), None)
-    if out is None:
-        return None
-    return {"translated_text": out, "target_language": target}
-
-
-def translate_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "translate_text", "translated", **r, text=a["text"])
+    return None if out is None else {"translated_text": out, "target_language": target}
 
 
 def operand(c: Ctx) -> str:
@@ -355,15 +310,9 @@ def calc_slots(c: Ctx) -> dict[str, Slot]:
     w = wording("calculate")
     a, b, d = operand(c), operand(c), operand(c)
     op, op2 = c.choice("+-*/"), c.choice("+-*/")
-    form = c.rng.randrange(4)
-    if form == 0:
-        expr, text = f"{a} {op} {b}", f"{a} {op} {b}"
-    elif form == 1:
-        expr, text = f"{a} {op} {b}", f"{a} {c.choice(w['operators'][op])} {b}"
-    elif form == 2:
-        expr = text = f"({a} {op} {b}) {op2} {d}"
-    else:
-        expr = text = f"{a} {op} {b} {op2} {d}"
+    form, simple = c.rng.randrange(4), f"{a} {op} {b}"
+    expr = {2: f"({simple}) {op2} {d}", 3: f"{simple} {op2} {d}"}.get(form, simple)
+    text = f"{a} {c.choice(w['operators'][op])} {b}" if form == 1 else expr  # form 1: the operator in words
     p = c.choice([0, 1, 2, 2, 3])
     ptext = c.choice(w["precision"]).format(p=p) if p else w["whole_number"]
     return {"expr": Slot(text, "expression", expr), "precision": Slot(ptext, "precision", p)}
@@ -374,8 +323,6 @@ def evaluate_expression(expr: str) -> float:
     ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
     def ev(n):
-        if isinstance(n, ast.Expression):
-            return ev(n.body)
         if isinstance(n, ast.BinOp) and type(n.op) in ops:
             return ops[type(n.op)](ev(n.left), ev(n.right))
         if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
@@ -384,7 +331,7 @@ def evaluate_expression(expr: str) -> float:
             return n.value
         raise ValueError(f"not arithmetic: {expr!r}")
 
-    return ev(ast.parse(expr, mode="eval"))
+    return ev(ast.parse(expr, mode="eval").body)
 
 
 def calc_result(c: Ctx, a: dict) -> dict:
@@ -392,21 +339,15 @@ def calc_result(c: Ctx, a: dict) -> dict:
     return {"expression": a["expression"], "result": num(round(v, a.get("precision", 4)))}
 
 
-def calc_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "calculate", "result", expression=a["expression"], result=r["result"])
-
-
 def passengers(c: Ctx) -> tuple[str, dict]:
     w = wording("book_flight")
-    adults = c.choice([1, 2, 2, 3, 4])
-    children = c.choice([0, 0, 1, 2])
+    adults, children = c.choice([1, 2, 2, 3, 4]), c.choice([0, 0, 1, 2])
     word = (lambda k: POOLS["number_words"][k]) if c.chance(0.5) else str
     text = w["adults" if adults > 1 else "adult"].format(n=word(adults))
-    value = {"adults": adults}
-    if children:
-        text += w["children" if children > 1 else "child"].format(n=word(children))
-        value["children"] = children
-    return text, value
+    if not children:
+        return text, {"adults": adults}
+    text += w["children" if children > 1 else "child"].format(n=word(children))
+    return text, {"adults": adults, "children": children}
 
 
 def flight_slots(c: Ctx) -> dict[str, Slot]:
@@ -416,7 +357,7 @@ def flight_slots(c: Ctx) -> dict[str, Slot]:
         dc, d = c.pick("airports")
     dep_text, dep, rel = c.date(3, 60)
     back = dt.date.fromisoformat(dep) + dt.timedelta(days=c.rng.randint(2, 14))
-    ret_text = c.choice(w["return"]).format(month=back.strftime("%B"), day=back.day, year=back.year, iso=back.isoformat())
+    ret_text = c.choice(w["return"]).format(date=back)
     pax_text, pax = passengers(c)
     cabin = c.choice(list(w["cabin"]))
 
@@ -432,15 +373,10 @@ def flight_slots(c: Ctx) -> dict[str, Slot]:
 def flight_result(c: Ctx, a: dict) -> dict:
     ref = "".join(c.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(6))
     pax = a.get("passengers", {"adults": 1})
-    seats = pax["adults"] + pax.get("children", 0)
-    mult = {"economy": 1, "premium_economy": 1.6, "business": 3.2, "first": 5.0}[a.get("cabin", "economy")]
-    price = round(c.rng.uniform(180, 900) * mult * seats * (1.8 if "return_date" in a else 1), 2)
+    fare = c.rng.uniform(180, 900) * TOOL_TEXT["book_flight"]["fare_factor"][a.get("cabin", "economy")]
+    price = round(fare * (pax["adults"] + pax.get("children", 0)) * (1.8 if "return_date" in a else 1), 2)
     return {"status": "confirmed", "booking_reference": ref, "origin": a["origin"], "destination": a["destination"],
             "departure_date": a["departure_date"], "total_price": price, "currency": "USD"}  # fmt: skip
-
-
-def flight_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "book_flight", "booked", **r, day=nice_date(r["departure_date"]), total=money(r["total_price"]))
 
 
 def amount(c: Ctx) -> tuple[str, float]:
@@ -452,10 +388,9 @@ def amount(c: Ctx) -> tuple[str, float]:
 
 def convert_slots(c: Ctx) -> dict[str, Slot]:
     currencies = POOLS["currencies"]
-    codes = list(currencies)
-    f, t = c.choice(codes), c.choice(codes)
+    f, t = c.choice(list(currencies)), c.choice(list(currencies))
     while t == f:
-        t = c.choice(codes)
+        t = c.choice(list(currencies))
     atext, value = amount(c)
 
     def said(code: str) -> str:
@@ -467,14 +402,11 @@ def convert_slots(c: Ctx) -> dict[str, Slot]:
 
 def convert_result(c: Ctx, a: dict) -> dict:
     currencies = POOLS["currencies"]
-    rate = currencies[a["to_currency"]][1] / currencies[a["from_currency"]][1]
-    rate = round(rate * c.rng.uniform(0.99, 1.01), 4)
+    rate = round(
+        currencies[a["to_currency"]][1] / currencies[a["from_currency"]][1] * c.rng.uniform(0.99, 1.01), 4
+    )
     return {"amount": a["amount"], "from_currency": a["from_currency"], "to_currency": a["to_currency"],
             "rate": rate, "converted_amount": round(a["amount"] * rate, 2)}  # fmt: skip
-
-
-def convert_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "convert_currency", "converted", **r)
 
 
 def event_slots(c: Ctx) -> dict[str, Slot]:
@@ -502,24 +434,14 @@ def event_result(c: Ctx, a: dict) -> dict:
             "start_time": a["start_time"]}  # fmt: skip
 
 
-def event_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "create_calendar_event", "created", **r, day=nice_date(r["date"]))
-
-
 # ---------------------------------------------------------------------------- customer service
 def order_id(c: Ctx) -> str:
     return f"ORD-{c.rng.randint(100000, 999999)}"
 
 
 def tracking_number(c: Ctx, carrier: str) -> str:
-    r = c.rng
-    if carrier == "ups":
-        return "1Z" + "".join(r.choice("0123456789ABCDEFGHJKLMNPRSTVWXYZ") for _ in range(16))
-    if carrier == "fedex":
-        return "".join(r.choice("0123456789") for _ in range(12))
-    if carrier == "dhl":
-        return "".join(r.choice("0123456789") for _ in range(10))
-    return "9400" + "".join(r.choice("0123456789") for _ in range(18))
+    prefix, alphabet, length = POOLS["tracking_numbers"][carrier]
+    return prefix + "".join(c.rng.choice(alphabet) for _ in range(length))
 
 
 def order_record(c: Ctx, order: str, status: str | None = None, items: bool = False) -> dict:
@@ -547,16 +469,9 @@ def order_result(c: Ctx, a: dict) -> dict:
 
 
 def order_reply(c: Ctx, a: dict, r: dict) -> str:
-    text = TOOL_TEXT["check_order_status"]["replies"]
-    s = r["status"]
-    if s == "processing":
-        head = text[s].format(order_id=r["order_id"], eta=nice_date(r["estimated_delivery"]))
-    elif s == "shipped":
-        head = text[s].format(order_id=r["order_id"], carrier=POOLS["carriers"][r["carrier"]],
-                              tracking_number=r["tracking_number"], eta=nice_date(r["estimated_delivery"]))  # fmt: skip
-    else:
-        head = text["delivered"].format(order_id=r["order_id"], day=nice_date(r["delivered_on"]))
-    return head + (text["contents"].format(items=join_words(r["items"])) if "items" in r else "")
+    text = TOOL_TEXT["check_order_status"]["replies"]  # one reply per status: no draw
+    head = say(text[r["status"]], **r, carrier_name=POOLS["carriers"].get(r.get("carrier")))
+    return head + (say(text["contents"], **r) if "items" in r else "")
 
 
 def refund_slots(c: Ctx) -> dict[str, Slot]:
@@ -576,10 +491,6 @@ def refund_result(c: Ctx, a: dict) -> dict:
             "amount": value, "currency": "USD", "eta_business_days": c.choice([3, 5, 7])}  # fmt: skip
 
 
-def refund_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "submit_refund", "refunded", **{**r, "amount": money(r["amount"])})
-
-
 def escalate_slots(c: Ctx) -> dict[str, Slot]:
     w = wording("escalate_to_human")
     issue = c.pick("issues")
@@ -593,10 +504,6 @@ def escalate_slots(c: Ctx) -> dict[str, Slot]:
 def escalate_result(c: Ctx, a: dict) -> dict:
     return {"status": "queued", "ticket_id": f"T-{c.rng.randint(100000, 999999)}",
             "department": a.get("department", "general"), "estimated_wait_minutes": c.rng.randint(2, 25)}  # fmt: skip
-
-
-def escalate_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "escalate_to_human", "queued", **r)
 
 
 def address_slots(c: Ctx) -> dict[str, Slot]:
@@ -614,10 +521,6 @@ def address_result(c: Ctx, a: dict) -> dict:
     return {"status": "updated", "order_id": a["order_id"], "address": a["address"]}
 
 
-def address_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "update_shipping_address", "updated", order_id=r["order_id"], **r["address"])
-
-
 def cancel_slots(c: Ctx) -> dict[str, Slot]:
     reasons = wording("cancel_order")["reasons"]
     o = order_id(c)
@@ -628,10 +531,6 @@ def cancel_slots(c: Ctx) -> dict[str, Slot]:
 def cancel_result(c: Ctx, a: dict) -> dict:
     return {"status": "cancelled", "order_id": a["order_id"], "refund_amount": round(c.rng.uniform(12, 480), 2),
             "currency": "USD"}  # fmt: skip
-
-
-def cancel_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "cancel_order", "cancelled", order_id=r["order_id"], refund=money(r["refund_amount"]))
 
 
 def track_slots(c: Ctx) -> dict[str, Slot]:
@@ -652,15 +551,13 @@ def track_result(c: Ctx, a: dict) -> dict:
             "last_location": c.choice(POOLS["cities"]), "estimated_delivery": d.isoformat()}  # fmt: skip
 
 
-def track_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "track_package", "tracked", **r, eta=nice_date(r["estimated_delivery"]))
-
-
 def product_slots(c: Ctx) -> dict[str, Slot]:
-    p = c.pick("products")
-    q = c.rng.randint(2, 6)
-    z = c.pick("zips")
-    return {"product": Slot(p, "product_name", p), "qty": Slot(str(q), "quantity", q), "postal": Slot(z, "postal_code", z)}
+    p, q, z = c.pick("products"), c.rng.randint(2, 6), c.pick("zips")
+    return {
+        "product": Slot(p, "product_name", p),
+        "qty": Slot(str(q), "quantity", q),
+        "postal": Slot(z, "postal_code", z),
+    }
 
 
 def product_result(c: Ctx, a: dict) -> dict:
@@ -673,11 +570,11 @@ def product_result(c: Ctx, a: dict) -> dict:
 
 
 def product_reply(c: Ctx, a: dict, r: dict) -> str:
-    text = TOOL_TEXT["check_product_availability"]
+    text = TOOL_TEXT["check_product_availability"]  # one reply per case: no draw
     if not r["in_stock"]:
-        return text["replies"]["out_of_stock"].format(**r)
-    where = text["wording"]["at_store"].format(store=r["nearest_store"]) if "nearest_store" in r else ""
-    return text["replies"]["in_stock"].format(**r, where=where)
+        return say(text["replies"]["out_of_stock"], **r)
+    where = say(text["wording"]["at_store"], **r) if "nearest_store" in r else ""
+    return say(text["replies"]["in_stock"], **r, where=where)
 
 
 def discount_slots(c: Ctx) -> dict[str, Slot]:
@@ -690,33 +587,36 @@ def discount_result(c: Ctx, a: dict) -> dict:
             "discount_amount": round(c.rng.uniform(3, 60), 2), "currency": "USD"}  # fmt: skip
 
 
-def discount_reply(c: Ctx, a: dict, r: dict) -> str:
-    return reply(c, "apply_discount_code", "applied", **r, saved=money(r["discount_amount"]))
-
-
-SAMPLERS = {  # tool -> (slots, fake result, reply)
+SAMPLERS = {  # tool -> (slots, fake result, reply: a function where a reply is chosen by the result)
     "get_weather": (weather_slots, weather_result, weather_reply),
     "search_web": (search_slots, search_result, search_reply),
-    "send_email": (email_slots, email_result, email_reply),
+    "send_email": (email_slots, email_result, None),
     "get_stock_price": (stock_slots, stock_result, stock_reply),
-    "translate_text": (translate_slots, translate_result, translate_reply),
-    "calculate": (calc_slots, calc_result, calc_reply),
-    "book_flight": (flight_slots, flight_result, flight_reply),
-    "convert_currency": (convert_slots, convert_result, convert_reply),
-    "create_calendar_event": (event_slots, event_result, event_reply),
+    "translate_text": (translate_slots, translate_result, None),
+    "calculate": (calc_slots, calc_result, None),
+    "book_flight": (flight_slots, flight_result, None),
+    "convert_currency": (convert_slots, convert_result, None),
+    "create_calendar_event": (event_slots, event_result, None),
     "check_order_status": (order_slots, order_result, order_reply),
-    "submit_refund": (refund_slots, refund_result, refund_reply),
-    "escalate_to_human": (escalate_slots, escalate_result, escalate_reply),
-    "update_shipping_address": (address_slots, address_result, address_reply),
-    "cancel_order": (cancel_slots, cancel_result, cancel_reply),
-    "track_package": (track_slots, track_result, track_reply),
+    "submit_refund": (refund_slots, refund_result, None),
+    "escalate_to_human": (escalate_slots, escalate_result, None),
+    "update_shipping_address": (address_slots, address_result, None),
+    "cancel_order": (cancel_slots, cancel_result, None),
+    "track_package": (track_slots, track_result, None),
     "check_product_availability": (product_slots, product_result, product_reply),
-    "apply_discount_code": (discount_slots, discount_result, discount_reply),
+    "apply_discount_code": (discount_slots, discount_result, None),
 }
+
+
+def reply_on_fields(tool: str, c: Ctx, a: dict, r: dict) -> str:
+    """The reply for a tool whose replies need only the call's arguments and result."""
+    return reply(c, tool, {**a, **r})
+
+
 INTENTS: dict[str, Intent] = {
-    tool: Intent(tool, TOOL_TEXT[tool]["capability"], slots, TOOL_TEXT[tool]["templates"], result, summary,
-                 TOOL_TEXT[tool].get("parallel", []))
-    for tool, (slots, result, summary) in SAMPLERS.items()
+    tool: Intent(tool, TOOL_TEXT[tool]["capability"], slots, TOOL_TEXT[tool]["templates"], result,
+                 summarize or partial(reply_on_fields, tool), TOOL_TEXT[tool].get("parallel", []))
+    for tool, (slots, result, summarize) in SAMPLERS.items()
 }  # fmt: skip
 
 # Tools that could serve a request for the key tool: never offered when declining it (the decline would be wrong).
@@ -742,53 +642,48 @@ def mentioned_args(slots: dict[str, Slot], names: list[str], mentioned: set[str]
 
 
 def final(c: Ctx, chain: str, **fields) -> str:
-    return c.choice(CHAIN_TEXT[chain]["final"]).format(**fields)
+    return say(c.choice(CHAIN_TEXT[chain]["final"]), **fields)
+
+
+def calc_step(expr: str, value: float) -> Step:
+    return ("calculate", {"expression": expr}, {"expression": expr, "result": num(value)})
 
 
 def stock_cost_slots(c: Ctx) -> dict[str, Slot]:
     s = stock_slots(c)
     shares = c.choice([c.rng.randint(2, 40), c.rng.randint(50, 500)])
-    s["shares"] = Slot(str(shares), None, shares)
-    return s
+    return {**s, "shares": Slot(str(shares), None, shares)}
 
 
 def stock_cost_run(c: Ctx, s: dict[str, Slot], m: set[str]):
-    t = s["tk"].value
+    t, shares = s["tk"].value, s["shares"].value
     q = stock_result(c, {"ticker": t})
-    shares = s["shares"].value
-    expr = f"{shares} * {q['price']}"
     total = round(shares * q["price"], 2)
-    text = final(c, "stock_cost", price=money(q["price"]), shares=shares, ticker=t, total=money(total))
-    return [[("get_stock_price", {"ticker": t}, q)],
-            [("calculate", {"expression": expr}, {"expression": expr, "result": num(total)})]], text  # fmt: skip
+    text = final(c, "stock_cost", price=q["price"], shares=shares, ticker=t, total=total)
+    return [[("get_stock_price", {"ticker": t}, q)], [calc_step(f"{shares} * {q['price']}", total)]], text
 
 
 def convert_split_slots(c: Ctx) -> dict[str, Slot]:
     s = convert_slots(c)
     people = c.rng.randint(2, 8)
-    s["people"] = Slot(c.choice([str(people), POOLS["number_words"][people]]), None, people)
-    return s
+    return {**s, "people": Slot(c.choice([str(people), POOLS["number_words"][people]]), None, people)}
 
 
 def convert_split_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     a = mentioned_args(s, ["amount", "from", "to"], m)
     r = convert_result(c, a)
     people = s["people"].value
-    expr = f"{r['converted_amount']} / {people}"
     each = round(r["converted_amount"] / people, 2)
-    text = final(c, "convert_split", amount=a["amount"], from_currency=a["from_currency"], to=r["to_currency"],
-                 converted=r["converted_amount"], people=people, each=each)  # fmt: skip
-    return [[("convert_currency", a, r)],
-            [("calculate", {"expression": expr}, {"expression": expr, "result": num(each)})]], text  # fmt: skip
+    text = final(c, "convert_split", **r, people=people, each=each)
+    return [[("convert_currency", a, r)], [calc_step(f"{r['converted_amount']} / {people}", each)]], text
 
 
 def order_refund_run(c: Ctx, s: dict[str, Slot], m: set[str]):
-    o, reason = s["order"].value, s["reason"].value
+    o = s["order"].value
     st = order_record(c, o, status="delivered")
-    a = {"order_id": o, "reason": reason, "amount": st["total"]}
+    a = {"order_id": o, "reason": s["reason"].value, "amount": st["total"]}
     r = refund_result(c, a)
-    text = final(c, "order_refund", order=o, day=nice_date(st["delivered_on"]), total=money(st["total"]),
-                 refund_id=r["refund_id"], eta_business_days=r["eta_business_days"])  # fmt: skip
+    text = final(c, "order_refund", **{**st, **r})
     return [[("check_order_status", {"order_id": o}, st)], [("submit_refund", a, r)]], text
 
 
@@ -799,9 +694,7 @@ def order_track_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     a2 = {"tracking_number": st["tracking_number"]}
     if c.chance(0.5):
         a2["carrier"] = st["carrier"]
-    text = final(c, "order_track", order=o, carrier=POOLS["carriers"][st["carrier"]], status=tr["status"],
-                 last_location=tr["last_location"], eta=nice_date(tr["estimated_delivery"]),
-                 tracking_number=st["tracking_number"])  # fmt: skip
+    text = final(c, "order_track", **tr, order_id=o, carrier_name=POOLS["carriers"][st["carrier"]])
     return [[("check_order_status", {"order_id": o}, st)], [("track_package", a2, tr)]], text
 
 
@@ -810,7 +703,7 @@ def order_cancel_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     st = order_record(c, o, status="processing")
     a = mentioned_args(s, ["order", "reason"], m)
     r = cancel_result(c, a)
-    text = final(c, "order_cancel", order=o, refund=money(r["refund_amount"]))
+    text = final(c, "order_cancel", **r)
     return [[("check_order_status", {"order_id": o}, st)], [("cancel_order", a, r)]], text
 
 
@@ -819,26 +712,24 @@ def order_address_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     st = order_record(c, o, status="processing")
     a = {"order_id": o, "address": s["addr"].value}
     r = address_result(c, a)
-    text = final(c, "order_address", order=o, **s["addr"].value)
+    text = final(c, "order_address", **r)
     return [[("check_order_status", {"order_id": o}, st)], [("update_shipping_address", a, r)]], text
 
 
 def weather_mail_slots(c: Ctx) -> dict[str, Slot]:
     s = weather_slots(c)
-    s.update({k: v for k, v in email_slots(c).items() if k in ("to",)})
-    return s
+    return {**s, "to": email_slots(c)["to"]}
 
 
 def weather_mail_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     words = CHAIN_TEXT["weather_mail"]
     wa = mentioned_args(s, ["city", "when", "units"], m)
     w = weather_result(c, wa)
-    on_day = words["on_day"].format(day=nice_date(w["date"])) if "date" in w else ""
-    fields = {**w, "deg": degrees(w["units"]), "when": on_day or words["now"]}
-    body = words["body"].format(**fields)
-    ea = {"to": s["to"].value, "subject": words["subject"].format(**w) + on_day, "body": body}
+    on_day = say(words["on_day"], **w) if "date" in w else ""
+    body = say(words["body"], **w, when=on_day or words["now"])
+    ea = {"to": s["to"].value, "subject": say(words["subject"], **w) + on_day, "body": body}
     er = email_result(c, ea)
-    text = final(c, "weather_mail", **fields, who=join_words(ea["to"]), body=body)
+    text = final(c, "weather_mail", **w, when=on_day or words["now"], to=ea["to"], body=body)
     return [[("get_weather", wa, w)], [("send_email", ea, er)]], text
 
 
@@ -852,13 +743,11 @@ def stock_diff_slots(c: Ctx) -> dict[str, Slot]:
 def stock_diff_run(c: Ctx, s: dict[str, Slot], m: set[str]):
     t1, t2 = s["k1"].value, s["k2"].value
     q1, q2 = stock_result(c, {"ticker": t1}), stock_result(c, {"ticker": t2})
-    expr = f"{q1['price']} - {q2['price']}"
     diff = round(q1["price"] - q2["price"], 2)
     rel = CHAIN_TEXT["stock_diff"]["more" if diff >= 0 else "less"]
-    text = final(c, "stock_diff", t1=t1, t2=t2, p1=money(q1["price"]), p2=money(q2["price"]), gap=money(abs(diff)),
-                 rel=rel)  # fmt: skip
-    return [[("get_stock_price", {"ticker": t1}, q1), ("get_stock_price", {"ticker": t2}, q2)],
-            [("calculate", {"expression": expr}, {"expression": expr, "result": num(diff)})]], text  # fmt: skip
+    text = final(c, "stock_diff", t1=t1, t2=t2, p1=q1["price"], p2=q2["price"], gap=abs(diff), rel=rel)
+    steps = [("get_stock_price", {"ticker": t1}, q1), ("get_stock_price", {"ticker": t2}, q2)]
+    return [steps, [calc_step(f"{q1['price']} - {q2['price']}", diff)]], text
 
 
 CHAIN_STEPS = {  # chain -> (slots, run)
