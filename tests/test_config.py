@@ -68,10 +68,19 @@ def test_demo_config_is_cpu_sized():
     cfg = load_config(ROOT / "configs" / "demo_cpu.yaml")
     assert cfg.model.name == "packaged:smollm2-135m-instruct"
     assert cfg.backend in ("auto", "hf") and not cfg.model.load_in_4bit
-    assert cfg.lora.r == 16 and cfg.lora.target_modules == "all-linear" and cfg.lora.top_layers == 15
+    assert cfg.method == "full" and cfg.full.top_layers == 15  # the dev split's pick (demo_experiments.md)
     # About 8 minutes of training on 2 cores (benchmarks/demo_experiments.md): steps x batch bounded.
     assert 60 <= cfg.train.max_steps * cfg.train.batch_size <= 260 and cfg.train.group_by_length
     assert cfg.train.eval_limit and cfg.train.eval_limit <= 50 and not cfg.train.eval_steps
+
+
+def test_full_finetuning_refuses_4bit_weights_and_unknown_methods():
+    with pytest.raises(KitError, match="method: full trains the weights themselves.*use method: lora"):
+        load_config(None, {"method": "full", "model.load_in_4bit": True, "train.max_steps": 1})
+    with pytest.raises(KitError, match="method: must be one of 'lora' or 'full', got 'freeze'"):
+        load_config(None, {"method": "freeze", "train.max_steps": 1})
+    with pytest.raises(KitError, match="full.top_layers: must be >= 1, got 0"):
+        load_config(None, {"method": "full", "full.top_layers": 0, "train.max_steps": 1})
 
 
 BASE = {"train": {"max_steps": 5}}
@@ -198,7 +207,7 @@ def test_sft_mapping_is_explicit_and_cpu_safe(tmp_path):
     assert kw["bf16"] is False and kw["fp16"] is False and kw["use_cpu"] is True
     assert kw["gradient_checkpointing"] is False
     assert kw["max_length"] == cfg.model.max_seq_length
-    assert kw["per_device_train_batch_size"] == cfg.train.batch_size == 2 and kw["learning_rate"] == 2e-3
+    assert kw["per_device_train_batch_size"] == cfg.train.batch_size == 2 and kw["learning_rate"] == 2e-4
     assert kw["train_sampling_strategy"] == "group_by_length"
     assert kw["max_steps"] == cfg.train.max_steps and kw["lr_scheduler_type"] == "cosine"
     # The demo computes its eval loss once, at the end (train.eval_steps null), and checkpoints.
@@ -207,7 +216,7 @@ def test_sft_mapping_is_explicit_and_cpu_safe(tmp_path):
     from trl import SFTConfig
 
     args = SFTConfig(**kw)
-    assert args.bf16 is False and args.learning_rate == 2e-3 and args.max_length == cfg.model.max_seq_length
+    assert args.bf16 is False and args.learning_rate == 2e-4 and args.max_length == cfg.model.max_seq_length
 
 
 def test_mixed_precision_rules():

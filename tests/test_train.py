@@ -237,6 +237,50 @@ def test_top_layers_adapts_only_the_top_layers_and_length_grouping_pads_less(tmp
         train(cfg_for(tmp_path, data, **{"output.name": "deep", "lora.top_layers": 3}))
 
 
+def test_full_finetuning_trains_only_the_top_layers_and_saves_the_model(tmp_path, data):
+    import torch
+    from safetensors.torch import load_file
+
+    from toolcall_kit.models import resolve_model
+    from toolcall_kit.train import resolve_init_from, train
+
+    o = {"method": "full", "full.top_layers": 1, "train.learning_rate": 1e-3, "train.max_steps": 8,
+         "train.eval_steps": None, "train.save_steps": None, "data.eval": None}  # fmt: skip
+    result = train(cfg_for(tmp_path, data, **o))
+    assert result["method"] == "full" and result["adapter"] is None and result["target_modules"] == []
+    assert result["final_loss"] < result["first_loss"] - 0.05
+    run = Path(result["run_dir"])
+    assert Path(result["trained_model"]) == run / "model" and not (run / "adapter").exists()
+    base = load_file(str(Path(resolve_model("tiny:llama")) / "model.safetensors"))
+    trained = load_file(str(run / "model" / "model.safetensors"))
+    changed = {k for k in base if not torch.equal(base[k], trained[k].to(base[k].dtype))}
+    # tiny:llama has 2 layers: the top one and the final norm train; layer 0 and the (tied) embeddings do not.
+    assert changed and all(".layers.1." in k or k == "model.norm.weight" for k in changed), sorted(changed)
+    assert any(".layers.1.mlp." in k for k in changed) and any(".layers.1.self_attn." in k for k in changed)
+    assert result["trainable_params"] < result["total_params"]
+    # Stage 04 exports it like a merged adapter: saved, reloaded and compared on the probe.
+    from toolcall_kit.merge import merge
+
+    report = merge(run, run / "merged")
+    assert report["trained"] == "full" and report["max_abs_logit_diff"] <= report["tolerance"]
+    exported = load_file(str(run / "merged" / "model.safetensors"))
+    assert all(torch.equal(exported[k], trained[k]) for k in trained)  # fp32 run: fp32 export, bit for bit
+    assert "fully fine-tuned weights" in (run / "merged" / "README.md").read_text()
+    # The run folder is a model to start the next run from; an adapter is not.
+    assert resolve_init_from(result["run_dir"]).model == run / "model"
+    adapter = _lora_adapter(tmp_path, data)
+    with pytest.raises(KitError, match="init_from: .* is a LoRA adapter; method: full"):
+        train(cfg_for(tmp_path, data, **{**o, "output.name": "again", "init_from": adapter}))
+
+
+def _lora_adapter(tmp_path: Path, data: dict) -> str:
+    from toolcall_kit.train import train
+
+    o = {"output.name": "lora", "train.max_steps": 1, "train.eval_steps": None, "train.save_steps": None,
+         "data.eval": None}  # fmt: skip
+    return train(cfg_for(tmp_path, data, **o))["adapter"]
+
+
 def test_masked_tokens_get_label_minus_100_and_no_loss(tmp_path, data):
     """TRL 1.14 keeps the kit's labels: -100 exactly where the assistant mask is 0, and the loss is the
     mean cross-entropy over the trained positions only."""

@@ -93,6 +93,15 @@ class LoraConfig:
 
 
 @dataclass(config=SECTION)
+class FullConfig:
+    # method: full. Train only the top N decoder layers (all their weights) and the final norm; None: every
+    # layer. The embeddings stay frozen either way (see train._unfreeze_for_full). On the CPU demo, full
+    # fine-tuning of the top 15 of SmolLM2-135M's 30 layers ran as fast as LoRA there and stayed quieter
+    # on requests that need no call (benchmarks/demo_experiments.md, runs I-M).
+    top_layers: Int | None = Field(None, ge=1)
+
+
+@dataclass(config=SECTION)
 class TrainConfig:
     # Examples per device per forward pass; the effective batch is batch_size x grad_accum x processes.
     batch_size: Int = Field(4, ge=1)
@@ -170,11 +179,24 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    # "lora": train a LoRA adapter (QLoRA with model.load_in_4bit); "full": train the weights themselves
+    # (small models; the `full` section picks the layers). Stage 04 exports either as one merged model.
+    method: Literal["lora", "full"] = "lora"
+    full: FullConfig = field(default_factory=FullConfig)
     # "auto" picks unsloth where it imports and a GPU can run it, else hf (train() records which and why).
     backend: Literal[BACKENDS] = "auto"
     # Two-stage training: an earlier run folder, its adapter folder (training continues on that adapter) or a
     # merged model folder (a new adapter is trained on top of it).
     init_from: Str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _method(self) -> RunConfig:
+        if self.method == "full" and self.model.load_in_4bit:
+            raise ValueError(
+                "method: full trains the weights themselves, which 4-bit weights cannot be "
+                "(model.load_in_4bit: true is QLoRA: use method: lora)"
+            )
+        return self
 
     def validate(self) -> RunConfig:
         """Check the values again (after code changed them); raises KitError naming the key."""
@@ -193,8 +215,8 @@ class RunConfig:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False, default_flow_style=False)
 
 
-SECTIONS = {"model": ModelConfig, "lora": LoraConfig, "train": TrainConfig, "data": DataConfig,
-            "output": OutputConfig}  # fmt: skip
+SECTIONS = {"model": ModelConfig, "lora": LoraConfig, "full": FullConfig, "train": TrainConfig,
+            "data": DataConfig, "output": OutputConfig}  # fmt: skip
 
 
 class _Loader(yaml.SafeLoader):

@@ -38,14 +38,18 @@ PROBE = [
 
 
 def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
-    """(adapter folder, run folder or None) from a run folder or an adapter folder."""
+    """(adapter folder, run folder or None) from a run folder or an adapter folder; for a `method: full` run,
+    its trained model folder (model/) stands where the adapter would."""
     path = Path(path)
-    for cand in (path, RunFiles(path).adapter):
-        if (cand / ADAPTER_CONFIG).is_file():
-            run = cand.parent if cand != path else (path if RunFiles(path).config.is_file() else None)
+    files = RunFiles(path)
+    candidates = ((path, ADAPTER_CONFIG), (files.adapter, ADAPTER_CONFIG), (files.trained_model, MODEL_CONFIG))
+    for cand, marker in candidates:
+        if (cand / marker).is_file():
+            run = cand.parent if cand != path else (path if files.config.is_file() else None)
             return cand, run
     raise KitError(
-        f"{path}: no {ADAPTER_CONFIG} here or in {RunFiles(path).adapter} (is this a finished run?)"
+        f"{path}: no {ADAPTER_CONFIG} here or in {files.adapter}, and no trained model in {files.trained_model} "
+        "(is this a finished run?)"
     )
 
 
@@ -211,8 +215,10 @@ def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, re
         "---",
         f"# {out.name}",
         "",
-        f"A tool-calling fine-tune of `{base}` made with toolcall-kit: LoRA adapter `{adapter}` merged",
-        f"into the base in {report['dtype']}. Chat-template family: `{family}`.",
+        f"A tool-calling fine-tune of `{base}` made with toolcall-kit: "
+        + (f"LoRA adapter `{adapter}` merged into the base" if report.get("trained") != "full"
+           else f"the fully fine-tuned weights of `{adapter}`")  # fmt: skip
+        + f", saved in {report['dtype']}. Chat-template family: `{family}`.",
         "",
         "## Serve",
         "```bash",
@@ -260,12 +266,19 @@ def merge(
 
 def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
     info = _run_info(run)
-    adapter_cfg = _read_json(adapter_dir / ADAPTER_CONFIG)
+    # method: full: nothing to merge; the trained model is exported the same way, with the same check.
+    full = not (adapter_dir / ADAPTER_CONFIG).is_file()
+    adapter_cfg = {} if full else _read_json(adapter_dir / ADAPTER_CONFIG)
     if not isinstance(adapter_cfg, dict):
         raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
-    base_name = base_for(adapter_cfg, info, base)
+    if full:
+        base_name = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
+        if method == "unsloth":
+            raise KitError("method: unsloth merges a LoRA adapter; a method: full run has none (use peft)")
+    else:
+        base_name = base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
-    warnings = _base_warnings(base, adapter_cfg, info)
+    warnings = [] if full else _base_warnings(base, adapter_cfg, info)
 
     import torch
     from peft import PeftModel
@@ -274,7 +287,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     from .models import resolve_model
 
     t0 = time.time()
-    base_path = resolve_model(base_name)
+    base_path = str(adapter_dir) if full else resolve_model(base_name)
     if Path(base_path).is_dir():
         _refuse_out_over_inputs(out, {"base model": Path(base_path)})
     _load("base", base_name, _refuse_quantized, base_name, base_path)
@@ -283,9 +296,11 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
     tools = _probe_tools(info)
 
-    model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
-    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir))
+    what = "trained model" if full else "base model"
+    model = _load(what, base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
+    if not full:
+        # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
+        model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir))
     model.eval()
     ref = _probe_logits(model, tokenizer, tools)
     with io.atomic_dir(out, kind="merged") as tmp:
@@ -297,7 +312,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             umodel, utok = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
             umodel.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
         else:
-            merged = model.merge_and_unload()
+            merged = model if full else model.merge_and_unload()
             merged.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             del merged, model
@@ -313,6 +328,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             "out": str(out),
             "dtype": dtype,
             "method": method,
+            "trained": "full" if full else "lora",
             "max_abs_logit_diff": diff,
             "tolerance": tol,
             "seconds": round(time.time() - t0, 2),

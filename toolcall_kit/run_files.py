@@ -6,6 +6,7 @@ the tests find a run's files through `RunFiles`, so a name is spelled once.
       data/                    stage 01's prepared copies (train/, eval/ with rejects.jsonl)
       tokens/lengths.png       stage 02's length histogram
       adapter/                 the final LoRA adapter (PEFT layout) and the tokenizer
+      model/                   method: full: the trained model (fp32) and the tokenizer, instead of adapter/
       checkpoints/checkpoint-N Trainer checkpoints (trainer_state.json holds the log history)
       metrics.jsonl            one JSON line per logged step
       result.json              training's summary: steps, seconds, tokens/s, peak memory
@@ -71,6 +72,10 @@ class RunFiles:
     @property
     def adapter(self) -> Path:
         return self.root / "adapter"
+
+    @property
+    def trained_model(self) -> Path:
+        return self.root / "model"
 
     @property
     def checkpoints(self) -> Path:

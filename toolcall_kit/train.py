@@ -1,4 +1,5 @@
-"""LoRA / QLoRA supervised fine-tuning behind one function, with an Unsloth and a plain Hugging Face backend.
+"""LoRA / QLoRA / full supervised fine-tuning behind one function, with an Unsloth and a plain Hugging Face
+backend.
 
     toolcall-kit train --config configs/smoke.yaml [--set train.max_steps=20] [--backend auto|unsloth|hf]
     toolcall-kit train --resume runs/smoke
@@ -8,7 +9,8 @@
     result = train(load_config("configs/demo_cpu.yaml", {"train.max_steps": 20}))
 
 `train()` is the recipe: `setup_run` (backend, checks, run folder, lock) -> `load_model` -> `build_datasets`
--> `start_run_folder` -> `build_trainer` -> `fit` -> `finish_run` (final eval, adapter, result.json).
+-> `start_run_folder` -> `build_trainer` -> `fit` -> `finish_run` (final eval, adapter or model, result.json).
+`method: full` skips LoRA: the trained layers' weights themselves train (`_unfreeze_for_full`).
 
 Backends:
 - unsloth: `FastLanguageModel.from_pretrained` (4-bit or 16-bit) + `get_peft_model` + TRL `SFTTrainer`.
@@ -37,6 +39,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -172,8 +175,9 @@ def resolve_init_from(path: str | None) -> InitFrom:
     for cand in (RunFiles(p).adapter, p):
         if (cand / ADAPTER_CONFIG).is_file():
             return InitFrom(adapter=cand)
-    if (p / MODEL_CONFIG).is_file():
-        return InitFrom(model=p)
+    for cand in (RunFiles(p).trained_model, p):
+        if (cand / MODEL_CONFIG).is_file():
+            return InitFrom(model=cand)
     raise KitError(
         f"init_from: {path} is neither a run folder, an adapter folder ({ADAPTER_CONFIG}) nor a merged "
         f"model folder ({MODEL_CONFIG})"
@@ -228,6 +232,11 @@ def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: Exi
         if path and not Path(path).is_file():
             raise KitError(f"data.{key}: file not found: {path}")
     init = resolve_init_from(cfg.init_from)
+    if init.adapter is not None and cfg.method == "full":
+        raise KitError(
+            f"init_from: {init.adapter} is a LoRA adapter; method: full trains a whole model: point init_from "
+            "at a merged model folder (stage 04's merged/) instead"
+        )
     on_gpu, bf16_ok = _device()
     if cfg.train.optim in EIGHT_BIT_OPTIMS and not on_gpu:
         raise KitError(
@@ -326,7 +335,7 @@ def _training_files(files: RunFiles) -> list[Path]:
     if not files.root.is_dir():
         return []
     mine = {files.config, files.data_fingerprints, files.result, files.loss_plot, files.metrics,
-            files.checkpoints, files.adapter}  # fmt: skip
+            files.checkpoints, files.adapter, files.trained_model}  # fmt: skip
     return sorted(p for p in files.root.iterdir() if p in mine)
 
 
@@ -426,7 +435,7 @@ def load_model(run: Run) -> Loaded:
     loader = load_unsloth if run.backend == "unsloth" else load_hf
     t0 = time.time()
     model, tokenizer = loader(cfg, path, run.on_gpu, run.bf16_ok)
-    targets = _wrapped_modules(model)
+    targets = _wrapped_modules(model) if cfg.method == "lora" else []
     if run.init.adapter is not None:
         _continue_adapter(cfg, model, run.init.adapter, targets)
     seconds = time.time() - t0
@@ -477,15 +486,30 @@ def _wrapped_modules(model) -> list[str]:
 
 
 def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
-    """Indices of the decoder layers LoRA adapts (`lora.top_layers`: the top N), None for all of them."""
-    if cfg.lora.top_layers is None:
+    """Indices of the decoder layers training changes (`lora.top_layers` or `full.top_layers`: the top N),
+    None for all of them."""
+    top = cfg.lora.top_layers if cfg.method == "lora" else cfg.full.top_layers
+    if top is None:
         return None
     n = getattr(_text_config(model), "num_hidden_layers", None)
     if n is None:
-        raise KitError(f"lora.top_layers: {cfg.model.name} does not say how many layers it has")
-    if cfg.lora.top_layers > n:
-        raise KitError(f"lora.top_layers: {cfg.lora.top_layers} > the {n} layers of {cfg.model.name}")
-    return list(range(n - cfg.lora.top_layers, n))
+        raise KitError(f"{cfg.method}.top_layers: {cfg.model.name} does not say how many layers it has")
+    if top > n:
+        raise KitError(f"{cfg.method}.top_layers: {top} > the {n} layers of {cfg.model.name}")
+    return list(range(n - top, n))
+
+
+def _unfreeze_for_full(cfg: RunConfig, model) -> None:
+    """method: full. Every weight of the trained decoder layers and everything outside the layers (the final
+    norm) trains, except the embeddings: on a small model they are tied to the output layer and hold a fifth
+    of the parameters (28M of SmolLM2-135M's 135M), whose optimizer state would cost 0.3 GB for a vocabulary-wide
+    update that a few hundred examples do not need."""
+    layers = adapted_layers(cfg, model)
+    frozen = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+              for p in m.parameters()}  # fmt: skip
+    for name, p in model.named_parameters():
+        m = re.search(r"\.layers\.(\d+)\.", name)
+        p.requires_grad = id(p) not in frozen and (m is None or layers is None or int(m.group(1)) in layers)
 
 
 def _text_config(model):
@@ -574,6 +598,9 @@ def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
     _check_context(cfg, model)
+    if cfg.method == "full":
+        _unfreeze_for_full(cfg, model)
+        return model, tokenizer
     if cfg.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
@@ -601,8 +628,12 @@ def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
         max_seq_length=cfg.model.max_seq_length,
         load_in_4bit=cfg.model.load_in_4bit,
         dtype=_load_dtype(cfg, on_gpu, bf16_ok),
+        full_finetuning=cfg.method == "full",
     )
     _check_context(cfg, model)
+    if cfg.method == "full":
+        _unfreeze_for_full(cfg, model)
+        return model, tokenizer
     checkpointing: bool | str = False
     if cfg.train.gradient_checkpointing:
         # "unsloth" offloads activations to CPU RAM between forward and backward: a GPU-only saving.
@@ -809,11 +840,11 @@ def fit(run: Run, parts: TrainerParts) -> float:
 
     cfg, model = run.cfg, parts.trainer.model
     log.info(
-        "training %s on %d examples with %s; LoRA r=%d: %d trainable parameters",
+        "training %s on %d examples with %s; %s: %d trainable parameters",
         cfg.model.name,
         len(parts.trainer.train_dataset),
         run.backend,
-        cfg.lora.r,
+        f"LoRA r={cfg.lora.r}" if cfg.method == "lora" else "full fine-tuning",
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     t0 = time.time()
@@ -849,10 +880,13 @@ def finish_run(run: Run, loaded: Loaded, data: Datasets, parts: TrainerParts, tr
             parts.plot.draw(force=True)
     result = _result(run, loaded, data, parts, train_seconds, final_eval)
     if health.fatal is None and run.main:
-        with io.atomic_dir(run.files.adapter, kind="adapter", replace_unmarked=True) as tmp:  # in the locked run
+        # LoRA: the adapter; full fine-tuning: the whole model (stage 04 exports either as merged/).
+        lora = run.cfg.method == "lora"
+        out = run.files.adapter if lora else run.files.trained_model
+        with io.atomic_dir(out, kind="adapter" if lora else "model", replace_unmarked=True) as tmp:  # locked run
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             loaded.tokenizer.save_pretrained(tmp)
-        result["adapter"] = str(run.files.adapter)
+        result["adapter" if lora else "trained_model"] = str(out)
     if run.main:
         runlog.flush(force=True)
         io.write_json(run.files.result, result)
@@ -879,6 +913,7 @@ def _result(run, loaded, data, parts, train_seconds, final_eval) -> dict[str, An
         "unsloth_imported_first": run.unsloth_first,
         "model": cfg.model.name,
         "model_path": loaded.path,
+        "method": cfg.method,
         "family": loaded.family,
         "init_from": cfg.init_from,
         "resumed_from": str(run.checkpoint) if run.checkpoint is not None else None,
@@ -910,6 +945,7 @@ def _result(run, loaded, data, parts, train_seconds, final_eval) -> dict[str, An
         "cpu_threads": run.cpu_threads,
         "warnings": [{k: w[k] for k in ("step", "warning", "message")} for w in parts.runlog.warnings],
         "adapter": None,
+        "trained_model": None,
         "versions": _versions(),
         **memory_now(),
     }
@@ -937,7 +973,7 @@ def summary(result: dict) -> str:
         + (f", eval loss {eval_loss:.4g}" if eval_loss is not None else ""),
         f"{result['train_seconds']} s training, {result['tokens_per_s']} tokens/s, "
         f"peak RSS {result['peak_rss_gib']} GiB" + (f", GPU peak {gpu} GiB reserved" if gpu is not None else ""),
-        f"adapter: {result['adapter']}",
+        f"adapter: {result['adapter']}" if result.get("adapter") else f"model: {result.get('trained_model')}",
     ]
     for w in result.get("warnings") or []:
         lines.append(f"warning at step {w['step']}: {w['message']}")
