@@ -66,10 +66,8 @@ def _overrides(args) -> dict:
     """--set values, then the verb's own options that override a config key (those given)."""
     from .config import parse_override
 
-    given = {
-        key: getattr(args, dest) for dest, key in args.config_keys.items() if getattr(args, dest) is not None
-    }
-    return dict(map(parse_override, args.overrides)) | given
+    options = {key: getattr(args, dest) for dest, key in args.config_keys.items()}
+    return dict(map(parse_override, args.overrides)) | {k: v for k, v in options.items() if v is not None}
 
 
 def _run_config(args, defaults: dict):

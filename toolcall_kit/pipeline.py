@@ -217,11 +217,11 @@ def mask_view(cfg: RunConfig, index: int = 0) -> str:
     return MaskView(cfg).html(index)
 
 
-def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
+def train_stage(cfg: RunConfig) -> dict[str, Any]:
     _check_prepared(cfg)
     from .train import train
 
-    return train(cfg, extra_callbacks=extra_callbacks)
+    return train(cfg)
 
 
 def merge_stage(cfg: RunConfig, dtype: str | None = None) -> dict[str, Any]:
