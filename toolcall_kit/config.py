@@ -3,11 +3,8 @@
     cfg = load_config("configs/smoke.yaml", ["train.max_steps=20", "lora.r=8"])   # CLI `--set` strings
     cfg = load_config("configs/demo_cpu.yaml", {"train.max_steps": 20})           # a notebook's parameters cell
 
-Both routes land in the same `RunConfig`. pydantic checks every field (types without conversion, ranges,
-choices, unknown keys) and the error names the key: "lora.r: must be > 0, got 0". What can only be checked
-against the model (a LoRA target module it lacks, a context shorter than `max_seq_length`) is checked when
-`train` loads it. `sft_kwargs` maps the config onto TRL's `SFTConfig` fields explicitly (the kit does not
-re-export TRL's 100+ fields: a field the kit does not name keeps TRL's default unless `sft_kwargs` sets it).
+Both land in the same `RunConfig`; pydantic checks every field and the error names the key ("lora.r: must be
+> 0, got 0"). What only the model can tell (a LoRA target module it lacks) is checked when `train` loads it.
 """
 
 from __future__ import annotations
@@ -50,21 +47,17 @@ SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 class ModelConfig:
     # Hub id, local folder, "packaged:smollm2-135m-instruct" or "tiny:llama" / "tiny:qwen2" (see models.py).
     name: Str = Field("tiny:llama", min_length=1)
-    # Tokens per example after the chat template; longer examples are truncated, and an example whose
-    # assistant tokens are all cut off is an error (never dropped silently).
+    # Tokens per example after the chat template; longer examples are truncated, and one whose assistant
+    # tokens are all cut off is an error (never dropped silently).
     max_seq_length: Int = Field(1024, ge=16)
     # QLoRA: NF4 4-bit base weights (bitsandbytes on hf, Unsloth's own loader on unsloth).
     load_in_4bit: Bool = False
-    # Compute precision. GPU: weights and autocast in this dtype ("auto" = bf16 on compute capability >= 8,
-    # i.e. Ampere or newer, else fp16).
-    # CPU: weights stay fp32; "bfloat16" turns on bf16 autocast, and "auto" does so only on CPUs with native
-    # bf16 (avx512_bf16 / AMX: about 2x faster steps and less RSS here), else fp32.
+    # GPU: weights and autocast in this dtype ("auto": bf16 from Ampere on, else fp16). CPU: weights stay fp32
+    # and "auto" autocasts to bf16 only where it is native (avx512_bf16 / AMX: steps about 2x faster).
     dtype: Literal[DTYPES] = "auto"
-    # Chat-template family (see templates.py): "chatml", "qwen2_5", "llama3_1", "mistral" (or an alias);
-    # None = the family templates.py infers from the tokenizer.
+    # Chat-template family (templates.py) or an alias; None: inferred from the tokenizer.
     family: Str | None = None
-    # Optional path to a Jinja chat template that replaces the tokenizer's (it must render tools and carry
-    # {% generation %} markers if the family needs them).
+    # A Jinja chat template file replacing the tokenizer's (it must render tools).
     chat_template: Str | None = None
 
 
@@ -78,10 +71,8 @@ class LoraConfig:
     # rsLoRA scales by alpha/sqrt(r) instead of alpha/r: steadier at large r.
     use_rslora: Bool = False
     bias: Literal["none", "all", "lora_only"] = "none"
-    # Adapt only the top N decoder layers (PEFT `layers_to_transform`); None: all of them. The backward pass
-    # then stops at the lowest adapted layer: on SmolLM2-135M (30 layers) on CPU, adapting the top 15 made a
-    # step 1.7x faster (benchmarks/bench_smollm2_step.py). Tool calling is mostly reading the prompt's
-    # tool list and copying values, which the upper layers' attention can learn.
+    # Adapt only the top N decoder layers (None: all): the backward pass stops at the lowest adapted one, so
+    # on SmolLM2-135M (30 layers) on CPU the top 15 made a step 1.7x faster (benchmarks/bench_smollm2_step.py).
     top_layers: Int | None = Field(None, ge=1)
 
     @field_validator("target_modules", mode="before")
@@ -115,22 +106,18 @@ class TrainConfig:
     max_steps: Int | None = Field(None, ge=1)
     optim: Literal[OPTIMS] = "adamw_torch"
     weight_decay: Float = Field(0.0, ge=0)
-    # Recompute activations in the backward pass: ~30% slower, much less memory. On the unsloth backend this
-    # becomes Unsloth's offloaded checkpointing ("unsloth") on a GPU.
+    # Recompute activations in the backward pass: ~30% slower, much less memory (Unsloth's offloaded variant
+    # on the unsloth backend).
     gradient_checkpointing: Bool = False
-    # Pack several examples into each max_seq_length row, padding-free (TRL's best-fit packing). Packed
-    # examples cannot see each other: transformers 5 builds a block-diagonal mask from the position ids
-    # (sdpa/eager) and flash attention uses the sequence lengths. More examples per step, so fewer steps.
+    # Pack examples into max_seq_length rows, padding-free (TRL's best-fit packing; they cannot see each other).
     packing: Bool = False
-    # Batch examples of similar length together (transformers' LengthGroupedSampler: shuffled megabatches of
-    # 50 batches, each sorted by length), so a batch carries little padding: on the CPU demo about a third
-    # of every randomly drawn batch was padding (real_token_fraction 0.64-0.72).
+    # Batch examples of similar length together: on the CPU demo a third of a random batch was padding.
     group_by_length: Bool = False
     seed: Int = Field(0, ge=0)
     # Optimizer steps between evaluations / checkpoints / log lines (None: no evaluation / save at the end only).
     eval_steps: Int | None = Field(None, ge=1)
-    # Examples of data.eval the eval loss is computed on (the first N; None: all). The eval loss is a health
-    # signal, not the evaluation (that is `toolcall-kit eval`): on a CPU a few dozen examples are enough.
+    # The eval loss is computed on the first N examples of data.eval (None: all): a health signal, not the
+    # evaluation (`toolcall-kit eval`), so on a CPU a few dozen are enough.
     eval_limit: Int | None = Field(None, ge=1)
     save_steps: Int | None = Field(None, ge=1)
     logging_steps: Int = Field(1, ge=1)
@@ -150,8 +137,8 @@ class DataConfig:
     # Canonical JSONL written by `toolcall-kit prepare` / `synth` (paths relative to the working folder).
     train: Str = Field("data/demo/train.jsonl", min_length=1)
     eval: Str | None = None
-    # Family quirks (templates.adapt_record): Llama 3.1 writes one call per assistant turn and no text
-    # beside a call. "error" refuses such examples naming them; "split" / "drop" rewrites them.
+    # Llama 3.1 writes one call per assistant turn and no text beside a call: "error" refuses such examples,
+    # naming them; "split" / "drop" rewrites them (templates.adapt_record).
     parallel: Literal["error", "split"] = "error"
     content_with_calls: Literal["error", "drop"] = "error"
 
@@ -185,8 +172,8 @@ class RunConfig:
     full: FullConfig = field(default_factory=FullConfig)
     # "auto" picks unsloth where it imports and a GPU can run it, else hf (train() records which and why).
     backend: Literal[BACKENDS] = "auto"
-    # Two-stage training: an earlier run folder, its adapter folder (training continues on that adapter) or a
-    # merged model folder (a new adapter is trained on top of it).
+    # Two-stage training: an earlier run or adapter folder (training continues on that adapter) or a merged
+    # model folder (a new adapter is trained on top of it).
     init_from: Str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
@@ -215,8 +202,14 @@ class RunConfig:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False, default_flow_style=False)
 
 
-SECTIONS = {"model": ModelConfig, "lora": LoraConfig, "full": FullConfig, "train": TrainConfig,
-            "data": DataConfig, "output": OutputConfig}  # fmt: skip
+SECTIONS = {
+    "model": ModelConfig,
+    "lora": LoraConfig,
+    "full": FullConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "output": OutputConfig,
+}
 
 
 class _Loader(yaml.SafeLoader):
@@ -326,13 +319,11 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] |
 def sft_kwargs(
     cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok: bool, backend: str = "hf"
 ) -> dict[str, Any]:
-    """The `trl.SFTConfig(**kwargs)` for this run, field by field (training sets no field after it).
+    """The `trl.SFTConfig(**kwargs)` for this run, field by field; a field not named keeps TRL's default.
 
-    TRL's defaults that would surprise on CPU are set on purpose: `bf16` (TRL defaults it on),
-    `gradient_checkpointing` (TRL defaults it on), `use_cpu`, and `max_length` (TRL's 1024 would re-truncate).
-    The kit tokenizes and masks the data itself (`tokens.encode`), so TRL receives `input_ids` + `labels` and
-    only pads, packs and computes the loss; `assistant_only_loss` stays off because TRL would then demand
-    conversational rows (the mask is already in `labels`).
+    Set on purpose: `bf16` and `gradient_checkpointing` (TRL turns both on), `use_cpu`, and `max_length` (TRL's
+    1024 would re-truncate). The kit tokenizes and masks the data itself, so TRL receives `input_ids` +
+    `labels` (`assistant_only_loss` off: TRL would demand conversational rows).
     """
     t = cfg.train
     bf16, fp16 = mixed_precision(cfg.model.dtype, on_gpu=on_gpu, bf16_ok=bf16_ok)
@@ -386,22 +377,12 @@ def sft_kwargs(
 
 
 def mixed_precision(dtype: str, *, on_gpu: bool, bf16_ok: bool) -> tuple[bool, bool]:
-    """(bf16, fp16) autocast flags for `model.dtype` on this device.
-
-    `bf16_ok`: the GPU supports bf16, or the CPU has native bf16 instructions (elsewhere CPU bf16 is emulated:
-    it works but is slow, so "auto" stays fp32 there).
-    """
-    if dtype == "float32":
-        return False, False
-    if dtype == "bfloat16":
-        if on_gpu and not bf16_ok:
-            raise KitError("model.dtype: bfloat16 is not supported on this GPU: use float16 or float32")
-        return True, False
-    if dtype == "float16":
-        if not on_gpu:
-            raise KitError("model.dtype: float16 training needs a GPU: use float32 or bfloat16 on CPU")
-        return False, True
-    # auto: bf16 on a GPU that has it, fp16 on an older GPU; on CPU bf16 only where it is native.
-    if on_gpu:
-        return (True, False) if bf16_ok else (False, True)
-    return bf16_ok, False
+    """(bf16, fp16) autocast flags for `model.dtype` on this device. `bf16_ok`: the GPU supports bf16, or the
+    CPU has native bf16 instructions (elsewhere CPU bf16 is emulated, slowly, so "auto" stays fp32 there)."""
+    if dtype == "auto":
+        dtype = "bfloat16" if bf16_ok else "float16" if on_gpu else "float32"
+    if dtype == "bfloat16" and on_gpu and not bf16_ok:
+        raise KitError("model.dtype: bfloat16 is not supported on this GPU: use float16 or float32")
+    if dtype == "float16" and not on_gpu:
+        raise KitError("model.dtype: float16 training needs a GPU: use float32 or bfloat16 on CPU")
+    return dtype == "bfloat16", dtype == "float16"

@@ -3,18 +3,15 @@
     toolcall-kit pipeline --config configs/demo_cpu.yaml            # all stages, no Jupyter needed
     make demo                                                        # the same through the notebooks
 
-Stage -> notebook -> what `write_stage` keeps in `runs/NAME/stages/NN_stage.json`:
-  prepare   01_prepare_data.ipynb  the prepare report(s) and the train/eval files later stages use
-  tokens    02_count_tokens.ipynb  the token budget (lengths, trained tokens, truncation, steps)
-  train     03_train.ipynb         result.json of the training run (loss, speed, memory, backend)
-  merge     04_merge.ipynb         merge_report.json (export check, serve command)
-  evaluate  05_evaluate.ipynb      base vs fine-tuned tool-call metrics and the examples that changed
+Stage (notebook): what `write_stage` keeps in `runs/NAME/stages/NN_stage.json`
+  prepare (01_prepare_data)  the prepare report(s) and the train/eval files later stages use
+  tokens (02_count_tokens)   the token budget (lengths, trained tokens, truncation, steps)
+  train (03_train)           result.json of the training run (loss, speed, memory, backend)
+  merge (04_merge)           merge_report.json (export check, serve command)
+  evaluate (05_evaluate)     base vs fine-tuned tool-call metrics and the examples that changed
 
-The run folder is the config's `output.dir/output.name` (its files: run_files.py). Stage 1 writes the cleaned
-data under `RUN/data/`; every later stage loads the config through `load_run()`, which points `data.train` /
-`data.eval` at those files, so a notebook run alone after stage 1 trains on exactly what stage 1 kept.
-`load_run()` also reads relative paths from the project root (`project_root`): a notebook opened in
-JupyterLab, whose kernel starts in notebooks/, finds configs/, data/ and runs/ as `make` and papermill do.
+Every stage after the first loads the config through `load_run()`, which points `data.train` / `data.eval` at
+stage 1's cleaned copies, so a notebook run alone trains on exactly what stage 1 kept.
 """
 
 from __future__ import annotations
@@ -31,8 +28,8 @@ from .run_files import MODEL_CONFIG, STAGES
 
 
 def write_stage(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
-    """Write a stage's result (atomically) where the tests and the next stages read it; the stage
-    functions below only compute, so the notebooks' last cell and `run_all` decide what is kept."""
+    """Keep a stage's result (atomically) for the tests and the next stages; the stage functions only compute,
+    so the notebooks' last cell and `run_all` decide what is kept."""
     path = cfg.files.stage(stage)
     # Wall-clock time of writing (Unix seconds): `demo_report` turns these into per-stage durations.
     io.write_json(path, {**result, "recorded_at": round(time.time(), 2)})
@@ -47,8 +44,8 @@ def read_stage(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
 
 def project_root(config: str | Path | None) -> Path:
     """The folder a run's relative paths are read from: the working folder, or the nearest folder above it
-    that holds `config`. A Jupyter kernel starts in the notebook's folder (notebooks/), so there the config,
-    the data and `runs/` are found one level up, as from the project root where `make` and papermill run."""
+    that holds `config`. A Jupyter kernel starts in notebooks/, so there the config, the data and `runs/` are
+    found one level up, as from the project root where `make` and papermill run."""
     cwd = Path.cwd()
     if config is None:
         return cwd
@@ -63,8 +60,11 @@ def project_root(config: str | Path | None) -> Path:
     return cwd
 
 
-def _from_root(root: Path, path: str | None) -> str | None:
-    return path if path is None or Path(path).expanduser().is_absolute() else str(root / path)
+def _from_root(root: Path, path: str | Path | None) -> str | Path | None:
+    """`path` as read from `root`: unchanged when absolute or when `root` is the working folder."""
+    if path is None or root == Path.cwd() or Path(path).expanduser().is_absolute():
+        return path
+    return str(root / path)
 
 
 def _found(path: str) -> str:
@@ -75,55 +75,45 @@ def _found(path: str) -> str:
     return next((str(f / p) for f in Path.cwd().parents if (f / p).exists()), path)
 
 
+def _same_file(root: Path, a: str | None, b: str | None) -> bool:
+    return (a is None) == (b is None) and (a is None or (root / a).resolve() == (root / b).resolve())
+
+
 def load_run(
     config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True
 ) -> RunConfig:
     """The run config, with data paths taken from the prepare stage once it has run (`prepared`).
 
     Relative paths (the config's own, and in it the data files, output.dir, model.chat_template, init_from
-    and a local model folder) are read from `project_root(config)`, whatever the working folder: outside
-    the project root they become absolute paths under it.
-
-    If the config now names other data than the prepare stage ran on (`--set data.train=...`), the prepared
-    files are not used: the prepare stage prepares the new data, and any later stage run before it is an
-    error (`_check_prepared`) instead of a silent switch back to the old data."""
+    and a local model folder) are read from `project_root(config)`, whatever the working folder.
+    If the config names other data than the prepare stage ran on (`--set data.train=...`), the prepared files
+    are not used: a later stage run before prepare runs again is an error, not a silent switch of data."""
     root = project_root(config)
-    cwd = Path.cwd()
-    if root != cwd and config is not None:
-        config = _from_root(root, str(config))
-    cfg = _rooted(load_config(config, overrides), root, cwd)
+    cfg = _rooted(load_config(_from_root(root, config), overrides), root)
     sources = {"train": cfg.data.train, "eval": cfg.data.eval}
     cfg._data_sources = sources  # what the prepare stage reads, whatever load_run substitutes below
     prep = read_stage(cfg, "prepare") if prepared else None
     if prep:
         was = prep.get("sources") or {}
-
-        def same(x: str | None, y: str | None) -> bool:  # relative paths are read from the project root
-            return (x is None) == (y is None) and (x is None or (root / x).resolve() == (root / y).resolve())
-
-        changed = [f"data.{k}" for k in ("train", "eval") if not same(was.get(k), sources[k])]
+        changed = [f"data.{k}" for k in sources if not _same_file(root, was.get(k), sources[k])]
         if changed:
             cfg._stale_prepare = (
                 f"{', '.join(changed)}: the prepare stage in {cfg.run_dir} ran on other data "
                 f"({cfg.files.stage('prepare')}); run the prepare stage again (--stages prepare,...) first"
             )
             return cfg
-        cfg.data.train = _from_root(root, prep["train"]) if root != cwd else prep["train"]
-        cfg.data.eval = _from_root(root, prep.get("eval")) if root != cwd else prep.get("eval")
+        cfg.data.train, cfg.data.eval = _from_root(root, prep["train"]), _from_root(root, prep.get("eval"))
     return cfg
 
 
-def _rooted(cfg: RunConfig, root: Path, cwd: Path) -> RunConfig:
-    """`cfg` with its relative paths made absolute under `root` (unchanged when root is the working folder)."""
-    if root == cwd:
-        return cfg
-    cfg.data.train = _from_root(root, cfg.data.train)
-    cfg.data.eval = _from_root(root, cfg.data.eval)
+def _rooted(cfg: RunConfig, root: Path) -> RunConfig:
+    """`cfg` with its relative paths read from `root`."""
+    cfg.data.train, cfg.data.eval = _from_root(root, cfg.data.train), _from_root(root, cfg.data.eval)
     cfg.output.dir = _from_root(root, cfg.output.dir)
     cfg.model.chat_template = _from_root(root, cfg.model.chat_template)
     cfg.init_from = _from_root(root, cfg.init_from)
-    if (root / cfg.model.name).is_dir() and not Path(cfg.model.name).expanduser().is_absolute():
-        cfg.model.name = str(root / cfg.model.name)  # a local model folder (hub ids and packaged: stay)
+    if (root / cfg.model.name).is_dir():  # a local model folder (hub ids and packaged: names stay)
+        cfg.model.name = _from_root(root, cfg.model.name)
     return cfg
 
 
@@ -144,32 +134,26 @@ def prepare_stage(
     re-split: the demo's eval set is held out by phrasing template)."""
     from .prepare import prepare
 
-    out = cfg.files.data
-    sources = dict(getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval})
-    cfg.data.train, cfg.data.eval = (
-        sources["train"],
-        sources["eval"],
-    )  # the config's data, not a prepared copy
+    # The config's own data, not a copy an earlier prepare stage made.
+    sources = getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval}
+    out, seed = cfg.files.data, cfg.train.seed
     if inputs:
-        rep = prepare([_found(str(p)) for p in inputs], out, eval_fraction=eval_fraction, seed=cfg.train.seed)
-        result = {"reports": {"all": rep}, "train": rep["out"]["train"], "eval": rep["out"]["eval"]}
+        rep = prepare([_found(str(p)) for p in inputs], out, eval_fraction=eval_fraction, seed=seed)
+        reports, train, evals = {"all": rep}, rep["out"]["train"], rep["out"]["eval"]
     else:
-        reports = {"train": prepare([cfg.data.train], out / "train", eval_fraction=0.0, seed=cfg.train.seed)}
-        if cfg.data.eval:
-            reports["eval"] = prepare([cfg.data.eval], out / "eval", eval_fraction=0.0, seed=cfg.train.seed)
-        eval_file = reports["eval"]["out"]["train"] if "eval" in reports else None
-        result = {"reports": reports, "train": reports["train"]["out"]["train"], "eval": eval_file}
-    reports = result["reports"].values()
-    for rep in reports:
+        reports = {k: prepare([f], out / k, eval_fraction=0.0, seed=seed) for k, f in sources.items() if f}
+        train = reports["train"]["out"]["train"]
+        evals = reports["eval"]["out"]["train"] if "eval" in reports else None
+    for rep in reports.values():
         if rep["kept"] == 0:
             raise KitError(
                 f"prepare kept no rows from {', '.join(rep['files'])}: see {rep['out']['rejects']}"
             )
-    result["sources"] = sources  # what `load_run` compares the config with before it uses the prepared files
-    result |= {k: sum(r[k] for r in reports) for k in ("read", "kept", "rejected", "duplicates")}
-    cfg.data.train, cfg.data.eval = result["train"], result["eval"]
+    cfg.data.train, cfg.data.eval = train, evals
     cfg._stale_prepare = None
-    return result
+    totals = {k: sum(r[k] for r in reports.values()) for k in ("read", "kept", "rejected", "duplicates")}
+    # `sources`: what `load_run` compares the config with before it uses the prepared files.
+    return {"reports": reports, "train": train, "eval": evals, "sources": sources, **totals}
 
 
 def tokenizer(cfg: RunConfig):
@@ -183,27 +167,23 @@ def chat_template(cfg: RunConfig) -> str | None:
     return Path(cfg.model.chat_template).read_text(encoding="utf-8") if cfg.model.chat_template else None
 
 
+def family_quirks(cfg: RunConfig) -> dict[str, str]:
+    """How the data is adapted to the family (Llama 3.1: one call per turn) as training does it, so a count
+    or a view does not refuse what training would rewrite."""
+    return {"parallel": cfg.data.parallel, "content_with_calls": cfg.data.content_with_calls}
+
+
 def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, Any]:
     """Exact token budget of `data.train` with the model's tokenizer and template (`toolcall-kit tokens`)."""
     from .tokens import read_records, token_report
 
     if plot:
         io.check_writable_file(plot, "--plot")  # before the counting, not after it
-    return token_report(
-        tokenizer(cfg),
-        read_records(cfg.data.train),
-        max_seq_length=cfg.model.max_seq_length,
-        batch_size=cfg.train.batch_size,
-        grad_accum=cfg.train.grad_accum,
-        epochs=cfg.train.epochs or 1,
-        family=cfg.model.family,
-        chat_template=chat_template(cfg),
-        # The family's quirks as training applies them (Llama 3.1: one call per turn), or the count refuses
-        # examples that training would rewrite.
-        parallel=cfg.data.parallel,
-        content_with_calls=cfg.data.content_with_calls,
-        plot=plot,
-    )
+    m, t = cfg.model, cfg.train
+    steps = {"batch_size": t.batch_size, "grad_accum": t.grad_accum, "epochs": t.epochs or 1}
+    template = {"family": m.family, "chat_template": chat_template(cfg), **family_quirks(cfg)}
+    records = read_records(cfg.data.train)
+    return token_report(tokenizer(cfg), records, m.max_seq_length, plot=plot, **steps, **template)
 
 
 def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
@@ -223,10 +203,9 @@ def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
         raise KitError(f"{cfg.data.train}: --index {index} is out of range (0..{len(records) - 1})")
     tok = tokenizer(cfg)
     fam = detect_family(tok, cfg.model.family)
-    rec = adapt_records([records[index]], fam, parallel=cfg.data.parallel,
-                        content_with_calls=cfg.data.content_with_calls)[0]  # fmt: skip
-    return show_mask(tok, rec, fam, color=color, chat_template=chat_template(cfg),
-                     max_seq_length=cfg.model.max_seq_length)  # fmt: skip
+    rec = adapt_records([records[index]], fam, **family_quirks(cfg))[0]
+    template, max_seq_length = chat_template(cfg), cfg.model.max_seq_length
+    return show_mask(tok, rec, fam, color=color, chat_template=template, max_seq_length=max_seq_length)
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
@@ -238,11 +217,11 @@ def mask_view(cfg: RunConfig, index: int = 0) -> str:
     return MaskView(cfg).html(index)
 
 
-def train_stage(cfg: RunConfig, extra_callbacks=None) -> dict[str, Any]:
+def train_stage(cfg: RunConfig) -> dict[str, Any]:
     _check_prepared(cfg)
     from .train import train
 
-    return train(cfg, extra_callbacks=extra_callbacks)
+    return train(cfg)
 
 
 def merge_stage(cfg: RunConfig, dtype: str | None = None) -> dict[str, Any]:
@@ -259,11 +238,8 @@ def evaluate_stage(
     max_new_tokens: int = 160,
     base: bool = True,
 ) -> dict[str, Any]:
-    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's.
-
-    The base model's generations are cached by the fingerprint of its files, the rendered prompts and the
-    settings (`evaluate.generation_key`): a second run on the same data skips generating them again (and
-    says so in its report's source); the fine-tuned model is always generated afresh."""
+    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's. The base
+    model's generations are cached (`evaluate.generation_key`): a second run on the same data reuses them."""
     from .evaluate import compare, evaluate
 
     _check_prepared(cfg)
@@ -281,50 +257,42 @@ def evaluate_stage(
 
 
 HEADLINE = ("tool_selection", "arguments_ast", "no_call", "valid_output", "accuracy")
+TRAIN_FIGURES = ("train_seconds", "tokens_per_s", "steps", "peak_rss_gib", "cpu_threads")
 
 
 def demo_report(
     config: str | Path, started: float, overrides: list[str] | dict | None = None
 ) -> dict[str, Any]:
-    """After `make demo`: wall time per stage (between the stage files' `recorded_at`, the first from
-    `started`, Unix seconds) and in all, and the headline metrics of both models; written to
-    `stages/demo.json` and returned."""
+    """After `make demo` (begun at `started`, Unix seconds): wall seconds per stage, from one stage record's
+    `recorded_at` to the next, and in all, and the headline metrics of both models; kept in stages/demo.json."""
     cfg = load_run(config, overrides)
-    stages, last = {}, started
+    stage_seconds, last = {}, started
     for stage in STAGES:
-        written = read_stage(cfg, stage) or {}
-        if "recorded_at" in written:
-            stages[stage] = round(written["recorded_at"] - last, 1)
-            last = written["recorded_at"]
-    out: dict[str, Any] = {"wall_seconds": round(time.time() - started, 1), "stage_seconds": stages}
+        end = (read_stage(cfg, stage) or {}).get("recorded_at")
+        if end is not None:
+            stage_seconds[stage], last = round(end - last, 1), end
+    out: dict[str, Any] = {"wall_seconds": round(time.time() - started, 1), "stage_seconds": stage_seconds}
     ev = read_stage(cfg, "evaluate") or {}
     for side in ("tuned", "base"):
         if side in ev:
-            m = ev[side]["metrics"]
-            out[side] = {k: m[k]["rate"] for k in HEADLINE if k in m}
-            out[side]["cases"] = ev[side]["n_cases"]
-            out[side]["eval_seconds"] = ev[side]["timing"]["seconds"]
+            m, n, seconds = ev[side]["metrics"], ev[side]["n_cases"], ev[side]["timing"]["seconds"]
+            out[side] = {**{k: m[k]["rate"] for k in HEADLINE if k in m}, "cases": n, "eval_seconds": seconds}
     if "tuned" in ev:
         out["meets_targets"] = ev["tuned"]["meets_targets"]
     train = read_stage(cfg, "train") or {}
-    for k in ("train_seconds", "tokens_per_s", "steps", "peak_rss_gib", "cpu_threads"):
-        if k in train:
-            out.setdefault("train", {})[k] = train[k]
+    if any(k in train for k in TRAIN_FIGURES):
+        out["train"] = {k: train[k] for k in TRAIN_FIGURES if k in train}
     io.write_json(cfg.files.stage("demo"), out)
     return out
 
 
 def format_demo_report(rep: dict[str, Any]) -> str:
-    lines = [f"demo: {rep['wall_seconds'] / 60:.1f} min in all; "
-             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in rep["stage_seconds"].items())]  # fmt: skip
-    for side in ("base", "tuned"):
-        if side in rep:
-            m = rep[side]
-            lines.append(
-                f"{side:5s}: "
-                + ", ".join(f"{k} {100 * m[k]:.1f}%" for k in HEADLINE if m.get(k) is not None)
-                + f" ({m['cases']} cases)"
-            )
+    stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in rep["stage_seconds"].items())
+    lines = [f"demo: {rep['wall_seconds'] / 60:.1f} min in all; {stages}"]
+    for side in (s for s in ("base", "tuned") if s in rep):
+        m = rep[side]
+        rates = ", ".join(f"{k} {100 * m[k]:.1f}%" for k in HEADLINE if m.get(k) is not None)
+        lines.append(f"{side:5s}: {rates} ({m['cases']} cases)")
     return "\n".join(lines)
 
 
