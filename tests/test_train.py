@@ -690,6 +690,24 @@ def test_unsloth_backend_trains_on_cpu_through_the_cli(tmp_path, data):
     assert all(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)
 
 
+@pytest.mark.slow
+def test_unsloth_backend_fully_finetunes_on_cpu(tmp_path, data):
+    """`method: full` on the unsloth backend is Unsloth's own `full_finetuning=True` loader."""
+    pytest.importorskip("unsloth")
+    o = {"data.train": data["train"], "data.eval": None, "output.dir": str(tmp_path / "runs"), "output.name": "uf",
+         "method": "full", "full.top_layers": 1, "train.learning_rate": 1e-3, "train.max_steps": 6,
+         "train.save_steps": None, "train.eval_steps": None}  # fmt: skip
+    cmd = [sys.executable, "-m", "toolcall_kit.cli", "train", "--config", str(SMOKE), *overrides_cli(o)]
+    env = env_for_subprocess() | {"UNSLOTH_FORCE_CPU": "1"}
+    p = subprocess.run([*cmd, "--backend", "unsloth"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((tmp_path / "runs" / "uf" / "result.json").read_text())
+    assert result["backend"] == "unsloth" and result["method"] == "full" and result["steps"] == 6
+    assert "full fine-tuning" in p.stderr and result["adapter"] is None
+    assert (Path(result["trained_model"]) / "model.safetensors").is_file()
+    assert 0 < result["trainable_params"] < result["total_params"]
+
+
 SLOW_DRIVER = textwrap.dedent(
     """
     import sys, time, json
