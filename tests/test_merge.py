@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from tiny_model import build_tiny_model
 
 from toolcall_kit import merge as merge_mod
 from toolcall_kit.cli import main
 from toolcall_kit.errors import KitError
-from toolcall_kit.models import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,18 @@
     toolcall-kit merge runs/demo --out runs/demo/merged
 
 The merged folder is an ordinary Hugging Face model (safetensors + tokenizer with the tool-aware chat
-template) that vLLM and `transformers serve` load directly. Proof: the same probe conversations are run
-through the unmerged adapter model and through the saved-then-reloaded merged folder, and the largest
-logit difference is recorded in `merge_report.json`; above the tolerance the merge fails and nothing is
-left at `--out` (the folder is built under a temporary name and renamed into place).
+template) that vLLM and `transformers serve` load directly. Proof: a probe conversation runs through the
+unmerged adapter model and through the saved-then-reloaded merged folder, and the largest logit difference
+is recorded in `merge_report.json`; above the tolerance the merge fails and nothing is left at `--out`.
 
-A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit, not into the 4-bit weights: merging into
-NF4 would re-quantise the sum and lose most of the adapter's small update. Under Unsloth the adapter names a
-pre-quantized `...-bnb-4bit` repo as its base, so the base is resolved to its 16-bit model (`base_for`), and
-a base whose config carries a `quantization_config` is refused. The merge dtype defaults to bfloat16 for a
-run trained in 4-bit or on a GPU (an 8B model in fp32 is ~30 GB per copy), float32 otherwise.
+A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit: merging into NF4 would re-quantise the sum
+and lose most of the adapter's small update. Unsloth's adapters name a pre-quantized `...-bnb-4bit` repo as
+their base, so the base is mapped to its 16-bit model (`base_for`), and a quantized base is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 from . import io
 from .errors import KitError, loading
+from .models import BNB_4BIT_SUFFIX, resolve_model, unquantized_name
 from .run_files import ADAPTER_CONFIG, MERGE_REPORT, MODEL_CONFIG, REPORT, RunFiles
 
 # Largest |logit| difference accepted between adapter and merged export, per dtype. Merging adds the
@@ -35,6 +34,14 @@ PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What's the weather like in Lisbon today?"},
 ]
+
+# What vLLM must be told beside --tool-call-parser so that it prompts the merged model the way it was trained.
+SERVE_NOTES = {
+    "mistral": "`--tokenizer-mode hf`: vLLM's `mistral` tokenizer mode (what `auto` picks for Mistral models) "
+    "builds prompts with mistral_common and ignores the chat template this model was trained with.",
+    "llama3_1": "`--chat-template` pins the template this model was trained with. Do not pass vLLM's example "
+    "`tool_chat_template_llama3.1_json.jinja`: it renders tool results and the date differently.",
+}
 
 
 def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
@@ -64,8 +71,8 @@ def _refuse_out_over_inputs(out: Path, inputs: dict[str, Path]) -> None:
     for what, p in inputs.items():
         p = p.resolve()
         if o == p or o in p.parents:
-            raise KitError(f"--out {out} is {'the' if o == p else 'a folder above the'} {what} {p}; "
-                           "pick a new folder (e.g. RUN/merged)")
+            where = "the" if o == p else "a folder above the"
+            raise KitError(f"--out {out} is {where} {what} {p}; pick a new folder (e.g. RUN/merged)")
 
 
 def _load(what: str, where: Any, fn, *args, **kwargs):
@@ -75,26 +82,23 @@ def _load(what: str, where: Any, fn, *args, **kwargs):
 
 
 def _run_info(run: Path | None) -> dict[str, Any]:
+    """What the run folder says about the adapter: its config.yaml, result.json and evaluation report."""
     info: dict[str, Any] = {}
     if run is None:
         return info
     import yaml
 
     files = RunFiles(run)
-    cfg_file = files.config
-    if cfg_file.is_file():
+    if files.config.is_file():
         try:
-            info["config"] = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+            info["config"] = yaml.safe_load(files.config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
+            raise KitError(f"{files.config}: unreadable ({type(e).__name__})") from None
         if not isinstance(info["config"], dict):
-            raise KitError(f"{cfg_file}: not a run config (a YAML mapping)")
-    for key, f in (("result", files.result), ("data_fingerprints", files.data_fingerprints)):
-        if f.is_file():
-            info[key] = _read_json(f)
-    ev = files.eval / REPORT
-    if ev.is_file():
-        info["eval"] = _read_json(ev)
+            raise KitError(f"{files.config}: not a run config (a YAML mapping)")
+    for key, path in (("result", files.result), ("eval", files.eval / REPORT)):
+        if path.is_file():
+            info[key] = _read_json(path)
     return info
 
 
@@ -102,8 +106,6 @@ def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None
     """The 16-bit base model to merge into: `base` if given, else the run config's model.name (what the user
     asked for; not for an init_from run, whose base is the model folder it started from), else the adapter's
     base_model_name_or_path -- each mapped from an Unsloth bnb-4bit repo back to its 16-bit model."""
-    from .models import unquantized_name
-
     if base:
         return base
     cfg = info.get("config") or {}
@@ -116,8 +118,6 @@ def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None
 
 def _refuse_quantized(base_name: str, base_path: str) -> None:
     """A pre-quantized base would be merged into (and saved as) 4-bit weights: refuse it, naming the fix."""
-    from .models import unquantized_name
-
     cfg_file = Path(base_path) / MODEL_CONFIG
     if cfg_file.is_file():
         quant = json.loads(cfg_file.read_text()).get("quantization_config")
@@ -127,8 +127,11 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
         quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
     if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else type(quant).__name__
-        hint = unquantized_name(base_name)
-        hint = f" (e.g. --base {hint})" if hint != base_name else ""
+        hint = (
+            f" (e.g. --base {unquantized_name(base_name)})"
+            if unquantized_name(base_name) != base_name
+            else ""
+        )
         raise KitError(
             f"base {base_name}: its config carries a quantization_config ({method}); merging into it would save "
             f"a quantized model. Pass the 16-bit base with --base{hint}"
@@ -138,8 +141,6 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
 def default_dtype(info: dict[str, Any], adapter_cfg: dict[str, Any]) -> str:
     """bfloat16 for a run trained in 4-bit or on a GPU (fp32 copies of an 8B model are ~30 GB each); else
     float32, whose export check is the tightest (TOLERANCE)."""
-    from .models import BNB_4BIT_SUFFIX
-
     result = info.get("result") or {}
     cfg_model = (info.get("config") or {}).get("model") or {}
     four_bit = result.get("load_in_4bit", cfg_model.get("load_in_4bit")) or bool(
@@ -173,23 +174,6 @@ def _probe_tools(info: dict[str, Any]) -> list[dict] | None:
         return None
 
 
-def _serve_parser(tokenizer) -> tuple[str, str]:
-    """(family, vLLM --tool-call-parser) for the exported tokenizer's template."""
-    from .templates import detect_family
-
-    family = detect_family(tokenizer)
-    return family.name, family.vllm_parser
-
-
-# What vLLM must be told beside --tool-call-parser so that it prompts the merged model the way it was trained.
-SERVE_NOTES = {
-    "mistral": "`--tokenizer-mode hf`: vLLM's `mistral` tokenizer mode (what `auto` picks for Mistral models) "
-    "builds prompts with mistral_common and ignores the chat template this model was trained with.",
-    "llama3_1": "`--chat-template` pins the template this model was trained with. Do not pass vLLM's example "
-    "`tool_chat_template_llama3.1_json.jinja`: it renders tool results and the date differently.",
-}
-
-
 def serve_command(out: Path, family: str, parser: str) -> str:
     """The vLLM command for the merged folder `out` (its chat template file is `out/chat_template.jinja`)."""
     cmd = f"vllm serve {out} --enable-auto-tool-choice --tool-call-parser {parser}"
@@ -200,7 +184,9 @@ def serve_command(out: Path, family: str, parser: str) -> str:
     return cmd
 
 
-def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict) -> str:
+def model_card(
+    out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict
+) -> str:
     ev = info.get("eval", {})
     metrics = ev.get("metrics", ev) if isinstance(ev, dict) else {}
     lines = [
@@ -252,41 +238,35 @@ def merge(
     adapter_dir, run = find_adapter(adapter)
     out = Path(out)
     _refuse_out_over_inputs(out, {"adapter": adapter_dir, **({"run folder": run} if run else {})})
-    if run is not None:
-        with io.folder_lock(run):
-            return _merge(adapter_dir, run, out, base, dtype, method)
-    return _merge(adapter_dir, run, out, base, dtype, method)
+    with io.folder_lock(run) if run is not None else contextlib.nullcontext():
+        return _merge(adapter_dir, run, out, base, dtype, method)
 
 
 def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .templates import detect_family
+
+    t0 = time.time()
     info = _run_info(run)
     adapter_cfg = _read_json(adapter_dir / ADAPTER_CONFIG)
     if not isinstance(adapter_cfg, dict):
         raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
     base_name = base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
-    warnings = _base_warnings(base, adapter_cfg, info)
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .models import resolve_model
-
-    t0 = time.time()
+    torch_dtype = getattr(torch, dtype)
     base_path = resolve_model(base_name)
     if Path(base_path).is_dir():
         _refuse_out_over_inputs(out, {"base model": Path(base_path)})
     _load("base", base_name, _refuse_quantized, base_name, base_path)
-    torch_dtype = getattr(torch, dtype)
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
     tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
     tools = _probe_tools(info)
-
     model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
     # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir))
-    model.eval()
+    model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir)).eval()
     ref = _probe_logits(model, tokenizer, tools)
     with io.atomic_dir(out, kind="merged") as tmp:
         if method == "unsloth":
@@ -294,18 +274,22 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             from unsloth import FastLanguageModel
 
             del model
-            umodel, utok = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
+            umodel, _ = FastLanguageModel.from_pretrained(
+                str(adapter_dir), load_in_4bit=False, dtype=torch_dtype
+            )
             umodel.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
         else:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(tmp, safe_serialization=True)
+            model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            del merged, model
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch_dtype)
-        reloaded.eval()
-        got = _probe_logits(reloaded, tokenizer, tools)
-        diff = float((got - ref).abs().max())
-        tol = TOLERANCE[dtype]
+            del model
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch_dtype).eval()
+        diff = float((_probe_logits(reloaded, tokenizer, tools) - ref).abs().max())
+        if not diff <= TOLERANCE[dtype]:
+            raise KitError(
+                f"merged export differs from the adapter model: max |logit diff| {diff:.3g} > {TOLERANCE[dtype]} "
+                f"({dtype}); nothing was written to {out}"
+            )
+        family = detect_family(tokenizer)
         report: dict[str, Any] = {
             "adapter": str(adapter_dir),
             "base": base_name,
@@ -314,19 +298,15 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             "dtype": dtype,
             "method": method,
             "max_abs_logit_diff": diff,
-            "tolerance": tol,
+            "tolerance": TOLERANCE[dtype],
             "seconds": round(time.time() - t0, 2),
-            "warnings": warnings,
+            "warnings": _base_warnings(base, adapter_cfg, info),
+            "family": family.name,
+            "vllm_tool_call_parser": family.vllm_parser,
+            "serve_command": serve_command(out, family.name, family.vllm_parser),
         }
-        if not diff <= tol:
-            raise KitError(
-                f"merged export differs from the adapter model: max |logit diff| {diff:.3g} > {tol} "
-                f"({dtype}); nothing was written to {out}"
-            )
-        family, parser = _serve_parser(tokenizer)
-        report.update(family=family, vllm_tool_call_parser=parser)
-        report["serve_command"] = serve_command(out, family, parser)
-        io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family, parser, report, info))
+        card = model_card(out, base_name, adapter_dir, family.name, family.vllm_parser, report, info)
+        io.write_text(tmp / "README.md", card)
         io.write_json(tmp / MERGE_REPORT, report)
     return report
 
@@ -336,22 +316,19 @@ def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str
     yet gives another model: say so."""
     if not base:
         return []
-    from .models import unquantized_name
-
     trained = base_for(adapter_cfg, info)
     named = {trained, unquantized_name(str(adapter_cfg.get("base_model_name_or_path") or trained))}
     if base in named or unquantized_name(base) in named:
         return []
-    from .models import resolve_model
-
     try:
-        same_folder = any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named)
+        if any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named):
+            return []
     except KitError:
-        same_folder = False
-    if same_folder:
-        return []
-    return [f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
-            "that the merge matches the adapter applied to --base"]
+        pass
+    return [
+        f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
+        "that the merge matches the adapter applied to --base"
+    ]
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -359,6 +336,5 @@ def summary(report: dict[str, Any]) -> str:
         f"merged {report['adapter']} into {report['base']} -> {report['out']} ({report['dtype']}, "
         f"{report['seconds']} s)\n"
         f"export check: max |logit diff| {report['max_abs_logit_diff']:.3g} <= {report['tolerance']}\n"
-        f"serve: {report['serve_command']}"
-        + "".join(f"\nwarning: {w}" for w in report.get("warnings") or [])
+        f"serve: {report['serve_command']}" + "".join(f"\nwarning: {w}" for w in report.get("warnings") or [])
     )
