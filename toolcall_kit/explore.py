@@ -81,11 +81,11 @@ def sample_record(cfg: RunConfig, index: int = 0):
     record = read_records(cfg.data.train)[index]
     tok, fam, template = _training_view(cfg)
     text = render(tok, _adapt([record], cfg, fam)[0], fam, chat_template=template)
+    record_json = html.escape(json.dumps(record, indent=2, ensure_ascii=False))
     return _html(
-        f"<div class='toolcall-kit-sample'><b>record {index} of {cfg.data.train}</b> (id "
-        f"{html.escape(str(record.get('id')))}){PRE}{html.escape(json.dumps(record, indent=2, ensure_ascii=False))}"
-        f"</pre><b>as the model reads it</b> ({fam.name} training template, tools included){PRE}{html.escape(text)}"
-        "</pre></div>"
+        f"<div class='toolcall-kit-sample'><b>record {index} of {cfg.data.train}</b> "
+        f"(id {html.escape(str(record.get('id')))}){PRE}{record_json}</pre>"
+        f"<b>as the model reads it</b> ({fam.name} training template, tools included){PRE}{html.escape(text)}</pre></div>"
     )
 
 

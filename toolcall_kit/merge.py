@@ -30,6 +30,7 @@ from .run_files import ADAPTER_CONFIG, MERGE_REPORT, MODEL_CONFIG, REPORT, RunFi
 # (observed ~1e-5), in 16-bit the rounding of the merged weight dominates.
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.1}
 
+MODEL_CARD = Path(__file__).parent / "model_card.md"
 PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What's the weather like in Lisbon today?"},
@@ -184,36 +185,14 @@ def serve_command(out: Path, family: str, parser: str) -> str:
     return cmd
 
 
-def model_card(
-    out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict
-) -> str:
+def model_card(out: Path, base: str, adapter: Path, family: str, report: dict, info: dict) -> str:
+    """README.md of the merged folder (model_card.md filled in): how to serve it, the export check, the metrics."""
     ev = info.get("eval", {})
     metrics = ev.get("metrics", ev) if isinstance(ev, dict) else {}
-    lines = [
-        "---",
-        f"base_model: {base}",
-        "library_name: transformers",
-        "tags: [tool-calling, function-calling, lora, toolcall-kit]",
-        "---",
-        f"# {out.name}",
-        "",
-        f"A tool-calling fine-tune of `{base}` made with toolcall-kit: LoRA adapter `{adapter}` merged",
-        f"into the base in {report['dtype']}. Chat-template family: `{family}`.",
-        "",
-        "## Serve",
-        "```bash",
-        report["serve_command"],
-        f"# or, on CPU: transformers serve  (then request model={out})",
-        "```",
-        *(["", SERVE_NOTES[family]] if family in SERVE_NOTES else []),
-        "",
-        "## Export check",
-        f"Largest logit difference, adapter vs reloaded merged model: {report['max_abs_logit_diff']:.3g}"
-        f" (tolerance {report['tolerance']}).",
-    ]
-    if metrics:
-        lines += ["", "## Evaluation", "```json", json.dumps(metrics, indent=2)[:4000], "```"]
-    return "\n".join(lines) + "\n"
+    note = f"\n\n{SERVE_NOTES[family]}" if family in SERVE_NOTES else ""
+    evaluation = f"\n\n## Evaluation\n```json\n{json.dumps(metrics, indent=2)[:4000]}\n```" if metrics else ""
+    fields = dict(report, base=base, name=out.name, adapter=adapter, family=family, out=out)
+    return MODEL_CARD.read_text(encoding="utf-8").format(**fields, serve_note=note, evaluation=evaluation)
 
 
 def merge(
@@ -244,8 +223,6 @@ def merge(
 
 def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .templates import detect_family
 
@@ -261,29 +238,18 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     if Path(base_path).is_dir():
         _refuse_out_over_inputs(out, {"base model": Path(base_path)})
     _load("base", base_name, _refuse_quantized, base_name, base_path)
-    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
-    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
+    model, tokenizer = _adapter_model(adapter_dir, base_path, torch_dtype)
     tools = _probe_tools(info)
-    model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
-    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir)).eval()
     ref = _probe_logits(model, tokenizer, tools)
     with io.atomic_dir(out, kind="merged") as tmp:
         if method == "unsloth":
-            # Unsloth's own writer (what its notebooks use); 16-bit only on CPU (see ENVIRONMENT.md).
-            from unsloth import FastLanguageModel
-
-            del model
-            umodel, _ = FastLanguageModel.from_pretrained(
-                str(adapter_dir), load_in_4bit=False, dtype=torch_dtype
-            )
-            umodel.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+            del model  # Unsloth loads the adapter again for its own writer
+            _save_with_unsloth(adapter_dir, tokenizer, tmp, torch_dtype)
         else:
             model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             del model
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch_dtype).eval()
-        diff = float((_probe_logits(reloaded, tokenizer, tools) - ref).abs().max())
+        diff = _max_logit_diff(tmp, tokenizer, tools, ref, torch_dtype)
         if not diff <= TOLERANCE[dtype]:
             raise KitError(
                 f"merged export differs from the adapter model: max |logit diff| {diff:.3g} > {TOLERANCE[dtype]} "
@@ -305,10 +271,37 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             "vllm_tool_call_parser": family.vllm_parser,
             "serve_command": serve_command(out, family.name, family.vllm_parser),
         }
-        card = model_card(out, base_name, adapter_dir, family.name, family.vllm_parser, report, info)
-        io.write_text(tmp / "README.md", card)
+        io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family.name, report, info))
         io.write_json(tmp / MERGE_REPORT, report)
     return report
+
+
+def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype):
+    """(the base with the adapter applied, in eval mode; the tokenizer: the adapter's own if it has one)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
+    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
+    model = _load("base model", base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
+    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
+    return _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir)).eval(), tokenizer
+
+
+def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) -> None:
+    """Unsloth's own writer (what its notebooks use); on CPU it only merges into a 16-bit load."""
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
+    model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit")
+
+
+def _max_logit_diff(folder: Path, tokenizer, tools: list[dict] | None, ref, torch_dtype) -> float:
+    """The largest |logit| difference between the merged model reloaded from `folder` and `ref`."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
+    return float((_probe_logits(reloaded, tokenizer, tools) - ref).abs().max())
 
 
 def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from .errors import KitError
 
@@ -60,31 +63,9 @@ class Arch:
         return self.layers * per_layer + emb + self.hidden
 
 
-# Architectures of the models users train most (from their config.json files), so planning works offline.
-KNOWN: dict[str, Arch] = {
-    "llama-3.1-8b": Arch(4096, 32, 14336, 128256, 32, 8),
-    "qwen2.5-7b": Arch(3584, 28, 18944, 152064, 28, 4),
-    "qwen2.5-3b": Arch(2048, 36, 11008, 151936, 16, 2, tied_embeddings=True),
-    "qwen2.5-0.5b": Arch(896, 24, 4864, 151936, 14, 2, tied_embeddings=True),
-    "mistral-7b": Arch(4096, 32, 14336, 32768, 32, 8),
-    "llama-2-7b": Arch(4096, 32, 11008, 32000, 32, 32),  # the model of LLaMA-Factory's Unsloth benchmark
-    "smollm2-135m": Arch(576, 30, 1536, 49152, 9, 3, tied_embeddings=True),
-    "smollm2-1.7b": Arch(2048, 24, 8192, 49152, 32, 32, tied_embeddings=True),
-}
-
-# GPUs: memory (GiB), dense bf16 peak (TFLOP/s), an indicative on-demand price ($/h, late 2026, varies by
-# provider: pass --price to use yours).
-GPUS: dict[str, tuple[float, float, float]] = {
-    "t4-16gb": (15.0, 65.0, 0.40),
-    "a10g-24gb": (22.0, 125.0, 1.00),
-    "rtx4090-24gb": (23.5, 165.0, 0.70),
-    "l4-24gb": (22.0, 121.0, 0.80),
-    "a100-40gb": (39.5, 312.0, 1.60),
-    "a100-80gb": (79.0, 312.0, 1.90),
-    "l40s-48gb": (44.5, 362.0, 1.00),
-    "h100-80gb": (79.0, 989.0, 2.80),
-    "h200-141gb": (139.0, 989.0, 3.80),
-}
+_HARDWARE = yaml.safe_load((Path(__file__).parent / "plan_hardware.yaml").read_text(encoding="utf-8"))
+KNOWN = {name: Arch(*dims) for name, dims in _HARDWARE["models"].items()}
+GPUS: dict[str, tuple[float, float, float]] = {name: tuple(spec) for name, spec in _HARDWARE["gpus"].items()}
 # Share of peak FLOP/s a LoRA fine-tune reaches (small batches, LoRA matmuls, dequantisation for 4-bit).
 UTILISATION = {True: 0.25, False: 0.35}  # keyed by load_in_4bit
 CUDA_CONTEXT_GIB = 0.8
@@ -292,7 +273,8 @@ def _advice(cfg: RunConfig, max_tokens: int, effective_batch: int) -> str:
     """What makes a run that does not fit fit."""
     fitting = max_tokens // cfg.model.max_seq_length  # the largest batch_size that fits
     if fitting:
-        return f"batch_size {fitting} x grad_accum {math.ceil(effective_batch / fitting)} keeps the effective batch and fits"
+        accum = math.ceil(effective_batch / fitting)
+        return f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
     return "shorten max_seq_length, " + (
         "turn on gradient_checkpointing" if cfg.model.load_in_4bit else "use load_in_4bit"
     )
