@@ -76,7 +76,7 @@ class RunLog:
     def __init__(self, run_dir: str | Path, main: bool = True, min_interval_s: float = 5.0):
         self.path = RunFiles(run_dir).metrics
         self.main = main
-        self.min_interval_s = min_interval_s
+        self.min_interval_s = min_interval_s  # between rewrites; saves, evaluations and the end force one
         self.rows: list[dict[str, Any]] = []
         self._last_flush = 0.0
 

@@ -63,6 +63,7 @@ class Arch:
         return self.layers * per_layer + emb + self.hidden
 
 
+# The models and GPUs planned for offline; plan_hardware.yaml says what each number is.
 _HARDWARE = yaml.safe_load((Path(__file__).parent / "plan_hardware.yaml").read_text(encoding="utf-8"))
 KNOWN = {name: Arch(*dims) for name, dims in _HARDWARE["models"].items()}
 GPUS: dict[str, tuple[float, float, float]] = {name: tuple(spec) for name, spec in _HARDWARE["gpus"].items()}
@@ -85,9 +86,8 @@ def arch_for(model: str) -> Arch:
     for name, arch in KNOWN.items():
         if key.startswith(name):
             return arch
-    if model.startswith(
-        ("tiny:", "packaged:")
-    ):  # the kit's own names (smoke.yaml's tiny:llama): built locally
+    # The kit's own names (smoke.yaml's tiny:llama) are built locally.
+    if model.startswith(("tiny:", "packaged:")):
         from .models import resolve_model
 
         model = resolve_model(model)
