@@ -96,9 +96,8 @@ def kit_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
 def adapter(tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
+    from tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM
-
-    from toolcall_kit.models import build_tiny_model
 
     root = tmp_path_factory.mktemp("adapter")
     base = build_tiny_model(root / "base", arch="llama")
@@ -164,8 +163,9 @@ def test_a_killed_builds_temporary_folder_is_removed_by_the_next_one(tmp_path):
 
 
 def test_merge_with_another_base_says_so(adapter, tmp_path):
+    from tiny_model import build_tiny_model
+
     from toolcall_kit.merge import merge, summary
-    from toolcall_kit.models import build_tiny_model
 
     base, run = adapter
     other = build_tiny_model(tmp_path / "other", arch="llama")

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from tiny_model import build_tiny_model
 
 from toolcall_kit import merge as merge_mod
 from toolcall_kit.cli import main
 from toolcall_kit.errors import KitError
-from toolcall_kit.models import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -192,5 +192,5 @@ def test_serve_command_and_card_notes_per_family(tmp_path):
     assert f"--chat-template {out / 'chat_template.jinja'}" in llama
     assert "--chat-template" not in merge_mod.serve_command(out, "qwen2_5", "hermes")
     report = {"dtype": "bfloat16", "max_abs_logit_diff": 0.1, "tolerance": 0.25, "serve_command": llama}
-    card = merge_mod.model_card(out, "b", tmp_path, "llama3_1", "llama3_json", report, {})
+    card = merge_mod.model_card(out, "b", tmp_path, "llama3_1", report, {})
     assert llama in card and "tool_chat_template_llama3.1_json.jinja" in card

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_model import TOOL_TAGS, build_tiny_model
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -163,7 +164,7 @@ ROUND_TRIP_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    return {arch: models.build_tiny_model(root / arch, arch=arch) for arch in ARCHS}
+    return {arch: build_tiny_model(root / arch, arch=arch) for arch in ARCHS}
 
 
 def _load_tokenizer(path):
@@ -206,7 +207,7 @@ def test_tiny_tokenizer_encodes_identically_after_reload(tiny, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_tiny_tokenizer_special_and_tool_tokens(tiny, arch):
     tok = _load_tokenizer(tiny[arch])
-    for tag in models.SPECIAL_TOKENS + models.TOOL_TAGS:
+    for tag in models.SPECIAL_TOKENS + TOOL_TAGS:
         assert tok.tokenize(tag) == [tag]
     ids = tok.encode(
         "<|im_start|>assistant\n<tool_call>\n{}\n</tool_call><|im_end|>", add_special_tokens=False
@@ -230,8 +231,8 @@ def test_tiny_model_generates(tiny, arch):
 
 
 def test_tiny_build_is_deterministic_per_seed(tiny, tmp_path):
-    again = models.build_tiny_model(tmp_path / "again", arch="llama", seed=0)
-    other = models.build_tiny_model(tmp_path / "other", arch="llama", seed=1)
+    again = build_tiny_model(tmp_path / "again", arch="llama", seed=0)
+    other = build_tiny_model(tmp_path / "other", arch="llama", seed=1)
     same = (tiny["llama"] / "model.safetensors").read_bytes()
     assert (again / "model.safetensors").read_bytes() == same
     assert (again / "tokenizer.json").read_bytes() == (tiny["llama"] / "tokenizer.json").read_bytes()

@@ -534,8 +534,7 @@ def test_teacher_against_a_real_transformers_server(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from served import local_server  # tests/served.py
-
-    from toolcall_kit.models import build_tiny_model
+    from tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", arch="llama")
     out = tmp_path / "t.jsonl"

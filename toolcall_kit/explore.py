@@ -1,21 +1,20 @@
-"""What the numbered notebooks show besides each stage's summary: records, rejects, charts, the loss-mask
-stepper, one generation, failed evaluation cases. Each function returns one thing for `display()` (an
-IPython HTML / Markdown / Image object or an ipywidgets widget), so a notebook cell stays one library call:
+"""What the numbered notebooks show besides each stage's summary, one `display()`-able object per call:
 
-    from toolcall_kit import explore
-    display(explore.sample_record(cfg))          # 01: a kept record as JSON and as the model reads it
-    display(explore.mask_stepper(cfg))           # 02: the loss mask of each training example, step by step
-    display(explore.failed_cases(cfg))           # 05: the failed cases, filterable by reason
+    01  sample_record(cfg), rejects_by_reason(result), data_chart(result)
+    02  truncation_table(report), mask_stepper(cfg)        the loss mask of each training example, step by step
+    03  loss_plot(cfg), train_health(result)
+    04  model_card(cfg), generate_one(cfg)                 one held-out request answered by the merged model
+    05  eval_plots(cfg), failed_cases(cfg)                 the failed cases, filterable by reason
 
-Plots are drawn on their own `matplotlib.figure.Figure` (no pyplot, no global backend switch), so the
-user's own plots in the same kernel keep working. Widgets show in JupyterLab; headless (papermill) runs
-keep their text form, and every widget here has a static HTML or PNG sibling that survives a saved notebook.
+Plots are drawn on their own `matplotlib.figure.Figure` (no pyplot, no global backend switch), so the user's
+own plots in the same kernel keep working. Every widget here has a static HTML or PNG sibling that survives
+a saved notebook and headless (papermill) runs.
 """
 
 from __future__ import annotations
 
 import html
-import io as _io
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -27,19 +26,18 @@ from .io import read_jsonl
 from .records import Record, calls_of, text_of, tool_names
 from .run_files import PREDICTIONS, REPORT, RunFiles
 
-# Characters of a raw row or model output shown in a table cell (the rest is elided).
-CELL_CHARS = 600
+CELL_CHARS = 600  # characters of a raw row or model output shown in a table cell (the rest is elided)
 TABLE_STYLE = "border-collapse:collapse;font-size:12px;text-align:left"
 CELL_STYLE = "border:1px solid #ddd;padding:3px 6px;vertical-align:top;text-align:left"
+PRE = "<pre style='white-space:pre-wrap;font-size:12px;max-height:30em;overflow:auto'>"
+CELL_PRE = "<pre style='white-space:pre-wrap;margin:0;max-height:12em;overflow:auto;min-width:14em'>"
 
 
 def _cell(value: Any, pre: bool = False) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if len(text) > CELL_CHARS:
         text = text[:CELL_CHARS] + f" … ({len(text) - CELL_CHARS} more characters)"
-    body = html.escape(text)
-    if pre:
-        body = f"<pre style='white-space:pre-wrap;margin:0;max-height:12em;overflow:auto;min-width:14em'>{body}</pre>"
+    body = f"{CELL_PRE}{html.escape(text)}</pre>" if pre else html.escape(text)
     return f"<td style='{CELL_STYLE}'>{body}</td>"
 
 
@@ -59,72 +57,60 @@ def _html(text: str):
     return HTML(text)
 
 
-def _png(fig) -> bytes:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+def _training_view(cfg: RunConfig):
+    """(tokenizer, family, chat template) as training renders the examples."""
+    from .templates import detect_family
+
+    tokenizer = pipeline.tokenizer(cfg)
+    return tokenizer, detect_family(tokenizer, cfg.model.family), pipeline.chat_template(cfg)
 
 
-def _image(png: bytes):
-    from IPython.display import Image
+def _adapt(records: list[Record], cfg: RunConfig, family) -> list[Record]:
+    from .templates import adapt_records
 
-    return Image(data=png, format="png")
-
-
-# ------------------------------------------------------------------------------------------ 01 prepare
+    return adapt_records(
+        records, family, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls
+    )
 
 
 def sample_record(cfg: RunConfig, index: int = 0):
     """Kept training record `index`, pretty-printed, and rendered with the family's training template."""
-    from .templates import adapt_record, detect_family, render
+    from .templates import render
     from .tokens import read_records
 
     record = read_records(cfg.data.train)[index]
-    tok = pipeline.tokenizer(cfg)
-    fam = detect_family(tok, cfg.model.family)
-    adapted = adapt_record(
-        record, fam, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls
-    )
-    text = render(tok, adapted[0], fam, chat_template=pipeline.chat_template(cfg))
-    pre = "<pre style='white-space:pre-wrap;font-size:12px;max-height:30em;overflow:auto'>"
+    tok, fam, template = _training_view(cfg)
+    text = render(tok, _adapt([record], cfg, fam)[0], fam, chat_template=template)
+    record_json = html.escape(json.dumps(record, indent=2, ensure_ascii=False))
     return _html(
-        f"<div class='toolcall-kit-sample'><b>record {index} of {cfg.data.train}</b> (id "
-        f"{html.escape(str(record.get('id')))})"
-        f"{pre}{html.escape(json.dumps(record, indent=2, ensure_ascii=False))}</pre>"
-        f"<b>as the model reads it</b> ({fam.name} training template, tools included)"
-        f"{pre}{html.escape(text)}</pre></div>"
+        f"<div class='toolcall-kit-sample'><b>record {index} of {cfg.data.train}</b> "
+        f"(id {html.escape(str(record.get('id')))}){PRE}{record_json}</pre>"
+        f"<b>as the model reads it</b> ({fam.name} training template, tools included){PRE}{html.escape(text)}</pre></div>"
     )
 
 
 def rejects_by_reason(result: dict[str, Any], first: int = 3):
     """Rejected rows grouped by reason: the count and the first `first` raw rows of each, with file and line."""
-    rows_by_reason: dict[str, list[dict]] = {}
+    by_reason: dict[str, list[dict]] = {}
     for rep in result["reports"].values():
-        path = Path(rep["out"]["rejects"])
-        if not path.is_file():
-            continue
-        for row in read_jsonl(path):
-            rows_by_reason.setdefault(row["reason"], []).append(row)
-    if not rows_by_reason:
+        if Path(rep["out"]["rejects"]).is_file():
+            for row in read_jsonl(rep["out"]["rejects"]):
+                by_reason.setdefault(row["reason"], []).append(row)
+    if not by_reason:
         return _html(
             "<p class='toolcall-kit-rejects'><b>rejects:</b> none: every row read was kept or a duplicate</p>"
         )
     parts = ["<div class='toolcall-kit-rejects'>"]
-    for reason, rows in sorted(rows_by_reason.items(), key=lambda kv: -len(kv[1])):
+    for reason, rows in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        shown = [[f"{r['file']}:{r['line']}", r.get("detail", ""), r.get("raw", "")] for r in rows[:first]]
         parts.append(f"<h4>{html.escape(reason)}: {len(rows)} rows</h4>")
-        parts.append(
-            html_table(
-                ["file:line", "detail", "raw row"],
-                [[f"{r['file']}:{r['line']}", r.get("detail", ""), r.get("raw", "")] for r in rows[:first]],
-                pre=("raw row",),
-            )
-        )
-    parts.append("</div>")
-    return _html("".join(parts))
+        parts.append(html_table(["file:line", "detail", "raw row"], shown, pre=("raw row",)))
+    return _html("".join(parts) + "</div>")
 
 
 def data_chart(result: dict[str, Any]):
     """Kept examples by kind and calls per tool, as one bar chart (all reports of the stage summed)."""
+    from IPython.display import Image
     from matplotlib.figure import Figure
 
     kinds: Counter = Counter()
@@ -144,32 +130,23 @@ def data_chart(result: dict[str, Any]):
     ax_tool.set_xticks(range(len(tools)), [t for t, _ in tools], rotation=55, fontsize=7, **label)
     ax_tool.set_title(f"calls per tool ({len(tools)} tools)")
     ax_tool.set_ylabel("calls")
-    return _image(_png(fig))
-
-
-# ------------------------------------------------------------------------------------------ 02 tokens
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return Image(data=png.getvalue(), format="png")
 
 
 def truncation_table(report: dict[str, Any]):
     """The examples longer than max_seq_length, and those that lose every trained token, as a table."""
-    limit = report["max_seq_length"]
-    over = report["over_max_seq_length"]
+    limit, over = report["max_seq_length"], report["over_max_seq_length"]
     if not over:
         return _html(
             f"<p class='toolcall-kit-truncation'><b>truncation:</b> none: every example fits in "
             f"max_seq_length {limit} tokens (longest {report['distribution']['max']})</p>"
         )
-    cut = {e["index"]: e for e in report["all_assistant_tokens_cut"]}
+    cut = {e["index"]: e["first_trained_token"] for e in report["all_assistant_tokens_cut"]}
+    lost = {i: f"ALL (first trained token at {first})" for i, first in cut.items()}
     rows = [
-        [
-            e["index"],
-            e["id"] or "",
-            e["tokens"],
-            e["tokens"] - limit,
-            f"ALL (first trained token at {cut[e['index']]['first_trained_token']})"
-            if e["index"] in cut
-            else "some or none",
-        ]
+        [e["index"], e["id"] or "", e["tokens"], e["tokens"] - limit, lost.get(e["index"], "some or none")]
         for e in over
     ]
     return _html(
@@ -184,19 +161,11 @@ class MaskView:
     max_seq_length cut); the tokenizer is loaded once so stepping through examples is quick."""
 
     def __init__(self, cfg: RunConfig):
-        from .templates import adapt_records, detect_family
         from .tokens import read_records
 
-        self.cfg = cfg
-        self.tokenizer = pipeline.tokenizer(cfg)
-        self.family = detect_family(self.tokenizer, cfg.model.family)
-        self.template = pipeline.chat_template(cfg)
-        self.records = adapt_records(
-            read_records(cfg.data.train),
-            self.family,
-            parallel=cfg.data.parallel,
-            content_with_calls=cfg.data.content_with_calls,
-        )
+        self.max_seq_length = cfg.model.max_seq_length
+        self.tokenizer, self.family, self.template = _training_view(cfg)
+        self.records = _adapt(read_records(cfg.data.train), cfg, self.family)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -204,9 +173,7 @@ class MaskView:
     def html(self, index: int) -> str:
         from .tokens import mask_html
 
-        return mask_html(
-            self.tokenizer, self.records[index], self.family, self.template, self.cfg.model.max_seq_length
-        )
+        return mask_html(self.tokenizer, self.records[index], self.family, self.template, self.max_seq_length)
 
 
 def mask_stepper(cfg: RunConfig, start: int = 0):
@@ -219,19 +186,12 @@ def mask_stepper(cfg: RunConfig, start: int = 0):
     nxt = widgets.Button(description="next ▶", layout=widgets.Layout(width="8em"))
     shown = widgets.HTML(view.html(start))
     count = widgets.Label(f"of {len(view)} training examples (index as in the truncation table)")
-
-    def show(change):
-        shown.value = view.html(change["new"])
-
-    number.observe(show, names="value")
+    number.observe(lambda change: setattr(shown, "value", view.html(change["new"])), names="value")
     prev.on_click(lambda _b: setattr(number, "value", max(0, number.value - 1)))
     nxt.on_click(lambda _b: setattr(number, "value", min(len(view) - 1, number.value + 1)))
     box = widgets.VBox([widgets.HBox([prev, number, nxt, count]), shown])
     box.add_class("toolcall-kit-mask-stepper")
     return box
-
-
-# ------------------------------------------------------------------------------------------ 03 train
 
 
 def loss_plot(cfg: RunConfig):
@@ -241,45 +201,38 @@ def loss_plot(cfg: RunConfig):
     return Image(filename=str(RunFiles(cfg.run_dir).loss_plot))
 
 
-def _g(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
-
-
 def train_health(result: dict[str, Any]):
     """Memory, speed and the health warnings of a training run, from its result."""
+
+    def g(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4g}"
+
+    gpu = "no GPU"
+    if "gpu_peak_reserved_gib" in result:
+        gpu = f"{result['gpu_peak_allocated_gib']} / {result['gpu_peak_reserved_gib']}"
+    losses = (
+        f"{g(result['first_loss'])} -> {g(result['final_loss'])} (eval {g(result.get('final_eval_loss'))})"
+    )
     facts = [
         ["status", result["status"] + (f": {result['error']}" if result.get("error") else "")],
         ["steps", f"{result['steps']} / {result['max_steps']}"],
-        [
-            "loss (nats / trained token)",
-            f"{_g(result['first_loss'])} -> {_g(result['final_loss'])} "
-            f"(eval {_g(result.get('final_eval_loss'))})",
-        ],
+        ["loss (nats / trained token)", losses],
         ["peak RSS (GiB)", result.get("peak_rss_gib")],
-        [
-            "GPU peak allocated / reserved (GiB)",
-            f"{result['gpu_peak_allocated_gib']} / {result['gpu_peak_reserved_gib']}"
-            if "gpu_peak_reserved_gib" in result
-            else "no GPU",
-        ],
+        ["GPU peak allocated / reserved (GiB)", gpu],
         ["tokens / s", result.get("tokens_per_s")],
         ["real tokens of processed (padding excluded)", result.get("real_token_fraction")],
         ["precision, device", f"{result['precision']}, {result['device']}"],
     ]
     warns = result.get("warnings") or []
-    warn_html = (
-        html_table(["step", "warning", "message"], [[w["step"], w["warning"], w["message"]] for w in warns])
-        if warns
-        else "<p>no health warning (loss spikes, exploding gradients, over-fitting, a flat loss)</p>"
-    )
+    warn_html = "<p>no health warning (loss spikes, exploding gradients, over-fitting, a flat loss)</p>"
+    if warns:
+        warn_html = html_table(
+            ["step", "warning", "message"], [[w["step"], w["warning"], w["message"]] for w in warns]
+        )
     return _html(
-        "<div class='toolcall-kit-train-health'>"
-        + html_table(["", "value"], facts)
-        + f"<b>warnings ({len(warns)})</b>{warn_html}</div>"
+        f"<div class='toolcall-kit-train-health'>{html_table(['', 'value'], facts)}"
+        f"<b>warnings ({len(warns)})</b>{warn_html}</div>"
     )
-
-
-# ------------------------------------------------------------------------------------------ 04 merge
 
 
 def model_card(cfg: RunConfig):
@@ -293,7 +246,7 @@ def model_card(cfg: RunConfig):
     return Markdown(text)
 
 
-def _case_expected(records: dict[str, Record], case) -> Any:
+def _expected(records: dict[str, Record], case) -> Any:
     """The gold assistant turn of a case: its calls, or its reply text when it calls nothing."""
     gold = records[case.example_id]["messages"][len(case.messages)]
     calls = [{"name": name, "arguments": args} for name, args in calls_of(gold)]
@@ -303,6 +256,13 @@ def _case_expected(records: dict[str, Record], case) -> Any:
 def _request(case) -> str:
     user = [m for m in case.messages if m.get("role") == "user"]
     return (text_of(user[-1].get("content")) or "") if user else ""
+
+
+def _visible(text: str) -> str:
+    """A model output as shown in a table: whitespace-only output says so instead of a blank cell."""
+    if text.strip():
+        return text
+    return f"(whitespace only: {len(text)} characters)" if text else "(empty)"
 
 
 def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int = 160):
@@ -337,18 +297,12 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
         ["tools offered", ", ".join(tool_names(case.tools)) or "none"],
         ["raw output", _visible(raw)],
         ["parsed calls", pred.calls or "none"],
-        ["expected", _case_expected({r["id"]: r for r in records}, case)],
-        [
-            "verdict",
-            "right" if verdict.correct else f"wrong: {verdict.reason} {verdict.detail}",
-        ],
+        ["expected", _expected({r["id"]: r for r in records}, case)],
+        ["verdict", "right" if verdict.correct else f"wrong: {verdict.reason} {verdict.detail}"],
     ]
     return _html(
-        "<div class='toolcall-kit-generation'>" + html_table(["", "value"], rows, pre=("value",)) + "</div>"
+        f"<div class='toolcall-kit-generation'>{html_table(['', 'value'], rows, pre=('value',))}</div>"
     )
-
-
-# ------------------------------------------------------------------------------------------ 05 evaluate
 
 
 def eval_plots(cfg: RunConfig, which: str = "eval") -> list:
@@ -377,19 +331,12 @@ def failed_case_rows(cfg: RunConfig, which: str = "eval") -> list[dict[str, Any]
                 "id": p["id"],
                 "request": _request(case) if case else "",
                 "output": p.get("output") or "",
-                "expected": _case_expected(records, case) if case else p.get("expected_tools"),
+                "expected": _expected(records, case) if case else p.get("expected_tools"),
                 "reason": p["reason"],
                 "detail": p.get("detail") or "",
             }
         )
     return out
-
-
-def _visible(text: str) -> str:
-    """A model output as shown in a table: whitespace-only output says so instead of a blank cell."""
-    if text.strip():
-        return text
-    return f"(whitespace only: {len(text)} characters)" if text else "(empty)"
 
 
 def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:

@@ -3,20 +3,18 @@
     toolcall-kit merge runs/demo --out runs/demo/merged
 
 The merged folder is an ordinary Hugging Face model (safetensors + tokenizer with the tool-aware chat
-template) that vLLM and `transformers serve` load directly. Proof: the same probe conversations are run
-through the unmerged adapter model and through the saved-then-reloaded merged folder, and the largest
-logit difference is recorded in `merge_report.json`; above the tolerance the merge fails and nothing is
-left at `--out` (the folder is built under a temporary name and renamed into place).
+template) that vLLM and `transformers serve` load directly. Proof: a probe conversation runs through the
+unmerged adapter model and through the saved-then-reloaded merged folder, and the largest logit difference
+is recorded in `merge_report.json`; above the tolerance the merge fails and nothing is left at `--out`.
 
-A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit, not into the 4-bit weights: merging into
-NF4 would re-quantise the sum and lose most of the adapter's small update. Under Unsloth the adapter names a
-pre-quantized `...-bnb-4bit` repo as its base, so the base is resolved to its 16-bit model (`base_for`), and
-a base whose config carries a `quantization_config` is refused. The merge dtype defaults to bfloat16 for a
-run trained in 4-bit or on a GPU (an 8B model in fp32 is ~30 GB per copy), float32 otherwise.
+A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit: merging into NF4 would re-quantise the sum
+and lose most of the adapter's small update. Unsloth's adapters name a pre-quantized `...-bnb-4bit` repo as
+their base, so the base is mapped to its 16-bit model (`base_for`), and a quantized base is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 from . import io
 from .errors import KitError, loading
+from .models import BNB_4BIT_SUFFIX, resolve_model, unquantized_name
 from .run_files import ADAPTER_CONFIG, MERGE_REPORT, MODEL_CONFIG, REPORT, RunFiles
 
 # Largest |logit| difference accepted between adapter and merged export, per dtype. Merging adds the
@@ -31,10 +30,19 @@ from .run_files import ADAPTER_CONFIG, MERGE_REPORT, MODEL_CONFIG, REPORT, RunFi
 # (observed ~1e-5), in 16-bit the rounding of the merged weight dominates.
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.1}
 
+MODEL_CARD = Path(__file__).parent / "model_card.md"
 PROBE = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What's the weather like in Lisbon today?"},
 ]
+
+# What vLLM must be told beside --tool-call-parser so that it prompts the merged model the way it was trained.
+SERVE_NOTES = {
+    "mistral": "`--tokenizer-mode hf`: vLLM's `mistral` tokenizer mode (what `auto` picks for Mistral models) "
+    "builds prompts with mistral_common and ignores the chat template this model was trained with.",
+    "llama3_1": "`--chat-template` pins the template this model was trained with. Do not pass vLLM's example "
+    "`tool_chat_template_llama3.1_json.jinja`: it renders tool results and the date differently.",
+}
 
 
 def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
@@ -68,8 +76,8 @@ def _refuse_out_over_inputs(out: Path, inputs: dict[str, Path]) -> None:
     for what, p in inputs.items():
         p = p.resolve()
         if o == p or o in p.parents:
-            raise KitError(f"--out {out} is {'the' if o == p else 'a folder above the'} {what} {p}; "
-                           "pick a new folder (e.g. RUN/merged)")
+            where = "the" if o == p else "a folder above the"
+            raise KitError(f"--out {out} is {where} {what} {p}; pick a new folder (e.g. RUN/merged)")
 
 
 def _load(what: str, where: Any, fn, *args, **kwargs):
@@ -79,26 +87,23 @@ def _load(what: str, where: Any, fn, *args, **kwargs):
 
 
 def _run_info(run: Path | None) -> dict[str, Any]:
+    """What the run folder says about the adapter: its config.yaml, result.json and evaluation report."""
     info: dict[str, Any] = {}
     if run is None:
         return info
     import yaml
 
     files = RunFiles(run)
-    cfg_file = files.config
-    if cfg_file.is_file():
+    if files.config.is_file():
         try:
-            info["config"] = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+            info["config"] = yaml.safe_load(files.config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
+            raise KitError(f"{files.config}: unreadable ({type(e).__name__})") from None
         if not isinstance(info["config"], dict):
-            raise KitError(f"{cfg_file}: not a run config (a YAML mapping)")
-    for key, f in (("result", files.result), ("data_fingerprints", files.data_fingerprints)):
-        if f.is_file():
-            info[key] = _read_json(f)
-    ev = files.eval / REPORT
-    if ev.is_file():
-        info["eval"] = _read_json(ev)
+            raise KitError(f"{files.config}: not a run config (a YAML mapping)")
+    for key, path in (("result", files.result), ("eval", files.eval / REPORT)):
+        if path.is_file():
+            info[key] = _read_json(path)
     return info
 
 
@@ -106,8 +111,6 @@ def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None
     """The 16-bit base model to merge into: `base` if given, else the run config's model.name (what the user
     asked for; not for an init_from run, whose base is the model folder it started from), else the adapter's
     base_model_name_or_path -- each mapped from an Unsloth bnb-4bit repo back to its 16-bit model."""
-    from .models import unquantized_name
-
     if base:
         return base
     cfg = info.get("config") or {}
@@ -120,8 +123,6 @@ def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None
 
 def _refuse_quantized(base_name: str, base_path: str) -> None:
     """A pre-quantized base would be merged into (and saved as) 4-bit weights: refuse it, naming the fix."""
-    from .models import unquantized_name
-
     cfg_file = Path(base_path) / MODEL_CONFIG
     if cfg_file.is_file():
         quant = json.loads(cfg_file.read_text()).get("quantization_config")
@@ -131,8 +132,11 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
         quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
     if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else type(quant).__name__
-        hint = unquantized_name(base_name)
-        hint = f" (e.g. --base {hint})" if hint != base_name else ""
+        hint = (
+            f" (e.g. --base {unquantized_name(base_name)})"
+            if unquantized_name(base_name) != base_name
+            else ""
+        )
         raise KitError(
             f"base {base_name}: its config carries a quantization_config ({method}); merging into it would save "
             f"a quantized model. Pass the 16-bit base with --base{hint}"
@@ -142,8 +146,6 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
 def default_dtype(info: dict[str, Any], adapter_cfg: dict[str, Any]) -> str:
     """bfloat16 for a run trained in 4-bit or on a GPU (fp32 copies of an 8B model are ~30 GB each); else
     float32, whose export check is the tightest (TOLERANCE)."""
-    from .models import BNB_4BIT_SUFFIX
-
     result = info.get("result") or {}
     cfg_model = (info.get("config") or {}).get("model") or {}
     four_bit = result.get("load_in_4bit", cfg_model.get("load_in_4bit")) or bool(
@@ -177,23 +179,6 @@ def _probe_tools(info: dict[str, Any]) -> list[dict] | None:
         return None
 
 
-def _serve_parser(tokenizer) -> tuple[str, str]:
-    """(family, vLLM --tool-call-parser) for the exported tokenizer's template."""
-    from .templates import detect_family
-
-    family = detect_family(tokenizer)
-    return family.name, family.vllm_parser
-
-
-# What vLLM must be told beside --tool-call-parser so that it prompts the merged model the way it was trained.
-SERVE_NOTES = {
-    "mistral": "`--tokenizer-mode hf`: vLLM's `mistral` tokenizer mode (what `auto` picks for Mistral models) "
-    "builds prompts with mistral_common and ignores the chat template this model was trained with.",
-    "llama3_1": "`--chat-template` pins the template this model was trained with. Do not pass vLLM's example "
-    "`tool_chat_template_llama3.1_json.jinja`: it renders tool results and the date differently.",
-}
-
-
 def serve_command(out: Path, family: str, parser: str) -> str:
     """The vLLM command for the merged folder `out` (its chat template file is `out/chat_template.jinja`)."""
     cmd = f"vllm serve {out} --enable-auto-tool-choice --tool-call-parser {parser}"
@@ -204,36 +189,19 @@ def serve_command(out: Path, family: str, parser: str) -> str:
     return cmd
 
 
-def model_card(out: Path, base: str, adapter: Path, family: str, parser: str, report: dict, info: dict) -> str:
+def model_card(out: Path, base: str, adapter: Path, family: str, report: dict, info: dict) -> str:
+    """README.md of the merged folder (model_card.md filled in): how to serve it, the export check, the metrics."""
     ev = info.get("eval", {})
     metrics = ev.get("metrics", ev) if isinstance(ev, dict) else {}
-    lines = [
-        "---",
-        f"base_model: {base}",
-        "library_name: transformers",
-        "tags: [tool-calling, function-calling, lora, toolcall-kit]",
-        "---",
-        f"# {out.name}",
-        "",
-        f"A tool-calling fine-tune of `{base}` made with toolcall-kit: "
-        + (f"LoRA adapter `{adapter}` merged into the base" if report.get("trained") != "full"
-           else f"the fully fine-tuned weights of `{adapter}`")  # fmt: skip
-        + f", saved in {report['dtype']}. Chat-template family: `{family}`.",
-        "",
-        "## Serve",
-        "```bash",
-        report["serve_command"],
-        f"# or, on CPU: transformers serve  (then request model={out})",
-        "```",
-        *(["", SERVE_NOTES[family]] if family in SERVE_NOTES else []),
-        "",
-        "## Export check",
-        f"Largest logit difference, adapter vs reloaded merged model: {report['max_abs_logit_diff']:.3g}"
-        f" (tolerance {report['tolerance']}).",
-    ]
-    if metrics:
-        lines += ["", "## Evaluation", "```json", json.dumps(metrics, indent=2)[:4000], "```"]
-    return "\n".join(lines) + "\n"
+    note = f"\n\n{SERVE_NOTES[family]}" if family in SERVE_NOTES else ""
+    evaluation = f"\n\n## Evaluation\n```json\n{json.dumps(metrics, indent=2)[:4000]}\n```" if metrics else ""
+    made = (
+        f"LoRA adapter `{adapter}` merged into the base"
+        if report.get("trained") != "full"
+        else f"the fully fine-tuned weights of `{adapter}`"
+    )
+    fields = dict(report, base=base, name=out.name, adapter=adapter, family=family, out=out, made=made)
+    return MODEL_CARD.read_text(encoding="utf-8").format(**fields, serve_note=note, evaluation=evaluation)
 
 
 def merge(
@@ -258,69 +226,50 @@ def merge(
     adapter_dir, run = find_adapter(adapter)
     out = Path(out)
     _refuse_out_over_inputs(out, {"adapter": adapter_dir, **({"run folder": run} if run else {})})
-    if run is not None:
-        with io.folder_lock(run):
-            return _merge(adapter_dir, run, out, base, dtype, method)
-    return _merge(adapter_dir, run, out, base, dtype, method)
+    with io.folder_lock(run) if run is not None else contextlib.nullcontext():
+        return _merge(adapter_dir, run, out, base, dtype, method)
 
 
 def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dtype: str | None, method: str):
+    import torch
+
+    from .templates import detect_family
+
+    t0 = time.time()
     info = _run_info(run)
     # method: full: nothing to merge; the trained model is exported the same way, with the same check.
     full = not (adapter_dir / ADAPTER_CONFIG).is_file()
     adapter_cfg = {} if full else _read_json(adapter_dir / ADAPTER_CONFIG)
     if not isinstance(adapter_cfg, dict):
         raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
-    if full:
-        base_name = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
-        if method == "unsloth":
-            raise KitError("method: unsloth merges a LoRA adapter; a method: full run has none (use peft)")
-    else:
-        base_name = base_for(adapter_cfg, info, base)
+    if full and method == "unsloth":
+        raise KitError("method: unsloth merges a LoRA adapter; a method: full run has none (use peft)")
+    trained_on = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
+    base_name = trained_on if full else base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
-    warnings = [] if full else _base_warnings(base, adapter_cfg, info)
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .models import resolve_model
-
-    t0 = time.time()
+    torch_dtype = getattr(torch, dtype)
     base_path = str(adapter_dir) if full else resolve_model(base_name)
     if Path(base_path).is_dir():
         _refuse_out_over_inputs(out, {"base model": Path(base_path)})
     _load("base", base_name, _refuse_quantized, base_name, base_path)
-    torch_dtype = getattr(torch, dtype)
-    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
-    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
+    model, tokenizer = _adapter_model(adapter_dir, base_path, torch_dtype, full)
     tools = _probe_tools(info)
-
-    what = "trained model" if full else "base model"
-    model = _load(what, base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
-    if not full:
-        # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-        model = _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir))
-    model.eval()
     ref = _probe_logits(model, tokenizer, tools)
     with io.atomic_dir(out, kind="merged") as tmp:
         if method == "unsloth":
-            # Unsloth's own writer (what its notebooks use); 16-bit only on CPU (see ENVIRONMENT.md).
-            from unsloth import FastLanguageModel
-
-            del model
-            umodel, utok = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
-            umodel.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
+            del model  # Unsloth loads the adapter again for its own writer
+            _save_with_unsloth(adapter_dir, tokenizer, tmp, torch_dtype)
         else:
-            merged = model if full else model.merge_and_unload()
-            merged.save_pretrained(tmp, safe_serialization=True)
+            (model if full else model.merge_and_unload()).save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            del merged, model
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch_dtype)
-        reloaded.eval()
-        got = _probe_logits(reloaded, tokenizer, tools)
-        diff = float((got - ref).abs().max())
-        tol = TOLERANCE[dtype]
+            del model
+        diff = _max_logit_diff(tmp, tokenizer, tools, ref, torch_dtype)
+        if not diff <= TOLERANCE[dtype]:
+            raise KitError(
+                f"merged export differs from the adapter model: max |logit diff| {diff:.3g} > {TOLERANCE[dtype]} "
+                f"({dtype}); nothing was written to {out}"
+            )
+        family = detect_family(tokenizer)
         report: dict[str, Any] = {
             "adapter": str(adapter_dir),
             "base": base_name,
@@ -330,21 +279,48 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
             "method": method,
             "trained": "full" if full else "lora",
             "max_abs_logit_diff": diff,
-            "tolerance": tol,
+            "tolerance": TOLERANCE[dtype],
             "seconds": round(time.time() - t0, 2),
-            "warnings": warnings,
+            "warnings": [] if full else _base_warnings(base, adapter_cfg, info),
+            "family": family.name,
+            "vllm_tool_call_parser": family.vllm_parser,
+            "serve_command": serve_command(out, family.name, family.vllm_parser),
         }
-        if not diff <= tol:
-            raise KitError(
-                f"merged export differs from the adapter model: max |logit diff| {diff:.3g} > {tol} "
-                f"({dtype}); nothing was written to {out}"
-            )
-        family, parser = _serve_parser(tokenizer)
-        report.update(family=family, vllm_tool_call_parser=parser)
-        report["serve_command"] = serve_command(out, family, parser)
-        io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family, parser, report, info))
+        io.write_text(tmp / "README.md", model_card(out, base_name, adapter_dir, family.name, report, info))
         io.write_json(tmp / MERGE_REPORT, report)
     return report
+
+
+def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype, full: bool = False):
+    """(the base with the adapter applied, in eval mode; the tokenizer: the adapter's own if it has one). A
+    `method: full` run's trained model folder is both."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
+    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
+    what = "trained model" if full else "base model"
+    model = _load(what, base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
+    if full:
+        return model.eval(), tokenizer
+    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
+    return _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir)).eval(), tokenizer
+
+
+def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) -> None:
+    """Unsloth's own writer (what its notebooks use); on CPU it only merges into a 16-bit load."""
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
+    model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit")
+
+
+def _max_logit_diff(folder: Path, tokenizer, tools: list[dict] | None, ref, torch_dtype) -> float:
+    """The largest |logit| difference between the merged model reloaded from `folder` and `ref`."""
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
+    return float((_probe_logits(reloaded, tokenizer, tools) - ref).abs().max())
 
 
 def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
@@ -352,22 +328,19 @@ def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str
     yet gives another model: say so."""
     if not base:
         return []
-    from .models import unquantized_name
-
     trained = base_for(adapter_cfg, info)
     named = {trained, unquantized_name(str(adapter_cfg.get("base_model_name_or_path") or trained))}
     if base in named or unquantized_name(base) in named:
         return []
-    from .models import resolve_model
-
     try:
-        same_folder = any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named)
+        if any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named):
+            return []
     except KitError:
-        same_folder = False
-    if same_folder:
-        return []
-    return [f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
-            "that the merge matches the adapter applied to --base"]
+        pass
+    return [
+        f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
+        "that the merge matches the adapter applied to --base"
+    ]
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -375,6 +348,5 @@ def summary(report: dict[str, Any]) -> str:
         f"merged {report['adapter']} into {report['base']} -> {report['out']} ({report['dtype']}, "
         f"{report['seconds']} s)\n"
         f"export check: max |logit diff| {report['max_abs_logit_diff']:.3g} <= {report['tolerance']}\n"
-        f"serve: {report['serve_command']}"
-        + "".join(f"\nwarning: {w}" for w in report.get("warnings") or [])
+        f"serve: {report['serve_command']}" + "".join(f"\nwarning: {w}" for w in report.get("warnings") or [])
     )

@@ -2,26 +2,25 @@
 
     toolcall-kit plan --config configs/qwen2_5_7b_qlora.yaml --gpu a10g-24gb --tokens 3000000
 
-Estimates, not measurements: the memory model counts weights, LoRA parameters with their gradients and
-AdamW states, activations (with or without gradient checkpointing) and the logits, then adds the CUDA
-context. The time model is FLOPs / (peak TFLOP/s x utilisation). Each figure says what it assumes, and a
-run's `result.json` records the real peak memory and tokens/s to calibrate against.
-
-The two backends differ most in memory, so each has its own model:
-- unsloth: checkpointed layer inputs are offloaded to CPU RAM (its "unsloth" gradient checkpointing), so the
-  GPU holds one layer's working set at a time; the loss never builds the full logits (fused cross-entropy in
-  chunks). Checked against Unsloth's and LLaMA-Factory's published long-context figures (tests/test_plan.py).
-- hf: every checkpointed layer input stays on the GPU and TRL/transformers build fp32 logits with their
-  gradient: an upper bound for the unsloth backend.
+Estimates, not measurements: memory counts weights, LoRA parameters with their gradients and AdamW states,
+activations and logits, plus the CUDA context; time is FLOPs / (peak TFLOP/s x utilisation). A run's
+`result.json` records the real peak memory and tokens/s to calibrate against. Each backend has its own
+memory model (checked against published figures in tests/test_plan.py):
+- unsloth: checkpointed layer inputs are offloaded to CPU RAM, so the GPU holds one layer's working set at a
+  time, and the fused cross-entropy never builds the full logits;
+- hf: every checkpointed layer input stays on the GPU and the loss builds fp32 logits with their gradient:
+  an upper bound for unsloth.
 """
 
 from __future__ import annotations
 
-import json
+import bisect
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from .errors import KitError
 
@@ -64,31 +63,10 @@ class Arch:
         return self.layers * per_layer + emb + self.hidden
 
 
-# Architectures of the models users train most (from their config.json files), so planning works offline.
-KNOWN: dict[str, Arch] = {
-    "llama-3.1-8b": Arch(4096, 32, 14336, 128256, 32, 8),
-    "qwen2.5-7b": Arch(3584, 28, 18944, 152064, 28, 4),
-    "qwen2.5-3b": Arch(2048, 36, 11008, 151936, 16, 2, tied_embeddings=True),
-    "qwen2.5-0.5b": Arch(896, 24, 4864, 151936, 14, 2, tied_embeddings=True),
-    "mistral-7b": Arch(4096, 32, 14336, 32768, 32, 8),
-    "llama-2-7b": Arch(4096, 32, 11008, 32000, 32, 32),  # the model of LLaMA-Factory's Unsloth benchmark
-    "smollm2-135m": Arch(576, 30, 1536, 49152, 9, 3, tied_embeddings=True),
-    "smollm2-1.7b": Arch(2048, 24, 8192, 49152, 32, 32, tied_embeddings=True),
-}
-
-# GPUs: memory (GiB), dense bf16 peak (TFLOP/s), an indicative on-demand price ($/h, late 2026, varies by
-# provider: pass --price to use yours).
-GPUS: dict[str, tuple[float, float, float]] = {
-    "t4-16gb": (15.0, 65.0, 0.40),
-    "a10g-24gb": (22.0, 125.0, 1.00),
-    "rtx4090-24gb": (23.5, 165.0, 0.70),
-    "l4-24gb": (22.0, 121.0, 0.80),
-    "a100-40gb": (39.5, 312.0, 1.60),
-    "a100-80gb": (79.0, 312.0, 1.90),
-    "l40s-48gb": (44.5, 362.0, 1.00),
-    "h100-80gb": (79.0, 989.0, 2.80),
-    "h200-141gb": (139.0, 989.0, 3.80),
-}
+# The models and GPUs planned for offline; plan_hardware.yaml says what each number is.
+_HARDWARE = yaml.safe_load((Path(__file__).parent / "plan_hardware.yaml").read_text(encoding="utf-8"))
+KNOWN = {name: Arch(*dims) for name, dims in _HARDWARE["models"].items()}
+GPUS: dict[str, tuple[float, float, float]] = {name: tuple(spec) for name, spec in _HARDWARE["gpus"].items()}
 # Share of peak FLOP/s a LoRA fine-tune reaches (small batches, LoRA matmuls, dequantisation for 4-bit).
 UTILISATION = {True: 0.25, False: 0.35}  # keyed by load_in_4bit
 CUDA_CONTEXT_GIB = 0.8
@@ -102,51 +80,44 @@ UNSLOTH_CE_CHUNK_CAP_GIB = 4.0
 
 
 def arch_for(model: str) -> Arch:
-    """Architecture from a known name, a local folder's config.json, or (online) the hub's config."""
+    """Architecture from a known name, else from the config.json of a local folder or (online) the hub."""
     key = model.lower().split("/")[-1].replace("-instruct", "").replace("meta-", "").replace("-bnb-4bit", "")
     key = key.replace("packaged:", "")
     for name, arch in KNOWN.items():
         if key.startswith(name):
             return arch
-    if model.startswith(("tiny:", "packaged:")):  # the kit's own names (smoke.yaml's tiny:llama): built locally
+    # The kit's own names (smoke.yaml's tiny:llama) are built locally.
+    if model.startswith(("tiny:", "packaged:")):
         from .models import resolve_model
 
         model = resolve_model(model)
-    cfg_file = Path(model) / "config.json"
-    if cfg_file.is_file():
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise KitError(f"{cfg_file}: unreadable ({type(e).__name__})") from None
-    else:
-        try:
-            from transformers import AutoConfig
+    from transformers import PretrainedConfig
 
-            cfg = AutoConfig.from_pretrained(model).to_dict()
-        except Exception as e:  # noqa: BLE001 - offline, private, or not a causal LM
-            raise KitError(f"cannot find the architecture of {model!r} ({e}); known: {', '.join(KNOWN)}") from e
+    try:
+        cfg, _ = PretrainedConfig.get_config_dict(model)
+    except Exception as e:  # noqa: BLE001 - offline, private, unreadable, or not a model
+        raise KitError(
+            f"cannot find the architecture of {model!r} ({e}); known: {', '.join(KNOWN)}"
+        ) from None
     keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_attention_heads")
-    if not isinstance(cfg, dict) or any(not isinstance(cfg.get(k), int) for k in keys):
+    if any(not isinstance(cfg.get(k), int) for k in keys):
         raise KitError(f"{model}: its config lacks {', '.join(keys)}: not a decoder model the planner knows")
     heads = cfg["num_attention_heads"]
-    return Arch(
-        cfg["hidden_size"],
-        cfg["num_hidden_layers"],
-        cfg["intermediate_size"],
-        cfg["vocab_size"],
-        heads,
-        cfg.get("num_key_value_heads", heads),
-        bool(cfg.get("tie_word_embeddings", False)),
-    )
+    kv_heads = cfg.get("num_key_value_heads", heads)
+    return Arch(*(cfg[k] for k in keys[:4]), heads, kv_heads, bool(cfg.get("tie_word_embeddings", False)))
 
 
-def lora_params(arch: Arch, r: int, targets: str | list[str] | None = None, top_layers: int | None = None) -> int:
+def lora_params(
+    arch: Arch, r: int, targets: str | list[str] | None = None, top_layers: int | None = None
+) -> int:
     """LoRA parameters on `targets` ("all-linear", None or module names) in the top `top_layers` layers."""
     shapes = arch.linear_shapes()
     names = list(shapes) if not targets or targets == "all-linear" else targets
     unknown = [n for n in names if n not in shapes]
     if unknown:
-        raise KitError(f"lora.target_modules: the planner knows {', '.join(shapes)}, not {', '.join(unknown)}")
+        raise KitError(
+            f"lora.target_modules: the planner knows {', '.join(shapes)}, not {', '.join(unknown)}"
+        )
     return min(top_layers or arch.layers, arch.layers) * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
@@ -222,23 +193,22 @@ def memory(
 
 def max_tokens_per_batch(arch: Arch, gpu_gib: float, **kw: Any) -> int:
     """The most tokens (batch x length) one device batch can hold on `gpu_gib` GiB; 0 if not even one."""
-    def fits(tok: int) -> bool:
-        return memory(arch, tok, gpu_gib, **kw)["total"] <= gpu_gib * GiB
 
-    if not fits(1):
-        return 0
-    lo, hi = 1, 2
-    while fits(hi) and hi < 1 << 26:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:  # memory grows with tokens: bisect the last size that fits
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    def too_big(tok: int) -> bool:
+        return memory(arch, tok, gpu_gib, **kw)["total"] > gpu_gib * GiB
+
+    # Memory grows with tokens: bisect for the first size (up to 2**26) that does not fit.
+    return bisect.bisect_left(range(1, 1 << 26), True, key=too_big)
 
 
 # What `toolcall-kit plan` assumes without a run config: QLoRA with gradient checkpointing, batch 2 x 2048 tokens.
-NO_CONFIG = {"model.max_seq_length": 2048, "model.load_in_4bit": True, "train.batch_size": 2,
-             "train.gradient_checkpointing": True, "train.epochs": 1}  # fmt: skip
+NO_CONFIG = {
+    "model.max_seq_length": 2048,
+    "model.load_in_4bit": True,
+    "train.batch_size": 2,
+    "train.gradient_checkpointing": True,
+    "train.epochs": 1,
+}
 
 
 def estimate(
@@ -251,63 +221,78 @@ def estimate(
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
     model, lora, train = cfg.model, cfg.lora, cfg.train
     arch = arch_for(model.name)
-    n = arch.params()
-    n_lora = lora_params(arch, lora.r, lora.target_modules, lora.top_layers)
-    mem, tflops, price = GPUS[gpu]
-    kw = dict(r=lora.r, target_modules=lora.target_modules, top_layers=lora.top_layers,
-              load_in_4bit=model.load_in_4bit, gradient_checkpointing=train.gradient_checkpointing,
-              backend="hf" if cfg.backend == "hf" else "unsloth")  # fmt: skip
-    parts = memory(arch, train.batch_size * model.max_seq_length, mem, **kw)
+    gpu_gib, tflops, price = GPUS[gpu]
+    kw = dict(
+        r=lora.r,
+        target_modules=lora.target_modules,
+        top_layers=lora.top_layers,
+        load_in_4bit=model.load_in_4bit,
+        gradient_checkpointing=train.gradient_checkpointing,
+        backend="hf" if cfg.backend == "hf" else "unsloth",
+    )
+    parts = memory(arch, train.batch_size * model.max_seq_length, gpu_gib, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
     out: dict[str, Any] = {
         "model": model.name,
         "backend": kw["backend"],
         "arch": asdict(arch),
-        "params_billion": round(n / 1e9, 3),
-        "lora_params_million": round(n_lora / 1e6, 2),
+        "params_billion": round(arch.params() / 1e9, 3),
+        "lora_params_million": round(
+            lora_params(arch, lora.r, lora.target_modules, lora.top_layers) / 1e6, 2
+        ),
         "memory_gib": {k: gib[k] for k in ("weights", "lora_and_optimizer", "activations", "logits")}
         | {"cuda_context": CUDA_CONTEXT_GIB, "total": gib["total"]},
         # Offloaded checkpoints (unsloth backend): host RAM the machine needs besides the GPU.
         "cpu_offload_gib": gib["cpu_offload"],
         "gpu": gpu,
-        "gpu_memory_gib": mem,
-        "fits": parts["total"] <= mem * GiB,
-        "max_tokens_per_batch": max_tokens_per_batch(arch, mem, **kw),
+        "gpu_memory_gib": gpu_gib,
+        "fits": parts["total"] <= gpu_gib * GiB,
+        "max_tokens_per_batch": max_tokens_per_batch(arch, gpu_gib, **kw),
         "effective_batch": train.batch_size * train.grad_accum,  # examples per optimizer step (one process)
     }
     if not out["fits"]:
-        fitting = out["max_tokens_per_batch"] // model.max_seq_length  # the largest batch_size that fits
-        if fitting:
-            accum = math.ceil(out["effective_batch"] / fitting)
-            out["advice"] = f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
-        else:
-            out["advice"] = "shorten max_seq_length, " + (
-                "use load_in_4bit" if not model.load_in_4bit else "turn on gradient_checkpointing"
-            )
+        out["advice"] = _advice(cfg, out["max_tokens_per_batch"], out["effective_batch"])
     if tokens:
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
         epochs = train.epochs or 1.0
-        flops = tokens * epochs * n * (6 if train.gradient_checkpointing else 4)
+        flops = tokens * epochs * arch.params() * (6 if train.gradient_checkpointing else 4)
         utilisation = UTILISATION[model.load_in_4bit]
         hours = flops / (tflops * 1e12 * utilisation) / 3600
-        p = price if price_per_hour is None else price_per_hour
-        out.update(training_tokens=int(tokens * epochs), hours=round(hours, 2), cost_usd=round(hours * p, 2),
-                   price_per_hour=p, utilisation_assumed=utilisation)  # fmt: skip
+        price = price if price_per_hour is None else price_per_hour
+        out |= {
+            "training_tokens": int(tokens * epochs),
+            "hours": round(hours, 2),
+            "cost_usd": round(hours * price, 2),
+        }
+        out |= {"price_per_hour": price, "utilisation_assumed": utilisation}
     return out
+
+
+def _advice(cfg: RunConfig, max_tokens: int, effective_batch: int) -> str:
+    """What makes a run that does not fit fit."""
+    fitting = max_tokens // cfg.model.max_seq_length  # the largest batch_size that fits
+    if fitting:
+        accum = math.ceil(effective_batch / fitting)
+        return f"batch_size {fitting} x grad_accum {accum} keeps the effective batch and fits"
+    return "shorten max_seq_length, " + (
+        "turn on gradient_checkpointing" if cfg.model.load_in_4bit else "use load_in_4bit"
+    )
 
 
 def summary(est: dict[str, Any]) -> str:
     m = est["memory_gib"]
+    upper_bound = " (the hf backend's estimate is the upper bound)" if est["backend"] == "unsloth" else ""
+    offload = est["cpu_offload_gib"]
     lines = [
         f"{est['model']}: {est['params_billion']} B params, LoRA {est['lora_params_million']} M, "
-        f"{est['backend']} backend" + (" (the hf backend's estimate is the upper bound)" if est["backend"] == "unsloth" else ""),
+        f"{est['backend']} backend{upper_bound}",
         f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + LoRA/optimizer "
         f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
         f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
         f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}; "
         f"effective batch {est['effective_batch']}"
-        + (f"; offloaded checkpoints need {est['cpu_offload_gib']} GiB of CPU RAM" if est["cpu_offload_gib"] else ""),
+        + (f"; offloaded checkpoints need {offload} GiB of CPU RAM" if offload else ""),
     ]
     if "advice" in est:
         lines.append(f"advice: {est['advice']}")
