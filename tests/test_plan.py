@@ -6,7 +6,16 @@ import pytest
 from toolcall_kit.cli import main
 from toolcall_kit.config import load_config
 from toolcall_kit.errors import KitError
-from toolcall_kit.plan import NO_CONFIG, GiB, arch_for, estimate, lora_params, max_tokens_per_batch, memory
+from toolcall_kit.plan import (
+    NO_CONFIG,
+    GiB,
+    arch_for,
+    estimate,
+    lora_params,
+    max_tokens_per_batch,
+    memory,
+    summary,
+)
 
 
 def run(model: str, **values):
@@ -141,3 +150,18 @@ def test_lora_count_follows_top_layers_and_refuses_unknown_modules():
     assert lora_params(arch, 16, ["q_proj"], top_layers=99) == lora_params(arch, 16, ["q_proj"])
     with pytest.raises(KitError, match="lora.target_modules: .* not c_attn"):
         lora_params(arch, 16, ["q_proj", "c_attn"])
+
+
+def test_full_finetuning_plans_the_trained_layers_weights_and_their_optimizer():
+    from toolcall_kit.plan import full_params
+
+    arch = arch_for("packaged:smollm2-135m-instruct")
+    # train() reported 53,102,016 trainable weights for the demo's top 15 layers (the final norm: 576 of them).
+    assert abs(full_params(arch, 15) - 53_102_016) < 1_000 and full_params(arch) == 2 * full_params(arch, 15)
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo_cpu.yaml")
+    full = estimate(load_config(demo), gpu="t4-16gb")
+    lora = estimate(load_config(demo, {"method": "lora"}), gpu="t4-16gb")
+    assert full["trained_params_million"] == 53.1 and full["lora_params_million"] is None
+    # 53M weights x (16-bit grad + two fp32 moments) = 0.49 GiB, against LoRA's 4.9M x 14 B.
+    assert full["memory_gib"]["lora_and_optimizer"] == 0.49 > lora["memory_gib"]["lora_and_optimizer"]
+    assert "full fine-tuning of 53.1 M" in summary(full)

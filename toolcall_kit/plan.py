@@ -121,6 +121,12 @@ def lora_params(
     return min(top_layers or arch.layers, arch.layers) * sum(r * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
+def full_params(arch: Arch, top_layers: int | None = None) -> int:
+    """Weights method: full trains: the decoder layers' (all, or the top `top_layers`); embeddings frozen."""
+    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
+    return int((arch.params() - emb) * min(top_layers or arch.layers, arch.layers) / arch.layers)
+
+
 def layer_working_set(arch: Arch) -> int:
     """16-bit values per token alive while one decoder layer is recomputed and back-propagated.
 
@@ -146,16 +152,22 @@ def memory(
     gradient_checkpointing: bool = True,
     backend: str = "unsloth",
     top_layers: int | None = None,
+    full: bool = False,
 ) -> dict[str, float]:
-    """Peak GPU memory (bytes) by part for one device batch of `tokens_per_batch` tokens (batch x length)."""
+    """Peak GPU memory (bytes) by part for one device batch of `tokens_per_batch` tokens (batch x length).
+    `full`: method: full (the weights of the top `top_layers` layers train; `r`, `target_modules` unused)."""
     if backend not in BACKENDS:
         raise KitError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
     n = arch.params()
     # NF4 with double quantisation stores ~4.127 bits a weight; embeddings and the head stay 16-bit.
     emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
     weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
-    # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
-    lora = lora_params(arch, r, target_modules, top_layers) * (2 + 4 + 8)
+    if full:
+        # The trained layers' 16-bit grads + two fp32 AdamW moments (the weights are counted above).
+        lora = full_params(arch, top_layers) * (2 + 8)
+    else:
+        # LoRA weights in 16-bit + fp32 grads + two fp32 AdamW moments.
+        lora = lora_params(arch, r, target_modules, top_layers) * (2 + 4 + 8)
     tok = tokens_per_batch
     offloaded = 0.0
     if not gradient_checkpointing:
@@ -222,10 +234,12 @@ def estimate(
     model, lora, train = cfg.model, cfg.lora, cfg.train
     arch = arch_for(model.name)
     gpu_gib, tflops, price = GPUS[gpu]
+    full = cfg.method == "full"
     kw = dict(
         r=lora.r,
         target_modules=lora.target_modules,
-        top_layers=lora.top_layers,
+        top_layers=cfg.full.top_layers if full else lora.top_layers,
+        full=full,
         load_in_4bit=model.load_in_4bit,
         gradient_checkpointing=train.gradient_checkpointing,
         backend="hf" if cfg.backend == "hf" else "unsloth",
@@ -237,9 +251,11 @@ def estimate(
         "backend": kw["backend"],
         "arch": asdict(arch),
         "params_billion": round(arch.params() / 1e9, 3),
-        "lora_params_million": round(
+        "method": cfg.method,
+        "lora_params_million": None if full else round(
             lora_params(arch, lora.r, lora.target_modules, lora.top_layers) / 1e6, 2
         ),
+        "trained_params_million": round(full_params(arch, kw["top_layers"]) / 1e6, 2) if full else None,
         "memory_gib": {k: gib[k] for k in ("weights", "lora_and_optimizer", "activations", "logits")}
         | {"cuda_context": CUDA_CONTEXT_GIB, "total": gib["total"]},
         # Offloaded checkpoints (unsloth backend): host RAM the machine needs besides the GPU.
@@ -256,7 +272,9 @@ def estimate(
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
         epochs = train.epochs or 1.0
-        flops = tokens * epochs * arch.params() * (6 if train.gradient_checkpointing else 4)
+        # method: full adds the weight gradients of the trained layers (2N of their share).
+        trained = full_params(arch, kw["top_layers"]) if full else 0
+        flops = tokens * epochs * (arch.params() * (6 if train.gradient_checkpointing else 4) + 2 * trained)
         utilisation = UTILISATION[model.load_in_4bit]
         hours = flops / (tflops * 1e12 * utilisation) / 3600
         price = price if price_per_hour is None else price_per_hour
@@ -285,9 +303,12 @@ def summary(est: dict[str, Any]) -> str:
     upper_bound = " (the hf backend's estimate is the upper bound)" if est["backend"] == "unsloth" else ""
     offload = est["cpu_offload_gib"]
     lines = [
-        f"{est['model']}: {est['params_billion']} B params, LoRA {est['lora_params_million']} M, "
-        f"{est['backend']} backend{upper_bound}",
-        f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + LoRA/optimizer "
+        f"{est['model']}: {est['params_billion']} B params, "
+        + (f"full fine-tuning of {est['trained_params_million']} M" if est.get("method") == "full"
+           else f"LoRA {est['lora_params_million']} M")  # fmt: skip
+        + f", {est['backend']} backend{upper_bound}",
+        f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + "
+        f"{'grads/optimizer' if est.get('method') == 'full' else 'LoRA/optimizer'} "
         f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
         f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
         f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}; "
