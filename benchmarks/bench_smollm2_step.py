@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_smollm2_step.py [--steps 10] [--config configs/demo_cpu.yaml]
 
-Both sides run `toolcall_kit.train.train` on the demo config (the packaged SmolLM2-135M-Instruct, LoRA r 16
-on every linear layer, the shipped demo data, the same seed, so the same batches in the same order). The
+Both sides run `toolcall_kit.train.train` on the demo config (the packaged SmolLM2-135M-Instruct, full
+fine-tuning of its top 15 layers since late November, before that LoRA r 16 on them; the shipped demo data, the same seed, so the same batches in the same order). The
 only difference: the kit's side keeps TRL's `chunked_nll` loss, which runs the output layer (49,152 x 576)
 only at the trained (assistant) positions, about a tenth of the demo's tokens; the other side sets
 `loss_type="nll"`, which computes logits for every position as a plain transformers loss does. Tokens per
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     kit = run(a.config, a.steps, tmp, full_logits=False)
     full = run(a.config, a.steps, tmp, full_logits=True)
     ratio = kit["tokens_per_s"] / full["tokens_per_s"]
-    print(f"\nSmolLM2-135M LoRA step on CPU, {a.config}, {a.steps} steps ({WARMUP} warm-up steps not timed)")
+    print(f"\nSmolLM2-135M training step on CPU, {a.config}, {a.steps} steps ({WARMUP} warm-up steps not timed)")
     print(f"  kit (logits at trained positions)  {kit['tokens_per_s']:7.1f} real tokens/s, peak RSS {kit['peak_rss_gib']} GiB")
     print(f"  full-vocabulary logits             {full['tokens_per_s']:7.1f} real tokens/s, peak RSS {full['peak_rss_gib']} GiB")
     print(f"  ratio kit/full = {ratio:.2f}x (target >= 1.2x)")
