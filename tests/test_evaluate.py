@@ -560,3 +560,10 @@ def test_eval_against_a_real_transformers_serve(served_caller, tmp_path):
             concurrency=2,
             timeout=5,
         )
+
+
+def test_every_endpoint_url_form_reaches_the_same_v1_base():
+    from toolcall_kit.evaluate import openai_base_url
+
+    forms = ["http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/chat/completions/"]
+    assert {openai_base_url(u) for u in forms} == {"http://h:8000/v1"}

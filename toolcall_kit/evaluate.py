@@ -980,6 +980,13 @@ def openai_messages(messages: Sequence[dict]) -> list[dict]:
     return out
 
 
+def openai_base_url(url: str) -> str:
+    """The OpenAI base URL (ending in /v1) for a server address, its /v1, or its /v1/chat/completions: the one
+    rule for every endpoint the kit talks to (`eval --endpoint`, `synth --teacher-url`)."""
+    u = url.rstrip("/").removesuffix("/chat/completions")
+    return u if u.endswith("/v1") else u + "/v1"
+
+
 def predict_endpoint(
     cases: Sequence[Case],
     url: str,
@@ -989,8 +996,7 @@ def predict_endpoint(
     fmt: str = "hermes",
     timeout: float = 300.0,
 ) -> list[Prediction]:
-    """Greedy predictions from an OpenAI-compatible server: its `/v1` base URL (a full `.../chat/completions`
-    URL is accepted too), `concurrency` requests in flight. No retries: a failed request is that case's
+    """Greedy predictions from an OpenAI-compatible server at `url` (see `openai_base_url`), `concurrency` requests in flight. No retries: a failed request is that case's
     failure. No key is sent (never OPENAI_API_KEY): servers without auth ignore the placeholder."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -998,8 +1004,7 @@ def predict_endpoint(
 
     if concurrency < 1:
         raise KitError("concurrency must be at least 1")
-    base = url.rstrip("/").removesuffix("/chat/completions")
-    client = OpenAI(base_url=base, api_key="none", timeout=timeout, max_retries=0)
+    client = OpenAI(base_url=openai_base_url(url), api_key="none", timeout=timeout, max_retries=0)
 
     def one(case: Case) -> Prediction:
         tools = {"tools": list(case.tools)} if case.tools else {}

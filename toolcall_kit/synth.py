@@ -994,12 +994,6 @@ PARAPHRASE_SYSTEM = (
 TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
 
 
-def teacher_base_url(url: str) -> str:
-    """The OpenAI base URL (ending in /v1) for a server address, its /v1, or its /v1/chat/completions."""
-    u = url.rstrip("/").removesuffix("/chat/completions")
-    return u if u.endswith("/v1") else u + "/v1"
-
-
 def _leaves(v: Any) -> list[Any]:
     if isinstance(v, dict | list):
         return [x for val in (v.values() if isinstance(v, dict) else v) for x in _leaves(val)]
@@ -1088,7 +1082,9 @@ def paraphrase_with_teacher(
     is counted. At most `workers` requests are in flight. Returns (records, report)."""
     import openai
 
-    base = teacher_base_url(url)
+    from .evaluate import openai_base_url
+
+    base = openai_base_url(url)
     key = teacher_key(base, api_key)
     client, headers = teacher_client(base, key, timeout)
     out = copy.deepcopy(records)
@@ -1177,7 +1173,9 @@ def synth(
     if bool(teacher_url) != bool(teacher_model):
         raise KitError("--teacher-url and --teacher-model go together")
     if teacher_url:
-        teacher_key(teacher_base_url(teacher_url), teacher_api_key)  # refuse before generating, not after
+        from .evaluate import openai_base_url
+
+        teacher_key(openai_base_url(teacher_url), teacher_api_key)  # refuse before generating, not after
     check_writable_file(out, "--out")
     records, report = generate(**options)
     if teacher_url:
