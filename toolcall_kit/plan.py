@@ -57,10 +57,16 @@ class Arch:
             "down_proj": (self.intermediate, self.hidden),
         }
 
+    def layer_params(self) -> int:
+        """One decoder layer: its linear layers and two norms."""
+        return sum(i * o for i, o in self.linear_shapes().values()) + 2 * self.hidden
+
+    def embedding_params(self) -> int:
+        """The input embeddings, and the output head unless it is tied to them."""
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
     def params(self) -> int:
-        per_layer = sum(i * o for i, o in self.linear_shapes().values()) + 2 * self.hidden
-        emb = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-        return self.layers * per_layer + emb + self.hidden
+        return self.layers * self.layer_params() + self.embedding_params() + self.hidden
 
 
 # The models and GPUs planned for offline; plan_hardware.yaml says what each number is.
@@ -123,8 +129,7 @@ def lora_params(
 
 def full_params(arch: Arch, top_layers: int | None = None) -> int:
     """Weights method: full trains: the decoder layers' (all, or the top `top_layers`); embeddings frozen."""
-    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
-    return int((arch.params() - emb) * min(top_layers or arch.layers, arch.layers) / arch.layers)
+    return arch.layer_params() * min(top_layers or arch.layers, arch.layers)
 
 
 def layer_working_set(arch: Arch) -> int:
@@ -160,7 +165,7 @@ def memory(
         raise KitError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
     n = arch.params()
     # NF4 with double quantisation stores ~4.127 bits a weight; embeddings and the head stay 16-bit.
-    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
+    emb = arch.embedding_params()
     weights = ((n - emb) * 4.127 / 8 + emb * 2) if load_in_4bit else n * 2
     if full:
         # The trained layers' 16-bit grads + two fp32 AdamW moments (the weights are counted above).
