@@ -244,8 +244,10 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
         raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
     if full and method == "unsloth":
         raise KitError("method: unsloth merges a LoRA adapter; a method: full run has none (use peft)")
-    trained_on = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
-    base_name = trained_on if full else base_for(adapter_cfg, info, base)
+    if full:  # for the model card: the model the run started from
+        base_name = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
+    else:
+        base_name = base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
     torch_dtype = getattr(torch, dtype)
     base_path = str(adapter_dir) if full else resolve_model(base_name)
