@@ -26,7 +26,7 @@ def _write_jsonl(path: Path, rows) -> Path:
 def test_mask_view_shows_the_sequence_training_encodes(tmp_path, monkeypatch, max_seq_length):
     """Llama 3.1 with a parallel call: the view adapts the record as training does (split into one call per
     turn), renders the same template, and marks the cut where max_seq_length cuts."""
-    from toolcall_kit.tokens import read_records
+    from toolcall_kit.records import read_records
     from toolcall_kit.train import encode_records
 
     recs = sample_records()

@@ -8,7 +8,8 @@ import pytest
 from template_fixtures import family_tokenizer
 
 from toolcall_kit import pipeline
-from toolcall_kit.tokens import load_tokenizer, read_records
+from toolcall_kit.records import read_records
+from toolcall_kit.tokens import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -168,7 +168,8 @@ def test_hf_backend_trains_and_fills_the_run_folder(hf_run):
 
 def test_fingerprints_hold_the_token_reports_statistics(hf_run, data):
     """One set of token statistics: what training records for its data is what stage 02 reports."""
-    from toolcall_kit.tokens import load_tokenizer, read_records, token_report
+    from toolcall_kit.records import read_records
+    from toolcall_kit.tokens import load_tokenizer, token_report
 
     cfg, result = hf_run
     fp = json.loads((Path(result["run_dir"]) / "data_fingerprints.json").read_text())
@@ -289,7 +290,8 @@ def test_masked_tokens_get_label_minus_100_and_no_loss(tmp_path, data):
 
     from toolcall_kit.config import sft_kwargs
     from toolcall_kit.models import resolve_model
-    from toolcall_kit.tokens import encode, read_records
+    from toolcall_kit.records import read_records
+    from toolcall_kit.tokens import encode
     from toolcall_kit.train import _dataset, encode_records, load_hf
 
     cfg = cfg_for(tmp_path, data, **{"data.eval": None})

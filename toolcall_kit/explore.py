@@ -75,8 +75,8 @@ def _adapt(records: list[Record], cfg: RunConfig, family) -> list[Record]:
 
 def sample_record(cfg: RunConfig, index: int = 0):
     """Kept training record `index`, pretty-printed, and rendered with the family's training template."""
+    from .records import read_records
     from .templates import render
-    from .tokens import read_records
 
     record = read_records(cfg.data.train)[index]
     tok, fam, template = _training_view(cfg)
@@ -161,7 +161,7 @@ class MaskView:
     max_seq_length cut); the tokenizer is loaded once so stepping through examples is quick."""
 
     def __init__(self, cfg: RunConfig):
-        from .tokens import read_records
+        from .records import read_records
 
         self.max_seq_length = cfg.model.max_seq_length
         self.tokenizer, self.family, self.template = _training_view(cfg)

@@ -175,7 +175,8 @@ def family_quirks(cfg: RunConfig) -> dict[str, str]:
 
 def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, Any]:
     """Exact token budget of `data.train` with the model's tokenizer and template (`toolcall-kit tokens`)."""
-    from .tokens import read_records, token_report
+    from .records import read_records
+    from .tokens import token_report
 
     if plot:
         io.check_writable_file(plot, "--plot")  # before the counting, not after it
@@ -195,8 +196,9 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
     """Row `index` of `data.train` (negative: from the end) as text with its trained tokens marked and the
     tokens past `model.max_seq_length` shown after a cut line (`toolcall-kit show-mask`)."""
+    from .records import read_records
     from .templates import adapt_records, detect_family
-    from .tokens import read_records, show_mask
+    from .tokens import show_mask
 
     records = read_records(cfg.data.train)
     if not -len(records) <= index < len(records):

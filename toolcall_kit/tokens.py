@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KitError, loading
-from .records import Record, read_records  # noqa: F401 - read_records: re-exported for the CLI and notebooks
+from .records import Record
 from .templates import (
     Family,
     adapt_records,

@@ -730,7 +730,7 @@ def encode_records(
 def build_datasets(run: Run, loaded: Loaded) -> Datasets:
     """data.train and data.eval (the first train.eval_limit records), tokenized with the training template."""
     from .bfcl import assert_not_bfcl
-    from .tokens import read_records
+    from .records import read_records
 
     cfg = run.cfg
 
