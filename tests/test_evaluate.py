@@ -252,7 +252,11 @@ def test_read_predictions_errors(tmp_path):
 def test_endpoint_predictions_through_the_openai_client():
     """A stub OpenAI-compatible server: structured calls come back as the server sent them, requests run
     concurrently, arguments go out as JSON strings, and a dead endpoint is an error that names it."""
-    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
     reply = {"role": "assistant", "content": None, "tool_calls": [call]}
     cases = E.cases_from_records(E.load_records(DATA))
     after_a_call = [c for c in cases if len(c.messages) > 2][:1]
@@ -409,6 +413,43 @@ def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(untied)
     lengths = {len(w) for w in want}
     assert len(lengths) > 1 and 16 in lengths  # some rows stopped early, at least one ran to the limit
     assert got == want
+
+
+def test_grouped_decode_attention_matches_the_library_and_is_undone(untied):
+    """A decoding step through `grouped_sdpa` (KV heads read once, not copied per query head) gives the
+    library's logits for left-padded rows of a grouped-query model; the model's attention is restored after."""
+    import torch
+
+    from toolcall_kit.templates import detect_family
+
+    model, tok = untied
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped: the path is taken
+    prompts = E.render_prompts(tok, E.cases_from_records(E.load_records(DATA))[:4], detect_family(tok))
+    tok.padding_side = "left"
+    batch = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()  # some rows are padded
+
+    def two_steps():
+        from transformers import DynamicCache
+
+        cache, mask = DynamicCache(config=model.config), batch["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        first = model(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=pos, past_key_values=cache
+        )
+        nxt = first.logits[:, -1].argmax(-1, keepdim=True)
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
+        return model(
+            input_ids=nxt, attention_mask=mask, position_ids=pos[:, -1:] + 1, past_key_values=cache
+        ).logits
+
+    with torch.inference_mode():
+        library = two_steps()
+        with E.grouped_decode_attention(model):
+            assert model.config._attn_implementation == E.GROUPED_SDPA
+            grouped = two_steps()
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.allclose(library, grouped, atol=1e-5)
 
 
 def test_eval_with_adapter_matches_base(tmp_path):
