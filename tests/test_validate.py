@@ -280,3 +280,21 @@ def test_array_items_in_tuple_form_is_a_bad_tool_schema():
         ],
     )
     assert [p.reason for p in v.validate_record(record)] == [v.BAD_TOOL_SCHEMA]
+
+
+def test_importing_the_validator_defers_rfc3987_syntax_and_its_iri_check_still_works():
+    """`import jsonschema` would compile rfc3987-syntax's 39 grammars (~2 s in every kit process); the kit
+    defers that import to the first "iri" format check, which then gives the library's answers."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("rfc3987_syntax")
+    code = (
+        "import sys, toolcall_kit.validate, jsonschema\n"
+        "real = lambda: getattr(sys.modules['rfc3987_syntax'], '__file__', None) is not None\n"
+        "print(real())\n"
+        "c = jsonschema.FormatChecker()\n"
+        "print(c.conforms('https://example.com/caf\u00e9', 'iri'), c.conforms('no scheme here', 'iri'), real())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "False", "True"]

@@ -6,19 +6,48 @@ evaluator's output-validity checks all go through here, so a rule changes in one
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
+import sys
+import types
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import jsonschema
-import regex
-from jsonschema.exceptions import ValidationError
-from jsonschema.validators import extend, validator_for
 
-from .records import KINDS, ROLES
+def _defer_rfc3987_syntax() -> None:
+    """Let jsonschema import `rfc3987_syntax` (its "iri" format check) only when that check first runs.
+
+    Why: JupyterLab's jupyter_events installs jsonschema[format-nongpl], and `rfc3987_syntax` compiles 39
+    lark grammars when imported: `import jsonschema` took 2.5 s instead of 0.3 s, in every kit process
+    (each notebook's kernel, each CLI call, many tests). The check itself is the library's, unchanged."""
+    name = "rfc3987_syntax"
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    real = None
+
+    def is_valid_syntax(term: str, value: str) -> bool:
+        nonlocal real
+        if real is None:
+            sys.modules.pop(name, None)
+            real = importlib.import_module(name).is_valid_syntax
+        return real(term, value)
+
+    stand_in = types.ModuleType(name)
+    stand_in.is_valid_syntax = is_valid_syntax
+    sys.modules[name] = stand_in
+
+
+_defer_rfc3987_syntax()
+
+import jsonschema  # noqa: E402  (after the stand-in above)
+import regex  # noqa: E402
+from jsonschema.exceptions import ValidationError  # noqa: E402
+from jsonschema.validators import extend, validator_for  # noqa: E402
+
+from .records import KINDS, ROLES  # noqa: E402
 
 # OpenAI's rule for function names (matched whole: `$` would let a trailing newline through).
 TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
