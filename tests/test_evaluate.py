@@ -404,15 +404,74 @@ def test_greedy_decode_drops_finished_rows_and_picks_what_generate_picks(untied)
             for t in set(row[2:10].tolist()):
                 counts[t] = counts.get(t, 0) + 1
         stop = max(counts, key=lambda t: (0 < counts[t] < len(free), counts[t]))
-        tok.padding_side = "left"
-        batch = tok.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
-        got = E.greedy_decode(model, batch["input_ids"], batch["attention_mask"], 16, {stop})
+        got, _ = E.greedy_decode(model, encoded, 16, {stop})
     want = [
         row.tolist()[: row.tolist().index(stop)] if stop in row.tolist() else row.tolist() for row in free
     ]
     lengths = {len(w) for w in want}
     assert len(lengths) > 1 and 16 in lengths  # some rows stopped early, at least one ran to the limit
     assert got == want
+
+
+def test_prefix_parents_finds_the_longest_prompt_each_prompt_extends():
+    assert E.prefix_parents([[1, 2], [1, 2, 3], [1, 2, 3, 4], [9], [1, 2], [2, 1, 2]]) == {1: 0, 2: 1}
+
+
+def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_generates_tokens(untied):
+    """A conversation's later turn extends its earlier turn's prompt: it is prefilled from that prompt's cached
+    keys and values, in a batch beside rows with other prefixes or none, and gets `model.generate`'s tokens."""
+    import torch
+
+    from toolcall_kit.templates import detect_family
+
+    model, tok = untied
+    cases = E.cases_from_records(E.load_records(DATA))
+    prompts = E.render_prompts(tok, cases, detect_family(tok))
+    encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    parents = E.prefix_parents(encoded)
+    assert len(parents) >= 2  # the data has multi-turn records: some prompts extend others
+    with torch.inference_mode():
+        want = [
+            model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=None)[
+                0, len(ids) :
+            ]
+            for ids in encoded
+        ]
+        # One batch keeps the parents' prompts; the next prefills the children from them beside a row without.
+        children = sorted(parents)
+        other = next(i for i in range(len(encoded)) if i not in parents and i not in parents.values())
+        _, kept = E.greedy_decode(
+            model, [encoded[parents[c]] for c in children], 8, set(), keep=[True] * len(children)
+        )
+        batch = [*children, other]
+        got, kv = E.greedy_decode(
+            model, [encoded[i] for i in batch], 8, set(), prefixes=[*kept, None], keep=[True] * len(batch)
+        )
+        alone = [E.greedy_decode(model, [encoded[i]], 1, set(), keep=[True])[1][0] for i in batch]
+    assert len({len(encoded[i]) for i in batch}) == len(batch)  # rows of different lengths and prefix lengths
+    assert got == [want[i].tolist() for i in batch]
+    for row, ref in zip(kv, alone, strict=True):  # every layer's keys and values as if prefilled whole
+        assert all(
+            torch.allclose(a, b, atol=1e-5) for pair, refs in zip(row, ref) for a, b in zip(pair, refs)
+        )
+
+    # End to end: one prompt a batch, so every later turn finds its earlier turn cached.
+    used = []
+    real = E.greedy_decode
+
+    def spy(model, batch, *a, **kw):
+        used.extend(p is not None for p in a[2])
+        return real(model, batch, *a, **kw)
+
+    E.greedy_decode = spy
+    try:
+        texts = E.generate_batched(model, tok, prompts, batch_size=1, max_new_tokens=8)
+    finally:
+        E.greedy_decode = real
+    assert sum(used) == len(parents)
+    assert texts == [
+        tok.decode(w[: list(w).index(tok.eos_token_id)] if tok.eos_token_id in w else w) for w in want
+    ]
 
 
 def test_grouped_decode_attention_matches_the_library_and_is_undone(untied):

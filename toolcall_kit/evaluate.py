@@ -801,40 +801,161 @@ def generate_batched(
 ) -> list[str]:
     """Greedy completions of `prompts` (rendered text), `batch_size` at a time with left padding.
 
-    Prompts are sorted by length so a batch pads little; outputs come back in the input order, decoded
-    with special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
+    Prompts go shortest first, so a batch pads little and a conversation's earlier turn is prefilled before
+    the later turns whose prompts extend it: those start from its cached keys and values and prefill only
+    the new tokens (a third of the demo's prompt tokens). Outputs come back in the input order, decoded with
+    special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
     """
     import torch
 
     if batch_size < 1:
         raise KitError("batch size must be at least 1")
-    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos = [model.generation_config.eos_token_id, tokenizer.eos_token_id]  # each an id, a list of ids or None
     stop = {int(i) for e in eos for i in (e if isinstance(e, (list, tuple)) else [e]) if i is not None}
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    parent = prefix_parents(encoded)
+    waiting = Counter(parent.values())  # prompts still to come that extend prompt j
+    kept: dict[int, list] = {}  # prompt j's keys and values, while prompts that extend it wait
     out: list[str] = [""] * len(prompts)
-    device = next(model.parameters()).device
     model.eval()
-    with grouped_decode_attention(model):
+    with grouped_decode_attention(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
-            with torch.inference_mode():
-                new = greedy_decode(
-                    model,
-                    batch["input_ids"].to(device),
-                    batch["attention_mask"].to(device),
-                    max_new_tokens,
-                    stop,
-                )
+            prefixes = [kept.get(parent[i]) if i in parent else None for i in idx]
+            for i in idx:
+                if i in parent:
+                    waiting[parent[i]] -= 1
+                    if not waiting[parent[i]]:
+                        kept.pop(parent[i], None)
+            new, prompt_kv = greedy_decode(
+                model,
+                [encoded[i] for i in idx],
+                max_new_tokens,
+                stop,
+                prefixes,
+                keep=[waiting[i] > 0 for i in idx],
+            )
+            kept.update({i: kv for i, kv in zip(idx, prompt_kv, strict=True) if kv is not None})
             for i, ids in zip(idx, new, strict=True):
                 out[i] = tokenizer.decode(ids, skip_special_tokens=False)
             if progress:
                 progress(start + len(idx), len(order))
     return out
+
+
+def prefix_parents(encoded: Sequence[Sequence[int]]) -> dict[int, int]:
+    """For each prompt that extends another one token for token (a later turn of the same conversation), the
+    longest such other prompt."""
+    by_length: dict[int, dict[tuple, int]] = defaultdict(dict)
+    for j, ids in enumerate(encoded):
+        by_length[len(ids)].setdefault(tuple(ids), j)
+    lengths = sorted(by_length, reverse=True)
+    parents = {}
+    for i, ids in enumerate(encoded):
+        for n in (n for n in lengths if n < len(ids)):
+            j = by_length[n].get(tuple(ids[:n]))
+            if j is not None:
+                parents[i] = j
+                break
+    return parents
+
+
+def greedy_decode(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stop: set[int],
+    prefixes: Sequence[list | None] | None = None,
+    keep: Sequence[bool] | None = None,
+) -> tuple[list[list[int]], list[list | None]]:
+    """Greedy new tokens of a batch of prompts (token ids), each row cut before its first stop token; and,
+    where `keep` asks, each prompt's own keys and values (per layer, for `prefixes` of a later batch).
+
+    A row's prefix (keys and values of its first tokens, cached from an earlier prompt) is placed before its
+    remaining tokens: rows are left-padded in both parts, the holes masked out, positions counted over the
+    real tokens only, as `generate` counts them (cumulative mask - 1); so the tokens are `generate`'s.
+
+    Written out instead of `model.generate` because generate keeps a finished row in the batch until the
+    longest one ends: on a CPU a decoding step costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts,
+    2 cores), and one rambling answer per batch of 16 made evaluation ~3x longer than its tokens need.
+    Here a row leaves the batch (and the KV cache) when it ends, so batches can be large. transformers'
+    continuous batching (`generate_batch`) does this too, but its paged attention was ~2x slower than
+    `generate` on this CPU.
+    """
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    device = next(model.parameters()).device
+    cache = DynamicCache(config=model.config)
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):  # sliding windows: no prefixes
+        prefixes, keep = None, None
+    prefixes = list(prefixes or [None] * len(prompts))
+    cached = [0 if p is None else p[0][0].shape[-2] for p in prefixes]
+    rest = [list(ids[n:]) for ids, n in zip(prompts, cached, strict=True)]
+    width_c, width_r = max(cached), max(len(r) for r in rest)
+    mask = torch.zeros(len(prompts), width_c + width_r, dtype=torch.long, device=device)
+    ids = torch.zeros(len(prompts), width_r, dtype=torch.long, device=device)
+    for row, (n, r) in enumerate(zip(cached, rest, strict=True)):
+        mask[row, width_c - n : width_c] = 1
+        mask[row, mask.shape[1] - len(r) :] = 1
+        ids[row, width_r - len(r) :] = torch.tensor(r, dtype=torch.long)
+    if width_c:  # the cached prefixes, each left-padded to the longest
+        ref = next(p for p in prefixes if p is not None)
+        for layer, (k0, _) in enumerate(ref):
+            keys = k0.new_zeros(len(prompts), k0.shape[0], width_c, k0.shape[-1])
+            values = torch.zeros_like(keys)
+            for row, (p, n) in enumerate(zip(prefixes, cached, strict=True)):
+                if p is not None:
+                    keys[row, :, width_c - n :], values[row, :, width_c - n :] = p[layer]
+            cache.update(keys, values, layer)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions[:, width_c:],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    kept: list[list | None] = [None] * len(prompts)
+    for row, wanted in enumerate(keep or []):
+        if wanted:
+            real = mask[row].bool()
+            kept[row] = [(layer.keys[row][:, real], layer.values[row][:, real]) for layer in cache.layers]
+    logits = out.logits[:, -1]
+    live = list(range(len(prompts)))  # original row of each row still in the batch
+    new: list[list[int]] = [[] for _ in live]
+    next_pos = positions[:, -1] + 1
+    for _ in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        still = []
+        for j, (row, tok) in enumerate(zip(live, tokens.tolist(), strict=True)):
+            if tok in stop:
+                continue
+            new[row].append(tok)
+            if len(new[row]) < max_new_tokens:
+                still.append(j)
+        if not still:
+            break
+        if len(still) < len(live):
+            pick = torch.tensor(still, device=tokens.device)
+            cache.batch_select_indices(pick)
+            live, tokens, mask, next_pos = [live[j] for j in still], tokens[pick], mask[pick], next_pos[pick]
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    return new, kept
 
 
 GROUPED_SDPA = "toolcall_kit_grouped_sdpa"
@@ -890,60 +1011,6 @@ def grouped_decode_attention(model):
         yield
     finally:
         base.set_attn_implementation(before)
-
-
-def greedy_decode(model, input_ids, attention_mask, max_new_tokens: int, stop: set[int]) -> list[list[int]]:
-    """Greedy new tokens of a left-padded batch, each row cut before its first stop token.
-
-    Written out instead of `model.generate` because generate keeps a finished row in the batch until the
-    longest one ends: on a CPU a decoding step costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts,
-    2 cores), and one rambling answer per batch of 16 made evaluation ~3x longer than its tokens need.
-    Here a row leaves the batch (and the KV cache) when it ends, so batches can be large. transformers'
-    continuous batching (`generate_batch`) does this too, but its paged attention was ~2x slower than
-    `generate` on this CPU. Positions follow `generate`'s rule for left padding (cumulative mask - 1), so
-    the tokens are the ones `generate` picks.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-
-    def last_logits(ids, mask, positions, **kw):  # the model's next-token logits; `cache` grows by `ids`
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            **kw,
-        )
-        return out.logits[:, -1]
-
-    live = list(range(input_ids.shape[0]))  # original row of each row still in the batch
-    new: list[list[int]] = [[] for _ in live]
-    mask = attention_mask.long()
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    logits = last_logits(input_ids, mask, positions, logits_to_keep=1)
-    next_pos = positions[:, -1] + 1
-    for _ in range(max_new_tokens):
-        tokens = logits.argmax(-1)
-        keep = []
-        for j, (row, tok) in enumerate(zip(live, tokens.tolist(), strict=True)):
-            if tok in stop:
-                continue
-            new[row].append(tok)
-            if len(new[row]) < max_new_tokens:
-                keep.append(j)
-        if not keep:
-            break
-        if len(keep) < len(live):
-            pick = torch.tensor(keep, device=tokens.device)
-            cache.batch_select_indices(pick)
-            live, tokens, mask, next_pos = [live[j] for j in keep], tokens[pick], mask[pick], next_pos[pick]
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        logits = last_logits(tokens[:, None], mask, next_pos[:, None])
-        next_pos = next_pos + 1
-    return new
 
 
 def generation_key(model, adapter: str | None, prompts: Sequence[str], settings: dict) -> str | None:
