@@ -417,6 +417,13 @@ def test_prefix_parents_finds_the_longest_prompt_each_prompt_extends():
     assert E.prefix_parents([[1, 2], [1, 2, 3], [1, 2, 3, 4], [9], [1, 2], [2, 1, 2]]) == {1: 0, 2: 1}
 
 
+def test_prefix_cut_keeps_the_batch_narrow():
+    assert E.prefix_cut([1000, 1100], [950, 1000]) == 1000  # both rows reuse all: 1,100 wide either way
+    assert E.prefix_cut([376, 432, 207], [308, 376, 0]) == 0  # reuse would make it 583 wide, not 432
+    assert E.prefix_cut([376, 432], [308, 376]) == 308  # 432 wide, where the whole prefixes make it 444
+    assert E.prefix_cut([50, 60], [0, 0]) == 0
+
+
 def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_generates_tokens(untied):
     """A conversation's later turn extends its earlier turn's prompt: it is prefilled from that prompt's cached
     keys and values, in a batch beside rows with other prefixes or none, and gets `model.generate`'s tokens."""
@@ -444,15 +451,22 @@ def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_g
             model, [encoded[parents[c]] for c in children], 8, set(), keep=[True] * len(children)
         )
         batch = [*children, other]
-        got, kv = E.greedy_decode(
-            model, [encoded[i] for i in batch], 8, set(), prefixes=[*kept, None], keep=[True] * len(batch)
-        )
+        # Whole prefixes of different lengths beside a row without one (the narrowest cut would drop them).
+        E.prefix_cut, narrowest = (lambda lengths, cached: max(cached)), E.prefix_cut
+        try:
+            got, kv = E.greedy_decode(
+                model, [encoded[i] for i in batch], 8, set(), prefixes=[*kept, None], keep=[True] * len(batch)
+            )
+        finally:
+            E.prefix_cut = narrowest
         alone = [E.greedy_decode(model, [encoded[i]], 1, set(), keep=[True])[1][0] for i in batch]
     assert len({len(encoded[i]) for i in batch}) == len(batch)  # rows of different lengths and prefix lengths
     assert got == [want[i].tolist() for i in batch]
     for row, ref in zip(kv, alone, strict=True):  # every layer's keys and values as if prefilled whole
         assert all(
-            torch.allclose(a, b, atol=1e-5) for pair, refs in zip(row, ref) for a, b in zip(pair, refs)
+            torch.allclose(a, b, atol=1e-5)
+            for pair, refs in zip(row, ref, strict=True)
+            for a, b in zip(pair, refs, strict=True)
         )
 
     # End to end: one prompt a batch, so every later turn finds its earlier turn cached.

@@ -801,9 +801,10 @@ def generate_batched(
 ) -> list[str]:
     """Greedy completions of `prompts` (rendered text), `batch_size` at a time with left padding.
 
-    Prompts go shortest first, so a batch pads little and a conversation's earlier turn is prefilled before
-    the later turns whose prompts extend it: those start from its cached keys and values and prefill only
-    the new tokens (a third of the demo's prompt tokens). Outputs come back in the input order, decoded with
+    A conversation's later turn extends its earlier turn's prompt: it starts from that prompt's cached keys
+    and values and prefills only its new tokens (a third of the demo's prompt tokens). So prompts go in
+    rounds: those that extend no other, then those that extend one of the first round, and so on; within a
+    round, shortest first, so that a batch pads little. Outputs come back in the input order, decoded with
     special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
     """
     import torch
@@ -815,15 +816,21 @@ def generate_batched(
     eos = [model.generation_config.eos_token_id, tokenizer.eos_token_id]  # each an id, a list of ids or None
     stop = {int(i) for e in eos for i in (e if isinstance(e, (list, tuple)) else [e]) if i is not None}
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     parent = prefix_parents(encoded)
+    depth: dict[int, int] = {}
+    for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):  # a parent is shorter: seen first
+        depth[i] = depth[parent[i]] + 1 if i in parent else 0
+    batches = []
+    for d in sorted(set(depth.values())):
+        group = sorted((i for i in depth if depth[i] == d), key=lambda i: len(encoded[i]))
+        batches += [group[s : s + batch_size] for s in range(0, len(group), batch_size)]
     waiting = Counter(parent.values())  # prompts still to come that extend prompt j
     kept: dict[int, list] = {}  # prompt j's keys and values, while prompts that extend it wait
     out: list[str] = [""] * len(prompts)
+    done = 0
     model.eval()
     with grouped_decode_attention(model), torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in batches:
             prefixes = [kept.get(parent[i]) if i in parent else None for i in idx]
             for i in idx:
                 if i in parent:
@@ -841,8 +848,9 @@ def generate_batched(
             kept.update({i: kv for i, kv in zip(idx, prompt_kv, strict=True) if kv is not None})
             for i, ids in zip(idx, new, strict=True):
                 out[i] = tokenizer.decode(ids, skip_special_tokens=False)
+            done += len(idx)
             if progress:
-                progress(start + len(idx), len(order))
+                progress(done, len(prompts))
     return out
 
 
@@ -861,6 +869,14 @@ def prefix_parents(encoded: Sequence[Sequence[int]]) -> dict[int, int]:
                 parents[i] = j
                 break
     return parents
+
+
+def prefix_cut(lengths: Sequence[int], cached: Sequence[int]) -> int:
+    """How much of each row's cached prefix a batch uses: the cache part is as wide as the longest prefix and
+    the new part as the longest rest, so one long row without a prefix would double the batch's width (and
+    every decoding step's cost). The cut that keeps the batch narrowest; the longest such cut on a tie."""
+    width = {c: c + max(n - min(p, c) for n, p in zip(lengths, cached, strict=True)) for c in {0, *cached}}
+    return min(sorted(width, reverse=True), key=width.__getitem__)
 
 
 def greedy_decode(
@@ -895,6 +911,11 @@ def greedy_decode(
         prefixes, keep = None, None
     prefixes = list(prefixes or [None] * len(prompts))
     cached = [0 if p is None else p[0][0].shape[-2] for p in prefixes]
+    cut = prefix_cut([len(ids) for ids in prompts], cached)
+    cached = [min(n, cut) for n in cached]
+    prefixes = [
+        [(k[:, :n], v[:, :n]) for k, v in p] if n else None for p, n in zip(prefixes, cached, strict=True)
+    ]
     rest = [list(ids[n:]) for ids, n in zip(prompts, cached, strict=True)]
     width_c, width_r = max(cached), max(len(r) for r in rest)
     mask = torch.zeros(len(prompts), width_c + width_r, dtype=torch.long, device=device)
