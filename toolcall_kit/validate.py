@@ -6,7 +6,7 @@ evaluator's output-validity checks all go through here, so a rule changes in one
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import math
 import re
@@ -22,21 +22,29 @@ def _defer_rfc3987_syntax() -> None:
 
     Why: JupyterLab's jupyter_events installs jsonschema[format-nongpl], and `rfc3987_syntax` compiles 39
     lark grammars when imported: `import jsonschema` took 2.5 s instead of 0.3 s, in every kit process
-    (each notebook's kernel, each CLI call, many tests). The check itself is the library's, unchanged."""
+    (each notebook's kernel, each CLI call, many tests). The check itself is the library's, unchanged.
+    (`importlib.util.LazyLoader` cannot do this: jsonschema's `from rfc3987_syntax import is_valid_syntax`
+    reads the attribute at import, which loads the module.)"""
     name = "rfc3987_syntax"
     if name in sys.modules or importlib.util.find_spec(name) is None:
         return
-    real = None
-
-    def is_valid_syntax(term: str, value: str) -> bool:
-        nonlocal real
-        if real is None:
-            sys.modules.pop(name, None)
-            real = importlib.import_module(name).is_valid_syntax
-        return real(term, value)
-
     stand_in = types.ModuleType(name)
-    stand_in.is_valid_syntax = is_valid_syntax
+    real: list[types.ModuleType] = []
+
+    def load() -> types.ModuleType:
+        if not real:
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            real.append(importlib.import_module(name))
+        return real[0]
+
+    def forward(attr: str):  # any other name is the real module's; dunders are the import system's probes
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(load(), attr)
+
+    stand_in.is_valid_syntax = lambda term, value: load().is_valid_syntax(term, value)
+    stand_in.__getattr__ = forward
     sys.modules[name] = stand_in
 
 
