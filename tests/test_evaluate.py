@@ -424,7 +424,7 @@ def test_prefix_cut_keeps_the_batch_narrow():
     assert E.prefix_cut([50, 60], [0, 0]) == 0
 
 
-def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_generates_tokens(untied):
+def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_generates_tokens(untied, monkeypatch):
     """A conversation's later turn extends its earlier turn's prompt: it is prefilled from that prompt's cached
     keys and values, in a batch beside rows with other prefixes or none, and gets `model.generate`'s tokens."""
     import torch
@@ -452,13 +452,11 @@ def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_g
         )
         batch = [*children, other]
         # Whole prefixes of different lengths beside a row without one (the narrowest cut would drop them).
-        E.prefix_cut, narrowest = (lambda lengths, cached: max(cached)), E.prefix_cut
-        try:
+        with monkeypatch.context() as m:
+            m.setattr(E, "prefix_cut", lambda lengths, cached: max(cached))
             got, kv = E.greedy_decode(
                 model, [encoded[i] for i in batch], 8, set(), prefixes=[*kept, None], keep=[True] * len(batch)
             )
-        finally:
-            E.prefix_cut = narrowest
         alone = [E.greedy_decode(model, [encoded[i]], 1, set(), keep=[True])[1][0] for i in batch]
     assert len({len(encoded[i]) for i in batch}) == len(batch)  # rows of different lengths and prefix lengths
     assert got == [want[i].tolist() for i in batch]
@@ -477,11 +475,8 @@ def test_later_turns_start_from_the_earlier_turns_cached_prompt_and_still_pick_g
         used.extend(p is not None for p in a[2])
         return real(model, batch, *a, **kw)
 
-    E.greedy_decode = spy
-    try:
-        texts = E.generate_batched(model, tok, prompts, batch_size=1, max_new_tokens=8)
-    finally:
-        E.greedy_decode = real
+    monkeypatch.setattr(E, "greedy_decode", spy)
+    texts = E.generate_batched(model, tok, prompts, batch_size=1, max_new_tokens=8)
     assert sum(used) == len(parents)
     assert texts == [
         tok.decode(w[: list(w).index(tok.eos_token_id)] if tok.eos_token_id in w else w) for w in want
