@@ -69,12 +69,12 @@ class Arch:
         return self.layers * self.layer_params() + self.embedding_params() + self.hidden
 
 
-# The models and GPUs planned for offline; plan_hardware.yaml says what each number is.
+# The models, GPUs and defaults planned for offline; plan_hardware.yaml says what each number is.
 _HARDWARE = yaml.safe_load((Path(__file__).parent / "plan_hardware.yaml").read_text(encoding="utf-8"))
 KNOWN = {name: Arch(*dims) for name, dims in _HARDWARE["models"].items()}
 GPUS: dict[str, tuple[float, float, float]] = {name: tuple(spec) for name, spec in _HARDWARE["gpus"].items()}
-# Share of peak FLOP/s a LoRA fine-tune reaches (small batches, LoRA matmuls, dequantisation for 4-bit).
-UTILISATION = {True: 0.25, False: 0.35}  # keyed by load_in_4bit
+UTILISATION: dict[bool, float] = _HARDWARE["utilisation"]  # keyed by load_in_4bit
+NO_CONFIG: dict[str, Any] = _HARDWARE["no_config"]  # `toolcall-kit plan` without a run config
 CUDA_CONTEXT_GIB = 0.8
 BACKENDS = ("unsloth", "hf")
 # unsloth_zoo's fused cross-entropy (fused_losses/cross_entropy_loss.py, what Unsloth's Llama/Qwen/Mistral
@@ -87,11 +87,11 @@ UNSLOTH_CE_CHUNK_CAP_GIB = 4.0
 
 def arch_for(model: str) -> Arch:
     """Architecture from a known name, else from the config.json of a local folder or (online) the hub."""
-    key = model.lower().split("/")[-1].replace("-instruct", "").replace("meta-", "").replace("-bnb-4bit", "")
-    key = key.replace("packaged:", "")
-    for name, arch in KNOWN.items():
-        if key.startswith(name):
-            return arch
+    key = model.lower().split("/")[-1].replace("packaged:", "")
+    key = key.replace("-instruct", "").replace("meta-", "").replace("-bnb-4bit", "")
+    arch = next((known for name, known in KNOWN.items() if key.startswith(name)), None)
+    if arch is not None:
+        return arch
     # The kit's own names (smoke.yaml's tiny:llama) are built locally.
     if model.startswith(("tiny:", "packaged:")):
         from .models import resolve_model
@@ -102,9 +102,8 @@ def arch_for(model: str) -> Arch:
     try:
         cfg, _ = PretrainedConfig.get_config_dict(model)
     except Exception as e:  # noqa: BLE001 - offline, private, unreadable, or not a model
-        raise KitError(
-            f"cannot find the architecture of {model!r} ({e}); known: {', '.join(KNOWN)}"
-        ) from None
+        known = ", ".join(KNOWN)
+        raise KitError(f"cannot find the architecture of {model!r} ({e}); known: {known}") from None
     keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size", "num_attention_heads")
     if any(not isinstance(cfg.get(k), int) for k in keys):
         raise KitError(f"{model}: its config lacks {', '.join(keys)}: not a decoder model the planner knows")
@@ -140,11 +139,8 @@ def layer_working_set(arch: Arch) -> int:
     normed input and the gradient coming in and going out. For Llama 3.1 8B that is 217 KB a token, beside
     the ~212 KB a token between the rows of Unsloth's published context-length table.
     """
-    kv = arch.kv_heads * arch.head_dim
-    attention = 2 * (2 * arch.hidden + 2 * kv)
-    mlp = 5 * arch.intermediate
-    residual = 4 * arch.hidden
-    return attention + mlp + residual
+    attention = 2 * (2 * arch.hidden + 2 * arch.kv_heads * arch.head_dim)
+    return attention + 5 * arch.intermediate + 4 * arch.hidden  # + MLP + residual stream
 
 
 def memory(
@@ -218,16 +214,6 @@ def max_tokens_per_batch(arch: Arch, gpu_gib: float, **kw: Any) -> int:
     return bisect.bisect_left(range(1, 1 << 26), True, key=too_big)
 
 
-# What `toolcall-kit plan` assumes without a run config: QLoRA with gradient checkpointing, batch 2 x 2048 tokens.
-NO_CONFIG = {
-    "model.max_seq_length": 2048,
-    "model.load_in_4bit": True,
-    "train.batch_size": 2,
-    "train.gradient_checkpointing": True,
-    "train.epochs": 1,
-}
-
-
 def estimate(
     cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
 ) -> dict[str, Any]:
@@ -251,16 +237,17 @@ def estimate(
     )
     parts = memory(arch, train.batch_size * model.max_seq_length, gpu_gib, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
+    # method: full trains the weights of these layers; LoRA trains its adapters on the frozen weights.
+    trained = full_params(arch, kw["top_layers"]) if full else 0
+    lora_count = 0 if full else lora_params(arch, lora.r, lora.target_modules, lora.top_layers)
     out: dict[str, Any] = {
         "model": model.name,
         "backend": kw["backend"],
         "arch": asdict(arch),
         "params_billion": round(arch.params() / 1e9, 3),
         "method": cfg.method,
-        "lora_params_million": None if full else round(
-            lora_params(arch, lora.r, lora.target_modules, lora.top_layers) / 1e6, 2
-        ),
-        "trained_params_million": round(full_params(arch, kw["top_layers"]) / 1e6, 2) if full else None,
+        "lora_params_million": None if full else round(lora_count / 1e6, 2),
+        "trained_params_million": round(trained / 1e6, 2) if full else None,
         "memory_gib": {k: gib[k] for k in ("weights", "lora_and_optimizer", "activations", "logits")}
         | {"cuda_context": CUDA_CONTEXT_GIB, "total": gib["total"]},
         # Offloaded checkpoints (unsloth backend): host RAM the machine needs besides the GPU.
@@ -276,19 +263,15 @@ def estimate(
     if tokens:
         # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
         # plus 2N more for the recomputed forward under checkpointing.
-        epochs = train.epochs or 1.0
         # method: full adds the weight gradients of the trained layers (2N of their share).
-        trained = full_params(arch, kw["top_layers"]) if full else 0
+        epochs = train.epochs or 1.0
         flops = tokens * epochs * (arch.params() * (6 if train.gradient_checkpointing else 4) + 2 * trained)
         utilisation = UTILISATION[model.load_in_4bit]
         hours = flops / (tflops * 1e12 * utilisation) / 3600
         price = price if price_per_hour is None else price_per_hour
-        out |= {
-            "training_tokens": int(tokens * epochs),
-            "hours": round(hours, 2),
-            "cost_usd": round(hours * price, 2),
-        }
-        out |= {"price_per_hour": price, "utilisation_assumed": utilisation}
+        out |= {"training_tokens": int(tokens * epochs), "hours": round(hours, 2)}
+        out |= {"cost_usd": round(hours * price, 2), "price_per_hour": price}
+        out["utilisation_assumed"] = utilisation
     return out
 
 
@@ -307,15 +290,15 @@ def summary(est: dict[str, Any]) -> str:
     m = est["memory_gib"]
     upper_bound = " (the hf backend's estimate is the upper bound)" if est["backend"] == "unsloth" else ""
     offload = est["cpu_offload_gib"]
+    full = est.get("method") == "full"
+    trained = est["trained_params_million"] if full else est["lora_params_million"]
     lines = [
         f"{est['model']}: {est['params_billion']} B params, "
-        + (f"full fine-tuning of {est['trained_params_million']} M" if est.get("method") == "full"
-           else f"LoRA {est['lora_params_million']} M")  # fmt: skip
-        + f", {est['backend']} backend{upper_bound}",
+        f"{'full fine-tuning of' if full else 'LoRA'} {trained} M, {est['backend']} backend{upper_bound}",
         f"memory on {est['gpu']} ({est['gpu_memory_gib']} GiB): weights {m['weights']} + "
-        f"{'grads/optimizer' if est.get('method') == 'full' else 'LoRA/optimizer'} "
-        f"{m['lora_and_optimizer']} + activations {m['activations']} + logits {m['logits']} + context "
-        f"{m['cuda_context']} = {m['total']} GiB -> {'fits' if est['fits'] else 'DOES NOT FIT'}",
+        f"{'grads/optimizer' if full else 'LoRA/optimizer'} {m['lora_and_optimizer']} + activations "
+        f"{m['activations']} + logits {m['logits']} + context {m['cuda_context']} = {m['total']} GiB -> "
+        f"{'fits' if est['fits'] else 'DOES NOT FIT'}",
         f"most tokens per device batch (batch_size x max_seq_length) on this GPU: {est['max_tokens_per_batch']:,}; "
         f"effective batch {est['effective_batch']}"
         + (f"; offloaded checkpoints need {offload} GiB of CPU RAM" if offload else ""),
