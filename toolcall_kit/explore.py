@@ -57,30 +57,15 @@ def _html(text: str):
     return HTML(text)
 
 
-def _training_view(cfg: RunConfig):
-    """(tokenizer, family, chat template) as training renders the examples."""
-    from .templates import detect_family
-
-    tokenizer = pipeline.tokenizer(cfg)
-    return tokenizer, detect_family(tokenizer, cfg.model.family), pipeline.chat_template(cfg)
-
-
-def _adapt(records: list[Record], cfg: RunConfig, family) -> list[Record]:
-    from .templates import adapt_records
-
-    return adapt_records(
-        records, family, parallel=cfg.data.parallel, content_with_calls=cfg.data.content_with_calls
-    )
-
-
 def sample_record(cfg: RunConfig, index: int = 0):
     """Kept training record `index`, pretty-printed, and rendered with the family's training template."""
     from .records import read_records
-    from .templates import render
+    from .templates import adapt_records, render
 
     record = read_records(cfg.data.train)[index]
-    tok, fam, template = _training_view(cfg)
-    text = render(tok, _adapt([record], cfg, fam)[0], fam, chat_template=template)
+    tok, fam, template = pipeline.training_view(cfg)
+    adapted = adapt_records([record], fam, **pipeline.family_quirks(cfg))[0]
+    text = render(tok, adapted, fam, chat_template=template)
     record_json = html.escape(json.dumps(record, indent=2, ensure_ascii=False))
     return _html(
         f"<div class='toolcall-kit-sample'><b>record {index} of {cfg.data.train}</b> "
@@ -118,18 +103,18 @@ def data_chart(result: dict[str, Any]):
     for rep in result["reports"].values():
         kinds.update(rep["kinds"])
         calls.update(rep["calls_per_tool"])
-    tools = calls.most_common()
+    tools = dict(calls.most_common())
     fig = Figure(figsize=(11, 3.6), dpi=90, layout="constrained")
-    ax_kind, ax_tool = fig.subplots(1, 2, width_ratios=[1, 2.2])
-    label = dict(ha="right", rotation_mode="anchor")
-    ax_kind.bar(range(len(kinds)), list(kinds.values()), color="#4c78a8")
-    ax_kind.set_xticks(range(len(kinds)), list(kinds), rotation=35, **label)
-    ax_kind.set_title("kept examples by kind")
-    ax_kind.set_ylabel("examples")
-    ax_tool.bar(range(len(tools)), [n for _, n in tools], color="#f58518")
-    ax_tool.set_xticks(range(len(tools)), [t for t, _ in tools], rotation=55, fontsize=7, **label)
-    ax_tool.set_title(f"calls per tool ({len(tools)} tools)")
-    ax_tool.set_ylabel("calls")
+    axes = fig.subplots(1, 2, width_ratios=[1, 2.2])
+    bars = [
+        (kinds, "#4c78a8", {"rotation": 35}, "kept examples by kind", "examples"),
+        (tools, "#f58518", {"rotation": 55, "fontsize": 7}, f"calls per tool ({len(tools)} tools)", "calls"),
+    ]
+    for ax, (counts, color, ticks, title, unit) in zip(axes, bars, strict=True):
+        ax.bar(range(len(counts)), list(counts.values()), color=color)
+        ax.set_xticks(range(len(counts)), list(counts), ha="right", rotation_mode="anchor", **ticks)
+        ax.set_title(title)
+        ax.set_ylabel(unit)
     png = io.BytesIO()
     fig.savefig(png, format="png")
     return Image(data=png.getvalue(), format="png")
@@ -162,10 +147,11 @@ class MaskView:
 
     def __init__(self, cfg: RunConfig):
         from .records import read_records
+        from .templates import adapt_records
 
         self.max_seq_length = cfg.model.max_seq_length
-        self.tokenizer, self.family, self.template = _training_view(cfg)
-        self.records = _adapt(read_records(cfg.data.train), cfg, self.family)
+        self.tokenizer, self.family, self.template = pipeline.training_view(cfg)
+        self.records = adapt_records(read_records(cfg.data.train), self.family, **pipeline.family_quirks(cfg))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -344,21 +330,12 @@ def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
     shown = [r for r in rows if not reason or r["reason"] == reason]
     if not shown:
         return "<p class='toolcall-kit-failed-cases'>no failed case</p>"
-    return html_table(
-        ["id", "request", "raw output", "expected", "reason"],
-        [
-            [
-                r["id"],
-                r["request"],
-                _visible(r["output"]),
-                r["expected"],
-                f"{r['reason']}: {r['detail']}".rstrip(": "),
-            ]
-            for r in shown
-        ],
-        pre=("raw output", "expected"),
-        cls="toolcall-kit-failed-cases",
-    )
+    table = []
+    for r in shown:
+        reason = f"{r['reason']}: {r['detail']}".rstrip(": ")
+        table.append([r["id"], r["request"], _visible(r["output"]), r["expected"], reason])
+    headers = ["id", "request", "raw output", "expected", "reason"]
+    return html_table(headers, table, pre=("raw output", "expected"), cls="toolcall-kit-failed-cases")
 
 
 def failed_cases(cfg: RunConfig, which: str = "eval"):

@@ -173,6 +173,14 @@ def family_quirks(cfg: RunConfig) -> dict[str, str]:
     return {"parallel": cfg.data.parallel, "content_with_calls": cfg.data.content_with_calls}
 
 
+def training_view(cfg: RunConfig):
+    """(tokenizer, family, chat template) as training renders the examples."""
+    from .templates import detect_family
+
+    tok = tokenizer(cfg)
+    return tok, detect_family(tok, cfg.model.family), chat_template(cfg)
+
+
 def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, Any]:
     """Exact token budget of `data.train` with the model's tokenizer and template (`toolcall-kit tokens`)."""
     from .records import read_records
@@ -197,17 +205,17 @@ def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
     """Row `index` of `data.train` (negative: from the end) as text with its trained tokens marked and the
     tokens past `model.max_seq_length` shown after a cut line (`toolcall-kit show-mask`)."""
     from .records import read_records
-    from .templates import adapt_records, detect_family
+    from .templates import adapt_records
     from .tokens import show_mask
 
     records = read_records(cfg.data.train)
     if not -len(records) <= index < len(records):
         raise KitError(f"{cfg.data.train}: --index {index} is out of range (0..{len(records) - 1})")
-    tok = tokenizer(cfg)
-    fam = detect_family(tok, cfg.model.family)
+    tok, fam, template = training_view(cfg)
     rec = adapt_records([records[index]], fam, **family_quirks(cfg))[0]
-    template, max_seq_length = chat_template(cfg), cfg.model.max_seq_length
-    return show_mask(tok, rec, fam, color=color, chat_template=template, max_seq_length=max_seq_length)
+    return show_mask(
+        tok, rec, fam, color=color, chat_template=template, max_seq_length=cfg.model.max_seq_length
+    )
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
