@@ -88,11 +88,11 @@ def _load(what: str, where: Any, fn, *args, **kwargs):
 
 def _run_info(run: Path | None) -> dict[str, Any]:
     """What the run folder says about the adapter: its config.yaml, result.json and evaluation report."""
-    info: dict[str, Any] = {}
     if run is None:
-        return info
+        return {}
     import yaml
 
+    info: dict[str, Any] = {}
     files = RunFiles(run)
     if files.config.is_file():
         try:
@@ -132,11 +132,8 @@ def _refuse_quantized(base_name: str, base_path: str) -> None:
         quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
     if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else type(quant).__name__
-        hint = (
-            f" (e.g. --base {unquantized_name(base_name)})"
-            if unquantized_name(base_name) != base_name
-            else ""
-        )
+        fix = unquantized_name(base_name)
+        hint = f" (e.g. --base {fix})" if fix != base_name else ""
         raise KitError(
             f"base {base_name}: its config carries a quantization_config ({method}); merging into it would save "
             f"a quantized model. Pass the 16-bit base with --base{hint}"
@@ -195,11 +192,9 @@ def model_card(out: Path, base: str, adapter: Path, family: str, report: dict, i
     metrics = ev.get("metrics", ev) if isinstance(ev, dict) else {}
     note = f"\n\n{SERVE_NOTES[family]}" if family in SERVE_NOTES else ""
     evaluation = f"\n\n## Evaluation\n```json\n{json.dumps(metrics, indent=2)[:4000]}\n```" if metrics else ""
-    made = (
-        f"LoRA adapter `{adapter}` merged into the base"
-        if report.get("trained") != "full"
-        else f"the fully fine-tuned weights of `{adapter}`"
-    )
+    made = f"LoRA adapter `{adapter}` merged into the base"
+    if report.get("trained") == "full":
+        made = f"the fully fine-tuned weights of `{adapter}`"
     fields = dict(report, base=base, name=out.name, adapter=adapter, family=family, out=out, made=made)
     return MODEL_CARD.read_text(encoding="utf-8").format(**fields, serve_note=note, evaluation=evaluation)
 
@@ -244,10 +239,9 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
         raise KitError(f"{adapter_dir / ADAPTER_CONFIG}: not an adapter config (a JSON object)")
     if full and method == "unsloth":
         raise KitError("method: unsloth merges a LoRA adapter; a method: full run has none (use peft)")
-    if full:  # for the model card: the model the run started from
-        base_name = ((info.get("config") or {}).get("model") or {}).get("name") or str(adapter_dir)
-    else:
-        base_name = base_for(adapter_cfg, info, base)
+    # For a full run, the model card names the model the run started from.
+    run_model = ((info.get("config") or {}).get("model") or {}).get("name")
+    base_name = (run_model or str(adapter_dir)) if full else base_for(adapter_cfg, info, base)
     dtype = dtype or default_dtype(info, adapter_cfg)
     torch_dtype = getattr(torch, dtype)
     base_path = str(adapter_dir) if full else resolve_model(base_name)
@@ -334,11 +328,9 @@ def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str
     named = {trained, unquantized_name(str(adapter_cfg.get("base_model_name_or_path") or trained))}
     if base in named or unquantized_name(base) in named:
         return []
-    try:
+    with contextlib.suppress(KitError):  # a name that does not resolve is simply not the same model
         if any(Path(resolve_model(n)).resolve() == Path(resolve_model(base)).resolve() for n in named):
             return []
-    except KitError:
-        pass
     return [
         f"--base {base} is not the model this adapter was trained on ({trained}): the export check only proves "
         "that the merge matches the adapter applied to --base"
