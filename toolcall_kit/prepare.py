@@ -28,7 +28,6 @@ RARE_CALLS = 50  # a tool called fewer times than this is probably under-represe
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".gz")
 MAX_DUPLICATES_LISTED = 20
 OUTPUTS = {"train": PREPARED_TRAIN, "eval": PREPARED_EVAL, "rejects": REJECTS, "report": REPORT}
-OUTPUT_FILES = tuple(OUTPUTS.values())
 MAX_LISTED = 5  # problems, renamed ids: how many a warning or a reject's detail names
 
 
@@ -109,9 +108,8 @@ def _read_all(paths: list[Path], fmt: str) -> tuple[list[Record], list[dict], li
                 duplicates.append({"file": row.path, "line": row.line, "same_as": seen[h]})
             else:
                 seen[h] = f"{row.path}:{row.line}"
-                if not row.record.get(
-                    "id"
-                ):  # records.ensure_id's id, from the hash in hand (2 s on 60k rows)
+                # records.ensure_id's id, from the hash in hand (2 s on 60k rows)
+                if not row.record.get("id"):
                     row.record["id"] = f"ex-{h[:12]}"
                 kept.append(row.record)
         files[str(path)] = {**info, "rows": rows}
@@ -123,13 +121,12 @@ def _reject(row, problems: list) -> dict:
     detail = "; ".join(p.detail for p in problems[:MAX_LISTED])
     if len(problems) > MAX_LISTED:
         detail += f"; and {len(problems) - MAX_LISTED} more"
-    reasons = sorted({p.reason for p in problems})
     return {
         "file": row.path,
         "line": row.line,
         "reason": problems[0].reason,
         "detail": detail,
-        "reasons": reasons,
+        "reasons": sorted({p.reason for p in problems}),
         "raw": row.raw,
     }
 
@@ -232,11 +229,10 @@ def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
 
 def summary(report: dict) -> str:
     """A few lines for a person: counts, reasons, kinds, tools, warnings, where the files went."""
-    lines = []
     files = ", ".join(
         f"{Path(p).name} ({f.get('format', '?')}, {f['rows']} rows)" for p, f in report["files"].items()
     )
-    lines.append(f"read {report['read']} rows from {len(report['files'])} file(s): {files}")
+    lines = [f"read {report['read']} rows from {len(report['files'])} file(s): {files}"]
     for p, f in report["files"].items():
         if f.get("how", "").startswith("auto"):
             lines.append(f"  {Path(p).name}: {f['how']}")
@@ -252,8 +248,7 @@ def summary(report: dict) -> str:
     if calls:
         top = ", ".join(f"{k} {v}" for k, v in list(calls.items())[:5])
         lines.append(f"tools called: {len(calls)} ({top}{', ...' if len(calls) > 5 else ''})")
-    for w in report["warnings"]:
-        lines.append(f"warning: {w}")
+    lines += [f"warning: {w}" for w in report["warnings"]]
     lines.append(f"wrote {Path(report['out']['train']).parent}/{{train,eval,rejects}}.jsonl and report.json")
     return "\n".join(lines)
 
@@ -265,7 +260,7 @@ def _labels(record: Record) -> tuple[str, ...]:
 
 def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
     """`prepare data/mine/train.jsonl --out data/mine` would replace its own raw input: refused."""
-    targets = {(out / name).resolve() for name in OUTPUT_FILES}
+    targets = {(out / name).resolve() for name in OUTPUTS.values()}
     for p in paths:
         if str(p) != io.STDIN and p.resolve() in targets:
             raise KitError(
@@ -301,11 +296,9 @@ def _write_all(out: Path, train: list, evals: list, rejects: list, report: dict)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
-            handles = {name: stack.enter_context(io.atomic_open(out / name)) for name in OUTPUT_FILES}
+            handles = {name: stack.enter_context(io.atomic_open(out / name)) for name in OUTPUTS.values()}
             for name, rows in ((PREPARED_TRAIN, train), (PREPARED_EVAL, evals), (REJECTS, rejects)):
-                f = handles[name]
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handles[name].writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             handles[REPORT].write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             for f in handles.values():
                 f.flush()
