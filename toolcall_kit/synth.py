@@ -9,27 +9,18 @@ byte for byte). The train mix is mostly sessions (several requests under one off
 schemas are most of every example's tokens, and a session trains 4-5 answers on them instead of one
 (benchmarks/demo_experiments.md). dev is for choosing settings; eval is scored by `make demo`.
 
-Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with `kind` set
-(single_call, parallel_calls, multi_step, no_call, declined), a stable `id` and the `template_ids` of the
-phrasings it was built from. Variety over volume, because data variety, not steps, limited the SmolLM2
-prototype (see ../shared/ENVIRONMENT.md):
-
-- many phrasings per intent (synth_data/*.yaml), values from realistic pools, optional arguments only where
-  the words mention them, argument order following the words;
-- system prompts varied (and none); relative dates ("tomorrow") only with today's date in the prompt;
-- the needed tool plus 0-3 distractors, shuffled, at most `max_tools` offered (3 keeps a SmolLM2 example
-  near 300 tokens);
-- declines as contrastive pairs: the same request once with its tool offered (a call) and once without
-  (a polite refusal), plus out-of-scope requests no tool serves;
-- `--split train|dev|eval` holds out a share of every template group and of the open value pools (cities,
-  people, tickers, ...), so the eval file measures generalisation, not recall.
+Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with `kind`, a
+stable `id` and the `template_ids` it was built from. Variety over volume (data variety, not steps, limited
+the SmolLM2 prototype): many phrasings per intent (synth_data/*.yaml), values from realistic pools, optional
+arguments only where the words mention them; varied system prompts; the needed tool plus distractors, at most
+`max_tools` offered (3 keeps a SmolLM2 example near 300 tokens); declines as contrastive pairs (the same
+request with and without its tool); `--split train|dev|eval` holds out a share of every template group and
+open value pool, so eval measures generalisation, not recall.
 
 A user's own catalog (a JSON list of OpenAI tool definitions) gets values from each parameter's schema and
-generic phrasings that state every value (synth_data/generic.yaml).
-
-Teacher mode (`--teacher-url URL --teacher-model NAME`) asks an OpenAI-compatible server to paraphrase the
-user turns of call examples; the calls stay fixed, and a paraphrase that drops a value the arguments need or
-breaks validation is rejected (the original is kept and the rejection counted).
+generic phrasings that state every value (synth_data/generic.yaml). Teacher mode (`--teacher-url URL
+--teacher-model NAME`) has an OpenAI-compatible server paraphrase the user turns of call examples; a
+paraphrase that drops a value the calls need or breaks validation is rejected and counted.
 """
 
 from __future__ import annotations
@@ -49,7 +40,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex
 import rstr
@@ -75,9 +66,8 @@ from .validate import PatternTooSlow, argument_errors, bounded_search, check_too
 CATALOG_DIR = Path(__file__).parent / "catalogs"
 SHIPPED_CATALOGS = ("general", "customer_service")
 DEFAULT_CATALOG = "general,customer_service"
-# "session": one conversation of 2-10 requests under one offered tool set (calls, chit-chat, clarifications,
-# declines). The tool schemas are most of an example's tokens; several trained answers share them, so a
-# session teaches more per token, and it teaches to answer the latest request, not the first.
+# "session": 2-10 requests under one offered tool set; several trained answers share the tool schemas' tokens,
+# and it teaches to answer the latest request, not the first.
 DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15, "session": 0.0}
 SESSION = "session"
 MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
@@ -259,9 +249,8 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
         return copy.deepcopy(c.choice(schema["examples"]))
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list) and schema[key]:
-            branches = [b for b in schema[key] if isinstance(b, dict) and b.get("type") != "null"] or schema[
-                key
-            ]
+            options = schema[key]
+            branches = [b for b in options if isinstance(b, dict) and b.get("type") != "null"] or options
             return sample_value(c.choice(branches), name, c, depth + 1)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
         return sample_value({k: v for b in schema["allOf"] for k, v in b.items()}, name, c, depth + 1)
@@ -356,14 +345,10 @@ def generic_intent(fn: dict) -> Intent:
         return {"status": "success", "reference": f"{name[:3]}_{si.hex_id(c, 8)}", "input": args}
 
     def summarize(c: Ctx, args: dict, result: dict) -> str:
-        return c.choice(GENERIC["replies"]).format(
-            tool=_human(name), name=name, reference=result["reference"]
-        )
+        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, **result)
 
     if params.get("properties"):
-        return Intent(
-            name, desc, sample, GENERIC["templates"], execute, summarize, parallel=GENERIC["parallel"]
-        )
+        return Intent(name, desc, sample, GENERIC["templates"], execute, summarize, GENERIC["parallel"])
     return Intent(name, desc, sample, GENERIC["templates_noargs"], execute, summarize)
 
 
@@ -380,11 +365,9 @@ class Catalog:
     generic: set[str] = field(default_factory=set)  # tools phrased generically (user catalogs)
 
     def chains(self) -> list[Chain]:
-        return [
-            ch
-            for ch in si.CHAINS.values()
-            if all(t in self.tools and t not in self.generic for t in ch.tools)
-        ]
+        """The shipped multi-step chains whose tools are all here as shipped."""
+        shipped = set(self.tools) - self.generic
+        return [ch for ch in si.CHAINS.values() if set(ch.tools) <= shipped]
 
 
 def _read_tools(path: Path) -> list:
@@ -408,16 +391,12 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
     cat = Catalog([], {}, {}, {})
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         path = CATALOG_DIR / f"{item}.json" if item in shipped else Path(item)
-        if item in shipped:
-            tools = shipped[item]
-        elif path.suffix == ".json" or path.exists():
-            if not path.exists():
+        if not path.exists():
+            if path.suffix == ".json":
                 raise DataError(path, None, "catalog file not found")
-            tools = _read_tools(path)
-        else:
-            raise KitError(
-                f"unknown catalog {item!r}: use {', '.join(SHIPPED_CATALOGS)} or a path to a JSON file"
-            )
+            known = ", ".join(SHIPPED_CATALOGS)
+            raise KitError(f"unknown catalog {item!r}: use {known} or a path to a JSON file")
+        tools = shipped[item] if item in shipped else _read_tools(path)
         _, problems = check_tools(tools)
         if problems:
             raise DataError(path, None, str(problems[0]))
@@ -513,8 +492,20 @@ class Draft:
     template_ids: list[str]
     needs_today: bool = False
     offer_min: int = 0  # offer at least this many tools
-    affinity: str = "any"  # system prompts: any | general | customer_service
+    topic: list[str] | None = (
+        None  # the tools whose catalog picks the system prompt (else needed, else offered)
+    )
     tool_order: list[str] | None = None  # a fixed offered list (declines, "what can you do", partners)
+
+
+class Said(NamedTuple):
+    """A request for one tool, rendered from one of its templates."""
+
+    text: str
+    args: dict
+    template: Template
+    needs_today: bool
+    slots: list[Slot]  # the slots the words mention
 
 
 class Generator:
@@ -547,11 +538,8 @@ class Generator:
 
     def parallel_templates(self, tool: str) -> list[Template]:
         texts = self.cat.intents[tool].parallel
-        return (
-            self.templates("generic_par" if tool in self.cat.generic else f"par.{tool}", texts)
-            if texts
-            else []
-        )
+        group = "generic_par" if tool in self.cat.generic else f"par.{tool}"
+        return self.templates(group, texts) if texts else []
 
     def callable_tools(self) -> list[str]:
         tools = [t for t in self.cat.tools if self.single_templates(t)]
@@ -565,17 +553,18 @@ class Generator:
         return Ctx(rng, today, self.side, self.fraction, self.holdout_seed)
 
     def affinity(self, tools: list[str]) -> str:
+        """Which system prompts fit these tools: any | general | customer_service."""
         if any(t in self.cat.generic for t in tools):
             return "any"
         srcs = sorted({self.cat.source[t] for t in tools})
         return srcs[0] if len(srcs) == 1 else "any"
 
-    def render_single(self, c: Ctx, tool: str) -> tuple[str, dict, Template, bool, list[Slot]]:
+    def render_single(self, c: Ctx, tool: str) -> Said:
         tpl = c.choice(self.single_templates(tool))
         slots = self.cat.intents[tool].sample(c)
         text, mentioned = render(tpl.nodes, lambda name, k: slots[name], c.rng)
         today = any(slots[nm].needs_today for nm, _ in mentioned)
-        return text, args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned]
+        return Said(text, args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned])
 
     def decorate(self, c: Ctx, text: str, mentioned: list[Slot]) -> str:
         if c.chance(P_GREETING):
@@ -613,14 +602,14 @@ class Generator:
         return out
 
     def summaries(self, c: Ctx, calls: list[tuple[str, dict]], results: list[dict]) -> str:
-        return " ".join(
-            self.cat.intents[t].summarize(c, a, r) for (t, a), r in zip(calls, results, strict=True)
-        )
+        said = [self.cat.intents[t].summarize(c, a, r) for (t, a), r in zip(calls, results, strict=True)]
+        return " ".join(said)
 
     # --- kinds
     def single(
         self, c: Ctx, tool: str | None = None, user: tuple | None = None, result: bool | None = None
     ) -> Draft:
+        """A single call (to `tool`, else any); `user`: a declined request's words, for its contrastive partner."""
         if user is None:
             tool = tool or c.choice(self.callable_tools())
             text, args, tpl, today, mentioned = self.render_single(c, tool)
@@ -634,13 +623,11 @@ class Generator:
         final = self.summaries(c, calls, res) if res else None
         msgs: list[dict] = []
         tids = [tpl.id]
-        chats = self.dialogue("chat")
-        if user is None and chats and c.chance(P_PREAMBLE):
-            qid, (q, a) = c.choice(chats)
-            msgs += exchange(q, a)
+        if user is None and self.dialogue("chat") and c.chance(P_PREAMBLE):
+            qid, msgs = self.chat(c)
             tids.append(qid)
         msgs += [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
-        return Draft(SINGLE_CALL, msgs, [tool], tids, today, affinity=self.affinity([tool]))
+        return Draft(SINGLE_CALL, msgs, [tool], tids, today)
 
     def parallel(self, c: Ctx) -> Draft:
         same = [t for t in self.cat.tools if self.parallel_templates(t)]
@@ -684,16 +671,15 @@ class Generator:
         final = self.summaries(c, calls, res) if res else None
         msgs = [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
         needed = list(dict.fromkeys(t for t, _ in calls))
-        return Draft(PARALLEL_CALLS, msgs, needed, tids, today, affinity=self.affinity(needed))
+        return Draft(PARALLEL_CALLS, msgs, needed, tids, today)
 
     def multi_step(self, c: Ctx) -> Draft:
         chains = [ch for ch in self.cat.chains() if self.templates(f"chain.{ch.name}", ch.templates)]
         if self.cat.generic and self.dialogue("seq", "seq_joiners") and (not chains or c.chance(0.5)):
             return self._multi_seq(c)
         if not chains:
-            raise KitError(
-                f"no multi-step chain fits catalog {','.join(self.cat.names)!r} on split {self.side!r}"
-            )
+            names = ",".join(self.cat.names)
+            raise KitError(f"no multi-step chain fits catalog {names!r} on split {self.side!r}")
         ch = c.choice(chains)
         tpl = c.choice(self.templates(f"chain.{ch.name}", ch.templates))
         slots = ch.sample(c)
@@ -705,66 +691,63 @@ class Generator:
             msgs += self.call_turn(c, [(t, a) for t, a, _ in steps], [r for _, _, r in steps], None)
         msgs.append({"role": "assistant", "content": final})
         today = any(slots[nm].needs_today for nm, _ in mentioned)
-        return Draft(MULTI_STEP, msgs, list(ch.tools), [tpl.id], today, affinity=self.affinity(ch.tools))
+        return Draft(MULTI_STEP, msgs, list(ch.tools), [tpl.id], today)
 
     def _multi_seq(self, c: Ctx) -> Draft:
         """User catalogs: two requests done one after the other (their results do not feed each other)."""
         tools = self.callable_tools()
         for _ in range(20):
             pair = c.rng.sample(tools, 2) if len(tools) >= 2 else [tools[0], tools[0]]
-            said = [self.render_single(c, t) for t in pair]
-            calls = [(t, s[1]) for t, s in zip(pair, said, strict=True)]
+            first, second = (self.render_single(c, t) for t in pair)
+            calls = [(pair[0], first.args), (pair[1], second.args)]
             if (res := self.results(c, calls)) is not None:  # both tools have a plausible fake result
                 break
         else:
             raise RuntimeError("synth: no pair of tools with fake results for a sequential example")
         jid, joiner = c.choice(self.dialogue("seq", "seq_joiners"))
-        msgs: list[dict] = [{"role": "user", "content": joiner.format(said[0][0], said[1][0])}]
+        msgs: list[dict] = [{"role": "user", "content": joiner.format(first.text, second.text)}]
         for call, r in zip(calls, res, strict=True):
             msgs += self.call_turn(c, [call], [r], None)
         msgs.append({"role": "assistant", "content": self.summaries(c, calls, res)})
         needed = list(dict.fromkeys(pair))
-        tids = [jid, said[0][2].id, said[1][2].id]
-        return Draft(MULTI_STEP, msgs, needed, tids, said[0][3] or said[1][3], affinity=self.affinity(needed))
+        tids = [jid, first.template.id, second.template.id]
+        return Draft(MULTI_STEP, msgs, needed, tids, first.needs_today or second.needs_today)
 
     def clarifications(self, offered: list[str] | dict) -> list[tuple[str, Any]]:
         """Requests missing a required value of an offered shipped tool (`dialogue.yaml` clarify)."""
-        return [
-            (i, it)
-            for i, it in self.dialogue("clarify")
-            if it[0] in offered and it[0] not in self.cat.generic
-        ]
+        clar = self.dialogue("clarify")
+        return [(i, it) for i, it in clar if it[0] in offered and it[0] not in self.cat.generic]
 
     def no_call(self, c: Ctx) -> Draft:
         clar, whatcan = self.clarifications(self.cat.tools), self.dialogue("whatcan", "what_can")
         r = c.rng.random()
         if clar and r < 0.3:  # the tool is offered but a required value is missing: ask, do not call
             cid, tool, msgs = self.clarification(c, clar)
-            return Draft(NO_CALL, msgs, [tool], [cid], affinity=self.affinity([tool]))
+            return Draft(NO_CALL, msgs, [tool], [cid])
         if whatcan and r < 0.5:  # the answer names the offered tools, so they are fixed here
             wid, q = c.choice(whatcan)
             offered = self.offer(c, [], set(), 1)
             caps = si.join_words([self.cat.intents[t].capability for t in offered])
             msgs = exchange(q, c.choice(si.DIALOGUE["what_can_answers"]).format(caps=caps))
-            return Draft(NO_CALL, msgs, [], [wid], tool_order=offered, affinity=self.affinity(offered))
-        qid, (q, a) = c.choice(self.dialogue("chat"))
-        return Draft(NO_CALL, exchange(q, a), [], [qid], offer_min=1)
+            return Draft(NO_CALL, msgs, [], [wid], tool_order=offered)
+        qid, msgs = self.chat(c)
+        return Draft(NO_CALL, msgs, [], [qid], offer_min=1)
 
     def declined(self, c: Ctx, partner: bool) -> tuple[Draft, Draft | None]:
         """A request whose tool is not offered; with `partner`, the same request with its tool offered."""
         oos = self.dialogue("oos", "out_of_scope")
-        withheld = [t for t in self.callable_tools() if self.offerable(t)]
+        withheld = [t for t in self.callable_tools() if set(self.cat.tools) - self.serving(t)]
         if not withheld or (oos and c.chance(P_OUT_OF_SCOPE)):
             oid, (req, cap) = c.choice(oos)
             offered = self.offer(c, [], set(), 1)
             msgs = exchange(req, self.decline_reply(c, cap, offered))
-            return Draft(DECLINED, msgs, [], [oid], tool_order=offered, affinity=self.affinity(offered)), None
+            return Draft(DECLINED, msgs, [], [oid], tool_order=offered), None
         tool = c.choice(withheld)
         text, args, tpl, today, mentioned = self.render_single(c, tool)
         text = self.decorate(c, text, mentioned)
-        offered = self.offer(c, [], {tool} | si.SUBSTITUTES.get(tool, set()), 1)
+        offered = self.offer(c, [], self.serving(tool), 1)
         msgs = exchange(text, self.decline_reply(c, self.cat.intents[tool].capability, offered))
-        d = Draft(DECLINED, msgs, [], [tpl.id], today, tool_order=offered, affinity=self.affinity([tool]))
+        d = Draft(DECLINED, msgs, [], [tpl.id], today, tool_order=offered, topic=[tool])
         if not partner:
             return d, None
         p = self.single(c, tool, user=(text, args, tpl, today))
@@ -784,13 +767,9 @@ class Generator:
         anchor = self.multi_step(c) if r < 0.35 else self.parallel(c) if r < 0.55 else self.single(c)
         offered = self.offer(c, anchor.needed, set(), 1)
         callable_ = [t for t in offered if self.single_templates(t)]
-        blocked = set(offered).union(*(si.SUBSTITUTES.get(t, set()) for t in offered))
+        blocked = set().union(*(self.serving(t) for t in offered))
         withheld = [t for t in self.callable_tools() if t not in blocked]
-        clar, oos, chats = (
-            self.clarifications(offered),
-            self.dialogue("oos", "out_of_scope"),
-            self.dialogue("chat"),
-        )
+        clar, oos = self.clarifications(offered), self.dialogue("oos", "out_of_scope")
         exchanges: list[tuple[list[dict], list[str], bool]] = []  # (messages, template ids, needs today)
         size = chars(anchor.messages)
         for _ in range(c.rng.randint(*SESSION_TURNS) - 1):
@@ -814,8 +793,8 @@ class Generator:
                 oid, (req, cap) = c.choice(oos)
                 ex = (exchange(req, self.decline_reply(c, cap, offered)), [oid], False)
             if ex is None:
-                qid, (q, a) = c.choice(chats)
-                ex = (exchange(q, a), [qid], False)
+                qid, msgs = self.chat(c)
+                ex = (msgs, [qid], False)
             exchanges.append(ex)
             size += chars(ex[0])
         # An anchor that ends at its call (no results yet) must come last; otherwise anywhere.
@@ -824,7 +803,12 @@ class Generator:
         msgs = [m for ex in exchanges for m in ex[0]]
         tids = [t for ex in exchanges for t in ex[1]]
         return Draft(classify({"messages": msgs}), msgs, [], tids, any(ex[2] for ex in exchanges),
-                     tool_order=offered, affinity=self.affinity(offered))  # fmt: skip
+                     tool_order=offered)  # fmt: skip
+
+    def chat(self, c: Ctx) -> tuple[str, list[dict]]:
+        """(template id, [user, assistant]): chit-chat that needs no tool."""
+        qid, (q, a) = c.choice(self.dialogue("chat"))
+        return qid, exchange(q, a)
 
     def clarification(self, c: Ctx, clar: list) -> tuple[str, str, list[dict]]:
         """(template id, tool, [user, assistant]): a request missing a required value, answered by asking."""
@@ -834,9 +818,9 @@ class Generator:
         a, _ = render(parse_template(answer), lambda name, k: slots[name], c.rng)
         return cid, tool, exchange(u, a)
 
-    def offerable(self, tool: str) -> list[str]:
-        bad = {tool} | si.SUBSTITUTES.get(tool, set())
-        return [t for t in self.cat.tools if t not in bad]
+    def serving(self, tool: str) -> set[str]:
+        """The tool and those that could serve its requests: none of them is offered when declining it."""
+        return {tool} | si.SUBSTITUTES.get(tool, set())
 
     def decline_reply(self, c: Ctx, cap: str, offered: list[str]) -> str:
         offered_caps = si.join_words([self.cat.intents[t].capability for t in offered], "or")
@@ -858,9 +842,8 @@ class Generator:
         return order
 
     def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
-        prompts = [
-            (i, t) for i, (aff, t) in self.dialogue("system", "system_prompts") if aff in ("any", d.affinity)
-        ]
+        fits = ("any", self.affinity(d.topic or d.needed or d.tool_order or []))
+        prompts = [(i, t) for i, (aff, t) in self.dialogue("system", "system_prompts") if aff in fits]
         text, pid = None, None
         if prompts and not c.chance(P_NO_SYSTEM):
             pid, text = c.choice(prompts)
@@ -986,11 +969,6 @@ def _report(
 # Teacher paraphrases
 
 
-PARAPHRASE_SYSTEM = (
-    "You rewrite messages that users send to an AI assistant. Rewrite the user's message with different "
-    "wording and sentence structure but the same meaning. Keep every name, number, date, code, e-mail "
-    "address, quoted text and other specific value exactly as written. Reply with the rewritten message only."
-)
 TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
 
 
@@ -1107,7 +1085,7 @@ def paraphrase_with_teacher(
             resp = client.chat.completions.create(
                 model=model, temperature=temperature, stream=False, extra_headers=headers,
                 max_tokens=min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
-                messages=[{"role": "system", "content": PARAPHRASE_SYSTEM}, {"role": "user", "content": text}],
+                messages=[{"role": "system", "content": si.DIALOGUE["paraphrase_system"]}, {"role": "user", "content": text}],
             )  # fmt: skip
             return resp.choices[0].message.content or "", None
         except (openai.OpenAIError, IndexError, AttributeError, TypeError, ValueError) as e:
@@ -1116,15 +1094,11 @@ def paraphrase_with_teacher(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         answers = list(pool.map(ask, jobs))
 
-    rejected: Counter = Counter()
-    accepted = http_ok = 0
-    first_error = None
+    errors = [err for _, err in answers if err is not None]
+    rejected = Counter({"http_error": len(errors)} if errors else {})
     for (ri, mi, original), (content, err) in zip(jobs, answers, strict=True):
         if err is not None:
-            rejected["http_error"] += 1
-            first_error = first_error or err
             continue
-        http_ok += 1
         new = (content or "").strip()
         if len(new) > 1 and new[0] in '"\u201c' and new[-1] in '"\u201d' and original[:1] not in '"\u201c':
             new = new[1:-1].strip()  # a teacher that quotes its whole answer
@@ -1137,10 +1111,10 @@ def paraphrase_with_teacher(
             rejected[reason] += 1
         else:
             out[ri] = trial
-            accepted += 1
     endpoint = base + "/chat/completions"
+    http_ok, accepted = len(jobs) - len(errors), len(jobs) - sum(rejected.values())
     if jobs and http_ok == 0:
-        raise KitError(f"teacher at {endpoint} answered no request: {first_error}")
+        raise KitError(f"teacher at {endpoint} answered no request: {errors[0]}")
     return out, {
         "endpoint": endpoint,
         "model": model,
