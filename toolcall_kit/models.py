@@ -105,11 +105,9 @@ def _unsloth_int_to_float() -> dict[str, Any]:
     spec = importlib.util.find_spec("unsloth")
     if spec is None or not spec.submodule_search_locations:
         return {}
+    mapper_py = Path(list(spec.submodule_search_locations)[0]) / "models" / "mapper.py"
     try:
-        mapper = _load_file(
-            "_toolcall_kit_unsloth_mapper",
-            Path(list(spec.submodule_search_locations)[0]) / "models" / "mapper.py",
-        )
+        mapper = _load_file("_toolcall_kit_unsloth_mapper", mapper_py)
         return dict(getattr(mapper, "INT_TO_FLOAT_MAPPER", {}))
     except Exception:  # noqa: BLE001 - another Unsloth layout: fall back to the suffix rule
         return {}
@@ -234,11 +232,7 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     config_dict = loaded.config.to_dict()
     config_dict.pop("quantization_config", None)
     config_dict.pop("_name_or_path", None)
-    ids = dict(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
+    ids = {key: getattr(tokenizer, key) for key in ("eos_token_id", "pad_token_id", "bos_token_id")}
     config = AutoConfig.for_model(**config_dict | ids | {"dtype": "float32"})
     state = loaded.state_dict()
     with torch.device("meta"):  # no second 540 MB of random init: the GGUF tensors are assigned below
