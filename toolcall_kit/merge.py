@@ -80,12 +80,6 @@ def _refuse_out_over_inputs(out: Path, inputs: dict[str, Path]) -> None:
             raise KitError(f"--out {out} is {where} {what} {p}; pick a new folder (e.g. RUN/merged)")
 
 
-def _load(what: str, where: Any, fn, *args, **kwargs):
-    """A from_pretrained call whose failure (missing, truncated or foreign files) is one line naming `where`."""
-    with loading(what, where):
-        return fn(*args, **kwargs)
-
-
 def _run_info(run: Path | None) -> dict[str, Any]:
     """What the run folder says about the adapter: its config.yaml, result.json and evaluation report."""
     if run is None:
@@ -124,12 +118,13 @@ def base_for(adapter_cfg: dict[str, Any], info: dict[str, Any], base: str | None
 def _refuse_quantized(base_name: str, base_path: str) -> None:
     """A pre-quantized base would be merged into (and saved as) 4-bit weights: refuse it, naming the fix."""
     cfg_file = Path(base_path) / MODEL_CONFIG
-    if cfg_file.is_file():
-        quant = json.loads(cfg_file.read_text()).get("quantization_config")
-    else:
-        from transformers import AutoConfig
+    with loading("base", base_name):
+        if cfg_file.is_file():
+            quant = json.loads(cfg_file.read_text()).get("quantization_config")
+        else:
+            from transformers import AutoConfig
 
-        quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
+            quant = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
     if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else type(quant).__name__
         fix = unquantized_name(base_name)
@@ -247,7 +242,7 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     base_path = str(adapter_dir) if full else resolve_model(base_name)
     if Path(base_path).is_dir():
         _refuse_out_over_inputs(out, {"base model": Path(base_path)})
-    _load("base", base_name, _refuse_quantized, base_name, base_path)
+    _refuse_quantized(base_name, base_path)
     model, tokenizer = _adapter_model(adapter_dir, base_path, torch_dtype, full)
     tools = _probe_tools(info)
     ref = _probe_logits(model, tokenizer, tools)
@@ -293,14 +288,18 @@ def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype, full: bool = 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # A missing, truncated or foreign file is one line naming the folder (errors.loading).
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_path
-    tokenizer = _load("tokenizer", tok_src, AutoTokenizer.from_pretrained, tok_src)
-    what = "trained model" if full else "base model"
-    model = _load(what, base_path, AutoModelForCausalLM.from_pretrained, base_path, dtype=torch_dtype)
+    with loading("tokenizer", tok_src):
+        tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    with loading("trained model" if full else "base model", base_path):
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
     if full:
         return model.eval(), tokenizer
     # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    return _load("adapter", adapter_dir, PeftModel.from_pretrained, model, str(adapter_dir)).eval(), tokenizer
+    with loading("adapter", adapter_dir):
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return model.eval(), tokenizer
 
 
 def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) -> None:
