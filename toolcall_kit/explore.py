@@ -23,7 +23,7 @@ from typing import Any
 from . import pipeline
 from .config import RunConfig
 from .io import read_jsonl
-from .records import Record, calls_of, text_of, tool_names
+from .records import Record, calls_of, read_records, text_of, tool_names
 from .run_files import PREDICTIONS, REPORT, RunFiles
 
 CELL_CHARS = 600  # characters of a raw row or model output shown in a table cell (the rest is elided)
@@ -59,7 +59,6 @@ def _html(text: str):
 
 def sample_record(cfg: RunConfig, index: int = 0):
     """Kept training record `index`, pretty-printed, and rendered with the family's training template."""
-    from .records import read_records
     from .templates import adapt_records, render
 
     record = read_records(cfg.data.train)[index]
@@ -146,7 +145,6 @@ class MaskView:
     max_seq_length cut); the tokenizer is loaded once so stepping through examples is quick."""
 
     def __init__(self, cfg: RunConfig):
-        from .records import read_records
         from .templates import adapt_records
 
         self.max_seq_length = cfg.model.max_seq_length

@@ -24,6 +24,7 @@ from typing import Any
 from . import io
 from .config import RunConfig, load_config
 from .errors import KitError
+from .records import read_records
 from .run_files import MODEL_CONFIG, STAGES
 
 
@@ -183,7 +184,6 @@ def training_view(cfg: RunConfig):
 
 def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, Any]:
     """Exact token budget of `data.train` with the model's tokenizer and template (`toolcall-kit tokens`)."""
-    from .records import read_records
     from .tokens import token_report
 
     if plot:
@@ -204,7 +204,6 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
     """Row `index` of `data.train` (negative: from the end) as text with its trained tokens marked and the
     tokens past `model.max_seq_length` shown after a cut line (`toolcall-kit show-mask`)."""
-    from .records import read_records
     from .templates import adapt_records
     from .tokens import show_mask
 
