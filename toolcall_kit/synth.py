@@ -212,7 +212,7 @@ def string_value(schema: dict, c: Ctx) -> str:
     if fmt == "email":
         return si.email_address(c)[1]
     if fmt in ("uri", "url"):
-        return f"https://www.{c.pick('domains')}/{c.choice(['docs', 'news', 'shop', 'about'])}"
+        return f"https://www.{c.pick('domains')}/{c.choice(si.POOLS['url_paths'])}"
     if fmt == "uuid":
         return "-".join(si.hex_id(c, k) for k in (8, 4, 4, 4, 12))
     if fmt == "ipv4":
@@ -331,13 +331,11 @@ def generic_intent(fn: dict) -> Intent:
             raise KitError(f"tool {name!r}: cannot generate arguments that pass its schema ({errs}); "
                            "add `enum` or `examples` to the parameters that fail")  # fmt: skip
         said = [(_human(k), _text_value(v)) for k, v in args.items()]
-        kv = {
-            "kv_and": si.join_words([f"{k} {v}" for k, v in said]),
-            "kv_colon": "; ".join(f"{k}: {v}" for k, v in said),
-            "kv_eq": ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items()),
-            "kv_is": si.join_words([f"the {k} is {v}" for k, v in said]),
-            "kv_sent": " ".join(f"The {k} is {v}." for k, v in said),
-        }
+        as_json = [(k, json.dumps(v, ensure_ascii=False)) for k, v in args.items()]
+        kv = {}
+        for key, form in GENERIC["values_said"].items():
+            parts = [form["each"].format(k=k, v=v) for k, v in (as_json if form.get("json") else said)]
+            kv[key] = si.join_words(parts, form["last"]) if "last" in form else form["sep"].join(parts)
         return {**{k: Slot(t, "*", args) for k, t in kv.items()}, "tool": Slot(_human(name)), "name": Slot(name),
                 "desc": Slot(desc)}  # fmt: skip
 
@@ -566,6 +564,11 @@ class Generator:
         today = any(slots[nm].needs_today for nm, _ in mentioned)
         return Said(text, args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned])
 
+    def request(self, c: Ctx, tool: str) -> Said:
+        """A request for `tool` as a user would send it (greeting and thanks drawn)."""
+        said = self.render_single(c, tool)
+        return said._replace(text=self.decorate(c, said.text, said.slots))
+
     def decorate(self, c: Ctx, text: str, mentioned: list[Slot]) -> str:
         if c.chance(P_GREETING):
             text = c.choice(si.DIALOGUE["greetings"]) + text
@@ -607,27 +610,23 @@ class Generator:
 
     # --- kinds
     def single(
-        self, c: Ctx, tool: str | None = None, user: tuple | None = None, result: bool | None = None
+        self, c: Ctx, tool: str | None = None, said: Said | None = None, result: bool | None = None
     ) -> Draft:
-        """A single call (to `tool`, else any); `user`: a declined request's words, for its contrastive partner."""
-        if user is None:
-            tool = tool or c.choice(self.callable_tools())
-            text, args, tpl, today, mentioned = self.render_single(c, tool)
-            text = self.decorate(c, text, mentioned)
-        else:  # a contrastive partner: the declined request, word for word
-            text, args, tpl, today = user
-        assert tool is not None
-        calls = [(tool, args)]
+        """A single call (to `tool`, else any); `said`: a declined request, word for word, for its partner."""
+        partner = said is not None
+        tool = tool or c.choice(self.callable_tools())
+        said = said or self.request(c, tool)
+        calls = [(tool, said.args)]
         wanted = c.chance(P_RESULT_SINGLE) if result is None else result
         res = self.results(c, calls) if wanted else None
         final = self.summaries(c, calls, res) if res else None
         msgs: list[dict] = []
-        tids = [tpl.id]
-        if user is None and self.dialogue("chat") and c.chance(P_PREAMBLE):
+        tids = [said.template.id]
+        if not partner and self.dialogue("chat") and c.chance(P_PREAMBLE):
             qid, msgs = self.chat(c)
             tids.append(qid)
-        msgs += [{"role": "user", "content": text}, *self.call_turn(c, calls, res, final)]
-        return Draft(SINGLE_CALL, msgs, [tool], tids, today)
+        msgs += [{"role": "user", "content": said.text}, *self.call_turn(c, calls, res, final)]
+        return Draft(SINGLE_CALL, msgs, [tool], tids, said.needs_today)
 
     def parallel(self, c: Ctx) -> Draft:
         same = [t for t in self.cat.tools if self.parallel_templates(t)]
@@ -743,14 +742,13 @@ class Generator:
             msgs = exchange(req, self.decline_reply(c, cap, offered))
             return Draft(DECLINED, msgs, [], [oid], tool_order=offered), None
         tool = c.choice(withheld)
-        text, args, tpl, today, mentioned = self.render_single(c, tool)
-        text = self.decorate(c, text, mentioned)
+        said = self.request(c, tool)
         offered = self.offer(c, [], self.serving(tool), 1)
-        msgs = exchange(text, self.decline_reply(c, self.cat.intents[tool].capability, offered))
-        d = Draft(DECLINED, msgs, [], [tpl.id], today, tool_order=offered, topic=[tool])
+        msgs = exchange(said.text, self.decline_reply(c, self.cat.intents[tool].capability, offered))
+        d = Draft(DECLINED, msgs, [], [said.template.id], said.needs_today, tool_order=offered, topic=[tool])
         if not partner:
             return d, None
-        p = self.single(c, tool, user=(text, args, tpl, today))
+        p = self.single(c, tool, said)
         keep = list(offered)
         while len(keep) + 1 > self.max_tools:
             keep.pop(c.rng.randrange(len(keep)))
