@@ -156,14 +156,13 @@ def _is_mistral_id(call_id: Any) -> bool:
 def adapt_record(
     record: Record, family: str | Family, parallel: str = "error", content_with_calls: str = "error"
 ) -> list[Record]:
-    """The record rewritten for its family's quirks, as a list (one record today).
+    """The record rewritten for its family's quirks, as a list (one record today); the input is never changed.
 
-    - llama3_1 writes one call per assistant turn and no text beside a call (Meta's template drops the
-      text, vLLM's llama3_json parser returns no content with calls): `parallel="split"` makes a turn per
-      call, each followed by its result, `content_with_calls="drop"` drops the text; "error" refuses.
-    - mistral: call ids become exactly 9 letters and digits, deterministically; results follow their call.
-    The input is never changed; only a record that changes is copied (a deepcopy of each of 60k records
-    cost seconds).
+    - llama3_1: one call per assistant turn and no text beside it (vLLM's llama3_json returns no content with
+      calls): `parallel="split"` makes a turn per call, each followed by its result; `content_with_calls="drop"`
+      drops the text; "error" refuses.
+    - mistral: call ids become exactly 9 letters and digits, deterministically.
+    Only a record that changes is copied (a deepcopy of each of 60k records cost seconds).
     """
     fam = get_family(family)
     if parallel not in ("error", "split") or content_with_calls not in ("error", "drop"):
@@ -401,12 +400,11 @@ def template_losses(text: str, record: Record) -> list[str]:
 
 @dataclass
 class ParsedOutput:
-    """A model output as vLLM's own parser (0.33, the family's --tool-call-parser) returns it: what is scored
-    and trained is what a client of the server receives. `errors` say why the client gets fewer usable calls
-    than the model wrote (vLLM's hermes and llama3_json parsers return NO calls when one fails: one broken
-    <tool_call> among several, an output cut inside </tool_call>); `strict_errors` what the kit flags
-    although the server lets it pass (an unclosed last <tool_call>, text the server drops, arguments it only
-    accepts as a JSON string). A training target must have neither; a prediction is scored by `errors`."""
+    """A model output as vLLM's parser (0.33, the family's --tool-call-parser) returns it to a client.
+
+    `errors`: why the client gets fewer usable calls than the model wrote (vLLM's hermes and llama3_json
+    return NO calls when one fails); `strict_errors`: what the kit flags although the server lets it pass
+    (an unclosed last <tool_call>, dropped text). A training target has neither; scoring uses `errors`."""
 
     calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]: usable calls
     content: str = ""  # the text the server returns as content, stripped
@@ -678,11 +676,8 @@ def _mistral_payload(payload: str, out: ParsedOutput) -> tuple[Any, str | None]:
     try:
         parsed, stop = _DECODER.raw_decode(payload)
     except json.JSONDecodeError as e:
-        problem = (
-            _json_problem(e, payload, MISTRAL_TAG)
-            if payload
-            else f"{MISTRAL_TAG}: nothing after it (truncated call)"
-        )
+        empty = f"{MISTRAL_TAG}: nothing after it (truncated call)"
+        problem = _json_problem(e, payload, MISTRAL_TAG) if payload else empty
         found = _MISTRAL_LIST.search(payload)  # vLLM's fallback: the span from the first [{ to the last }]
         parsed = _loads_or_none(found.group(0)) if found else None
         if parsed is None:
@@ -735,9 +730,7 @@ def _drop_specials(text: str) -> str:
 def _mistral_v11_call(name: str, raw: str, where: str, out: ParsedOutput) -> None:
     if not raw:
         out.strict_errors.append(f"{where}: call {name!r} has no arguments (vLLM sends {{}})")
-        _usable(name, {}, where, out)
-        return
-    got = _decode_at(raw, 0, where, out.errors)
+    got = _decode_at(raw, 0, where, out.errors) if raw else ({}, 0)
     if got is None:
         return
     args, stop = got

@@ -171,12 +171,10 @@ def token_report(
 ) -> dict:
     """Exact token counts with the model's tokenizer and the family's training template, tools included.
 
-    Per example: tokens, trained tokens, the naive len(text)/4 estimate; totals, distribution (min,
-    median, p95, max), examples over `max_seq_length`, and every example whose assistant tokens would ALL
-    be cut off (TRL drops those silently) by index and id; steps per epoch and total training tokens for
-    `batch_size` x `grad_accum` x `epochs` (examples with nothing left to train are not counted as steps).
-    With `check`, every render is checked for dropped tools/calls/arguments/results (KitError), and a
-    sample of `sample_checks` examples gets the render->parse round trip.
+    Per example and in total: tokens, trained tokens, the naive len(text)/4 estimate; the examples over
+    `max_seq_length` and those whose trained tokens would ALL be cut off (TRL drops them silently); steps
+    and training tokens for `batch_size` x `grad_accum` x `epochs`. With `check`, every render is checked
+    for dropped data (KitError) and `sample_checks` examples get the render->parse round trip.
     """
     if min(max_seq_length, batch_size, grad_accum, epochs) <= 0:
         raise KitError("max_seq_length, batch_size, grad_accum and epochs must be positive")
@@ -185,6 +183,9 @@ def token_report(
     examples = _count_examples(tokenizer, adapted, fam, chat_template, max_seq_length, check, sample_checks)
     stats = token_stats(examples, max_seq_length)
     naive = sum(e["naive"] for e in examples)
+    naive_error_pct = (
+        round(100.0 * (naive - stats["tokens"]) / stats["tokens"], 1) if stats["tokens"] else 0.0
+    )
     usable = [e for e in examples if e["kept_trained"] > 0]
     steps_per_epoch = math.ceil(len(usable) / (batch_size * grad_accum))
 
@@ -198,9 +199,7 @@ def token_report(
         "source_records": len(records),
         **stats,
         "naive_tokens": naive,
-        "naive_error_pct": round(100.0 * (naive - stats["tokens"]) / stats["tokens"], 1)
-        if stats["tokens"]
-        else 0.0,
+        "naive_error_pct": naive_error_pct,
         "over_max_seq_length": [brief(e, "tokens") for e in examples if e["tokens"] > max_seq_length],
         "all_assistant_tokens_cut": [
             brief(e, "tokens", "first_trained_token") for e in examples if "first_trained_token" in e
@@ -217,9 +216,9 @@ def token_report(
         "per_example": [brief(e, "tokens", "trained", "naive") for e in examples],
     }
     if plot is not None:
-        title = f"{fam.name}: tokens per example"
+        lengths = [e["tokens"] for e in examples]
         report["plot"] = str(
-            plot_histogram([e["tokens"] for e in examples], max_seq_length, plot, title=title)
+            plot_histogram(lengths, max_seq_length, plot, title=f"{fam.name}: tokens per example")
         )
     return report
 

@@ -20,11 +20,9 @@ from typing import Any
 def _defer_rfc3987_syntax() -> None:
     """Let jsonschema import `rfc3987_syntax` (its "iri" format check) only when that check first runs.
 
-    Why: JupyterLab's jupyter_events installs jsonschema[format-nongpl], and `rfc3987_syntax` compiles 39
-    lark grammars when imported: `import jsonschema` took 2.5 s instead of 0.3 s, in every kit process
-    (each notebook's kernel, each CLI call, many tests). The check itself is the library's, unchanged.
-    (`importlib.util.LazyLoader` cannot do this: jsonschema's `from rfc3987_syntax import is_valid_syntax`
-    reads the attribute at import, which loads the module.)"""
+    Why: jsonschema[format-nongpl] (installed by JupyterLab) imports it, and it compiles 39 lark grammars:
+    `import jsonschema` took 2.5 s instead of 0.3 s in every kit process. The check itself is unchanged.
+    (`LazyLoader` cannot do this: `from rfc3987_syntax import is_valid_syntax` loads the module.)"""
     name = "rfc3987_syntax"
     if name in sys.modules or importlib.util.find_spec(name) is None:
         return
@@ -306,11 +304,8 @@ def check_call(
         errs = _errors((validators or {}).get(name) or schema_validator(schema), args)
     except Exception as e:  # noqa: BLE001 - a schema can pass check_schema yet fail to apply (unresolvable $ref)
         return [Problem(BAD_TOOL_SCHEMA, f"{where}: the schema of {name!r} cannot be applied: {e}")]
-    if errs:
-        return [
-            Problem(ARGUMENTS_SCHEMA, f"{where}: arguments of {name!r} fail its schema: {'; '.join(errs)}")
-        ]
-    return []
+    detail = f"{where}: arguments of {name!r} fail its schema: {'; '.join(errs)}"
+    return [Problem(ARGUMENTS_SCHEMA, detail)] if errs else []
 
 
 def non_finite_at(value: Any, where: str = "") -> str | None:
@@ -333,8 +328,7 @@ def validate_record(record: Any) -> list[Problem]:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         return [Problem(MISSING_FIELD, "`messages` must be a non-empty list")]
-    bad_number = non_finite_at(record)
-    if bad_number:
+    if bad_number := non_finite_at(record):
         detail = f"{bad_number}: NaN, Infinity or a number out of range, which JSON cannot hold"
         return [Problem(INVALID_JSON, detail)]
     declared, problems, validators = _check_tools(record.get("tools"))
@@ -349,11 +343,9 @@ def validate_record(record: Any) -> list[Problem]:
     for i, msg in enumerate(messages):
         turns.check(f"messages[{i}]", msg)
     if turns.open_calls and turns.answered_any:
-        problems.append(
-            Problem(UNANSWERED_CALL, f"calls {', '.join(sorted(turns.open_calls))} never get a result")
-        )
+        turns.add(UNANSWERED_CALL, f"calls {', '.join(sorted(turns.open_calls))} never get a result")
     if not turns.seen_assistant:
-        problems.append(Problem(NO_ASSISTANT, "no assistant turn: nothing to train on"))
+        turns.add(NO_ASSISTANT, "no assistant turn: nothing to train on")
     return problems
 
 
@@ -361,12 +353,8 @@ class _Turns:
     """The turn-order rules, message by message: which calls await a result, whether any was answered."""
 
     def __init__(self, declared: dict, validators: dict, parallel: bool, problems: list[Problem]):
-        self.declared, self.validators, self.parallel, self.problems = (
-            declared,
-            validators,
-            parallel,
-            problems,
-        )
+        self.declared, self.validators = declared, validators
+        self.parallel, self.problems = parallel, problems
         self.open_calls: dict[str, str] = {}  # call id -> tool name, awaiting a result
         self.answered_any = False
         self.seen_assistant = False
@@ -398,10 +386,8 @@ class _Turns:
             # Results are optional in single-turn data (the call is the target), but once a conversation
             # carries results, every call must be answered before the user speaks again.
             if self.open_calls and self.answered_any:
-                self.add(
-                    UNANSWERED_CALL,
-                    f"{where}: user turn before results for {', '.join(sorted(self.open_calls))}",
-                )
+                waiting = ", ".join(sorted(self.open_calls))
+                self.add(UNANSWERED_CALL, f"{where}: user turn before results for {waiting}")
             self.open_calls.clear()
             self.answered_any = False
 
@@ -430,16 +416,12 @@ class _Turns:
     def result(self, where: str, msg: dict, content: str | None) -> None:
         cid = msg.get("tool_call_id")
         if not isinstance(cid, str) or cid not in self.open_calls:
-            return self.add(
-                ORPHAN_TOOL_RESULT, f"{where}: tool result answers {cid!r}, which no earlier call made"
-            )
+            detail = f"{where}: tool result answers {cid!r}, which no earlier call made"
+            return self.add(ORPHAN_TOOL_RESULT, detail)
         if content is None:
             self.add(MISSING_FIELD, f"{where}: tool result has no content")
         name = msg.get("name")
-        if name is not None and name != self.open_calls[cid]:
-            self.add(
-                BAD_FIELD,
-                f"{where}: result named {name!r} answers {cid!r}, a call to {self.open_calls[cid]!r}",
-            )
-        del self.open_calls[cid]
+        called = self.open_calls.pop(cid)
+        if name is not None and name != called:
+            self.add(BAD_FIELD, f"{where}: result named {name!r} answers {cid!r}, a call to {called!r}")
         self.answered_any = True

@@ -453,9 +453,8 @@ def read_file(path: str | Path, fmt: str = "auto", info: dict | None = None) -> 
         sample = list(itertools.islice(items, SAMPLE_ROWS))
         fmt, how = detect_format(path, [v for _, _, v in sample if not isinstance(v, Problem)])
         items = itertools.chain(sample, items)
-    per_row = how.startswith(
-        "auto"
-    )  # in a mixed file, a row that plainly looks like another format is read so
+    # In a mixed file that auto read, a row that plainly looks like another format is read so.
+    per_row = how.startswith("auto")
     minority: Counter = Counter()
     info = {} if info is None else info
     info.update(format=fmt, how=how)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..records import Record
+from ..records import Record, make_call
 from ..validate import BAD_FIELD, MISSING_FIELD
 from . import (
     RowError,
@@ -105,8 +105,7 @@ def _call(call: Any, ids, where: str) -> Any:
     cid = call.get("id")
     if not isinstance(cid, str) or not cid:
         cid = next(ids)
-    args = decode_arguments(fn.get("arguments"), where)
-    return {"id": cid, "type": "function", "function": {"name": fn.get("name"), "arguments": args}}
+    return make_call(fn.get("name"), decode_arguments(fn.get("arguments"), where), cid)
 
 
 def _result(m: dict, pending: list[tuple[str, Any]]) -> dict:
@@ -124,10 +123,8 @@ def _result(m: dict, pending: list[tuple[str, Any]]) -> dict:
         name = name or match[1]
     try:
         text = content_text(m.get("content"), "")
-    except RowError:
-        text = json.dumps(
-            m.get("content"), ensure_ascii=False
-        )  # results given as objects: the model sees JSON
+    except RowError:  # results given as objects: the model sees JSON
+        text = json.dumps(m.get("content"), ensure_ascii=False)
     msg = {"role": "tool", "tool_call_id": cid, "content": text}
     if name is not None:
         msg["name"] = name

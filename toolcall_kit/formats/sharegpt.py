@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any
 
-from ..records import Record, call_name
+from ..records import Record, call_name, make_call
 from ..templates import hermes_blocks
 from ..validate import BAD_FIELD, MISSING_FIELD, NOT_OBJECT
 from . import (
@@ -131,9 +131,8 @@ def _parse_tools(text: str, where: str) -> list:
 def _split_calls(value: str, ids, where: str) -> tuple[str | None, list[dict]]:
     """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them).
 
-    The tags are cut by the kit's one Hermes reader (templates.hermes_blocks, which parses model output as
-    vLLM does). The bodies are read more leniently than a server reads them, because Hermes and Glaive
-    exports need it (Python literals, a list of calls in one block, `parameters` for `arguments`); the chat
+    The tags are cut as vLLM cuts them (templates.hermes_blocks); the bodies are read more leniently, as
+    Hermes and Glaive exports need (Python literals, a list of calls in a block, `parameters`): the chat
     template writes every call again as strict JSON, and the round trip before training checks it."""
     before, blocks, after = hermes_blocks(value)
     if not blocks:
@@ -153,9 +152,7 @@ def _calls(parsed: Any, ids, where: str) -> list[dict]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RowError(BAD_FIELD, f"{where}: a tool call must be an object with a `name`")
         args = decode_arguments(item.get("arguments", item.get("parameters")), where)
-        calls.append(
-            {"id": next(ids), "type": "function", "function": {"name": item["name"], "arguments": args}}
-        )
+        calls.append(make_call(item["name"], args, next(ids)))
     return calls
 
 
