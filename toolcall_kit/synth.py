@@ -490,9 +490,7 @@ class Draft:
     template_ids: list[str]
     needs_today: bool = False
     offer_min: int = 0  # offer at least this many tools
-    topic: list[str] | None = (
-        None  # the tools whose catalog picks the system prompt (else needed, else offered)
-    )
+    topic: list[str] | None = None  # whose catalog picks the system prompt (default: needed, else offered)
     tool_order: list[str] | None = None  # a fixed offered list (declines, "what can you do", partners)
 
 
