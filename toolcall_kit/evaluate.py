@@ -30,9 +30,9 @@ import math
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product, zip_longest
 from pathlib import Path
 from typing import Any
@@ -85,13 +85,9 @@ _PY_TYPE = {"string": str, "integer": int, "number": float, "boolean": bool, "ar
 _STANDARDIZE_RE = re.compile(r"[ \,\.\/\-\_\*\^]")
 
 
-def standardize_string(s: str) -> str:
-    """BFCL's string normalisation: drop spaces and ,./-_*^, lowercase, single quotes -> double."""
-    return _STANDARDIZE_RE.sub("", s).lower().replace("'", '"')
-
-
 def _std(v: Any) -> Any:
-    return standardize_string(v) if isinstance(v, str) else v
+    """BFCL's string normalisation (drop spaces and ,./-_*^, lowercase, ' -> "); other values as they are."""
+    return _STANDARDIZE_RE.sub("", v).lower().replace("'", '"') if isinstance(v, str) else v
 
 
 def _schema_type(prop: dict) -> type | None:
@@ -156,7 +152,7 @@ def _value_error(
         e = _any_accepts(errors, f"no acceptable list of objects matches {value!r}")
         return f"{param!r}: {e}" if e else ""
     if (not variable and expected is str) or (expected is None and isinstance(value, str)):
-        if standardize_string(value) in [standardize_string(a) for a in acceptable if isinstance(a, str)]:
+        if _std(value) in [_std(a) for a in acceptable if isinstance(a, str)]:
             return ""
         return f"{param!r} is {value!r}, expected one of {acceptable!r} (case and punctuation ignored)"
     if not variable and expected is list:
@@ -479,22 +475,20 @@ def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
     raw = json.dumps(message, ensure_ascii=False)
     if message.get("tool_calls"):
         return Prediction(**vars(parse_tool_calls(message, "openai")), raw=raw)
-    pred = parse_output(message.get("content") or "", fmt)
-    pred.raw = raw
-    return pred
+    return replace(parse_output(message.get("content"), fmt), raw=raw)
 
 
-def _json_lines(path: str | Path, what: str) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of a JSONL input; a folder, non-UTF-8 text or a pipe are handled by io."""
+def _check_exists(path: str | Path, what: str) -> None:
+    """A missing input file is named plainly; a folder, non-UTF-8 text or a pipe are io's to report."""
     if str(path) != STDIN and not Path(path).exists():
         raise KitError(f"{what} {path} does not exist")
-    return iter_json_lines(Path(path))
 
 
 def read_predictions(path: str | Path, fmt: str = "hermes") -> dict[str, Prediction]:
     """id -> Prediction from a JSONL predictions file; a bad row is a DataError naming its line."""
+    _check_exists(path, "predictions file")
     out: dict[str, Prediction] = {}
-    for n, row in _json_lines(path, "predictions file"):
+    for n, row in iter_json_lines(Path(path)):
         if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
             raise DataError(path, n, 'a prediction must be an object with an "id"')
         if "tool_calls" not in row and "output" not in row:
@@ -655,6 +649,10 @@ def _groups(verdicts: Sequence[Verdict], keys: Callable[[Verdict], Iterable]) ->
     return groups
 
 
+def _breakdown(groups: dict[str, list[Verdict]]) -> dict[str, dict]:
+    return {key: _metric_block(vs) for key, vs in sorted(groups.items())}
+
+
 def per_example(verdicts: Sequence[Verdict]) -> list[dict]:
     """[{"id", "correct", "reason"}] per record: right when all its cases are; reason of the first miss."""
     out = []
@@ -718,10 +716,8 @@ def aggregate(verdicts: Sequence[Verdict], extra: dict | None = None) -> dict:
         "meets_targets": {m: None if rates[m] is None else rates[m] >= t for m, t in TARGETS.items()},
         "validity": validity,
         "reasons": dict(Counter(v.reason for v in verdicts).most_common()),
-        "by_kind": {k: _metric_block(vs) for k, vs in sorted(_groups(verdicts, lambda v: [v.kind]).items())},
-        "by_category": {
-            c: _metric_block(vs) for c, vs in sorted(_groups(verdicts, lambda v: [v.category]).items())
-        },
+        "by_kind": _breakdown(_groups(verdicts, lambda v: [v.kind])),
+        "by_category": _breakdown(_groups(verdicts, lambda v: [v.category])),
         "by_tool": by_tool,
         "confusion": confusion(verdicts),
         "per_example": examples,
@@ -744,10 +740,7 @@ def score_cases(
 
 def load_records(path: str | Path) -> list[Record]:
     """Canonical records (prepare's eval.jsonl), each valid and with a unique id (predictions are keyed by id)."""
-    from .io import STDIN
-
-    if str(path) != STDIN and not Path(path).exists():
-        raise KitError(f"data file {path} does not exist")
+    _check_exists(path, "data file")
     return read_records(path, validate=True)
 
 
@@ -799,14 +792,12 @@ def generate_batched(
     max_new_tokens: int = 128,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Greedy completions of `prompts` (rendered text), `batch_size` at a time with left padding.
+    """Greedy completions of `prompts` (rendered text), `batch_size` at a time, in the input order, decoded
+    with special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
 
-    A conversation's later turn extends its earlier turn's prompt: it starts from that prompt's cached keys
-    and values and prefills only its new tokens (a third of the demo's prompt tokens). So prompts go in
-    rounds: those that extend no other, then those that extend one of the first round, and so on; within a
-    round, shortest first, so that a batch pads little. Outputs come back in the input order, decoded with
-    special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
-    """
+    A later turn's prompt extends its earlier turn's: it prefills only its new tokens after that prompt's
+    cached keys and values (a third of the demo's prompt tokens). So prompts go in rounds (those that extend
+    no other, then those that extend one of the first round, ...), shortest first to pad little."""
     import torch
 
     if batch_size < 1:
@@ -872,9 +863,9 @@ def prefix_parents(encoded: Sequence[Sequence[int]]) -> dict[int, int]:
 
 
 def prefix_cut(lengths: Sequence[int], cached: Sequence[int]) -> int:
-    """How much of each row's cached prefix a batch uses: the cache part is as wide as the longest prefix and
-    the new part as the longest rest, so one long row without a prefix would double the batch's width (and
-    every decoding step's cost). The cut that keeps the batch narrowest; the longest such cut on a tie."""
+    """How much of each row's cached prefix a batch uses: the cut that keeps the batch narrowest (the longest
+    such on a tie). The cache part is as wide as the longest prefix and the new part as the longest rest, so
+    one long row without a prefix could double the batch's width and every decoding step's cost."""
     width = {c: c + max(n - min(p, c) for n, p in zip(lengths, cached, strict=True)) for c in {0, *cached}}
     return min(sorted(width, reverse=True), key=width.__getitem__)
 
@@ -890,17 +881,13 @@ def greedy_decode(
     """Greedy new tokens of a batch of prompts (token ids), each row cut before its first stop token; and,
     where `keep` asks, each prompt's own keys and values (per layer, for `prefixes` of a later batch).
 
-    A row's prefix (keys and values of its first tokens, cached from an earlier prompt) is placed before its
-    remaining tokens: rows are left-padded in both parts, the holes masked out, positions counted over the
-    real tokens only, as `generate` counts them (cumulative mask - 1); so the tokens are `generate`'s.
-
-    Written out instead of `model.generate` because generate keeps a finished row in the batch until the
-    longest one ends: on a CPU a decoding step costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts,
-    2 cores), and one rambling answer per batch of 16 made evaluation ~3x longer than its tokens need.
-    Here a row leaves the batch (and the KV cache) when it ends, so batches can be large. transformers'
-    continuous batching (`generate_batch`) does this too, but its paged attention was ~2x slower than
-    `generate` on this CPU.
-    """
+    A row's cached prefix goes before its remaining tokens, both parts left-padded and the holes masked;
+    positions count real tokens only (cumulative mask - 1), as `generate` does, so the tokens are its own.
+    Not `model.generate`, which keeps a finished row in the batch until the longest ends: a CPU decoding step
+    costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts, 2 cores), and one rambling answer per
+    batch of 16 made evaluation ~3x longer. Here a row leaves the batch and the KV cache when it ends.
+    transformers' continuous batching (`generate_batch`) does that too, but its paged attention was ~2x
+    slower than `generate` on this CPU."""
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -983,15 +970,14 @@ GROUPED_SDPA = "toolcall_kit_grouped_sdpa"
 
 
 def grouped_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """transformers' SDPA attention, except that a decoding step (one query position) of a grouped-query model
+    """transformers' SDPA attention, except that a grouped-query model's decoding step (one query position)
     reads each key/value head once instead of copying it for every query head that shares it.
 
-    Why not the library's: with a padding mask, transformers' `sdpa_attention_forward` repeats the KV cache
-    `num_key_value_groups` times every step (SmolLM2-135M: 3x, ~40 MB a row at 600 tokens), and torch's own
-    `enable_gqa=True` gave wrong logits for left-padded rows on this CPU (torch 2.13: off by up to 20). Here
-    the query heads that share a KV head become that head's query rows, which is the same arithmetic:
-    decoding steps ~33% faster (batch 16, bf16, 2 cores), logits equal to ~1e-4 in fp32.
-    """
+    With a padding mask, transformers' `sdpa_attention_forward` repeats the KV cache `num_key_value_groups`
+    times every step (SmolLM2-135M: 3x, ~40 MB a row at 600 tokens), and torch's `enable_gqa=True` gave wrong
+    logits for left-padded rows on this CPU (torch 2.13: off by up to 20). Here the query heads sharing a KV
+    head become its query rows, the same arithmetic: decoding steps ~33% faster (batch 16, bf16, 2 cores),
+    logits equal to ~1e-4 in fp32."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, q_len, dim = query.shape
@@ -1113,14 +1099,9 @@ def openai_messages(messages: Sequence[dict]) -> list[dict]:
     """Messages as an OpenAI-compatible server takes them: string arguments, no kit-only keys."""
     out = []
     for m in to_openai({"messages": list(messages)})["messages"]:
-        keys = (
-            "role",
-            "content",
-            "tool_calls",
-            "tool_call_id",
-            *(("name",) if m.get("role") != "tool" else ()),
-        )
-        msg = {k: v for k, v in m.items() if k in keys}
+        msg = {k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id", "name")}
+        if m.get("role") == "tool":
+            msg.pop("name", None)  # OpenAI's tool message has no name
         if msg.get("tool_calls"):
             msg["tool_calls"] = [
                 {"id": c.get("id"), "type": "function", "function": c["function"]} for c in msg["tool_calls"]
@@ -1145,8 +1126,9 @@ def predict_endpoint(
     fmt: str = "hermes",
     timeout: float = 300.0,
 ) -> list[Prediction]:
-    """Greedy predictions from an OpenAI-compatible server at `url` (see `openai_base_url`), `concurrency` requests in flight. No retries: a failed request is that case's
-    failure. No key is sent (never OPENAI_API_KEY): servers without auth ignore the placeholder."""
+    """Greedy predictions from an OpenAI-compatible server at `url` (see `openai_base_url`), `concurrency`
+    requests in flight. No retries: a failed request is that case's failure. No key is sent (never
+    OPENAI_API_KEY): servers without auth ignore the placeholder."""
     from concurrent.futures import ThreadPoolExecutor
 
     from openai import OpenAI
@@ -1199,16 +1181,17 @@ SUMMARY_METRICS = (
 
 def summary_markdown(report: dict) -> str:
     """The Markdown summary: metrics with targets beside them, then breakdowns."""
-    m, src, n_cases = report["metrics"], report.get("source", {}), report["n_cases"]
+    src, n_cases = report.get("source", {}), report["n_cases"]
     title = src.get("model") or src.get("endpoint") or src.get("predictions") or "predictions"
-    lines = [f"# Evaluation: {title}", ""]
-    lines.append(
-        f"Data: `{src.get('data')}` — {report['n_examples']} examples, {n_cases} cases (assistant turns, teacher-forced)."
-    )
+    lines = [
+        f"# Evaluation: {title}",
+        "",
+        f"Data: `{src.get('data')}` — {report['n_examples']} examples, {n_cases} cases (assistant turns, teacher-forced).",
+    ]
     if report.get("timing"):
         lines.append(f"Generation: {report['timing'].get('seconds', 0):.1f} s for {n_cases} cases.")
     lines += ["", "| metric | value | n | target | |", "|---|---|---|---|---|"]
-    lines += [_metric_row(name, m[name]) for name in SUMMARY_METRICS]
+    lines += [_metric_row(name, report["metrics"][name]) for name in SUMMARY_METRICS]
     validity = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["validity"].items())
     lines += ["", f"Output validity: {validity}."]
     if report.get("unknown_prediction_ids"):
@@ -1216,26 +1199,18 @@ def summary_markdown(report: dict) -> str:
         lines.append(
             f"Predictions for unknown ids ({len(ids)}): {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
         )
+    rated = ("accuracy", "tool_selection", "arguments_ast", "no_call")
     for title, key in (("By kind", "by_kind"), ("By BFCL category", "by_category")):
-        if report.get(key):
-            lines += ["", f"## {title}", "", "| | n | accuracy | selection | arguments (AST) | no-call |"]
-            lines.append("|---|---|---|---|---|---|")
-            for name, b in report[key].items():
-                rates = [
-                    _pct(b[k]["rate"]) for k in ("accuracy", "tool_selection", "arguments_ast", "no_call")
-                ]
-                lines.append(_row(name, b["accuracy"]["total"], *rates))
-    if report.get("by_tool"):
-        lines += [
-            "",
-            "## By tool",
-            "",
-            "| tool | expected | accuracy | arguments (AST) | called when not expected |",
+        rows = [
+            (name, b["accuracy"]["total"], *_rates(b, *rated)) for name, b in (report.get(key) or {}).items()
         ]
-        lines.append("|---|---|---|---|---|")
-        for name, b in report["by_tool"].items():
-            rates = [_pct(b[k]["rate"]) for k in ("accuracy", "arguments_ast")]
-            lines.append(_row(name, b["expected"], *rates, b["unexpected_calls"]))
+        lines += _section(title, "| | n | accuracy | selection | arguments (AST) | no-call |", rows)
+    header = "| tool | expected | accuracy | arguments (AST) | called when not expected |"
+    rows = [
+        (name, b["expected"], *_rates(b, "accuracy", "arguments_ast"), b["unexpected_calls"])
+        for name, b in (report.get("by_tool") or {}).items()
+    ]
+    lines += _section("By tool", header, rows)
     lines += ["", "## Why cases failed", ""]
     lines += [f"- {reason}: {n}" for reason, n in report["reasons"].items() if reason != "ok"] or ["- none"]
     return "\n".join(lines) + "\n"
@@ -1244,13 +1219,20 @@ def summary_markdown(report: dict) -> str:
 def _metric_row(name: str, r: dict) -> str:
     target = TARGETS.get(name)
     mark = "" if target is None or r["rate"] is None else ("meets" if r["rate"] >= target else "**below**")
-    return _row(
-        name,
-        _pct(r["rate"]),
-        f"{r['correct']}/{r['total']}",
-        f"> {int(target * 100)}%" if target else "",
-        mark,
-    )
+    goal = f"> {int(target * 100)}%" if target else ""
+    return _row(name, _pct(r["rate"]), f"{r['correct']}/{r['total']}", goal, mark)
+
+
+def _rates(block: dict, *metrics: str) -> list[str]:
+    return [_pct(block[m]["rate"]) for m in metrics]
+
+
+def _section(title: str, header: str, rows: list[tuple]) -> list[str]:
+    """A titled Markdown table (nothing without rows): `header` as written, its rule, one line per row."""
+    if not rows:
+        return []
+    rule = "|---" * (header.count("|") - 1) + "|"
+    return ["", f"## {title}", "", header, rule, *(_row(*cells) for cells in rows)]
 
 
 def write_plots(report: dict, folder: Path) -> list[str]:
@@ -1439,16 +1421,16 @@ def compare(run_a: str | Path, run_b: str | Path) -> dict:
     in_a = {e["id"]: e for e in a.get("per_example", [])}
     in_b = {e["id"]: e for e in b.get("per_example", [])}
     both = [i for i in in_a if i in in_b]
+    fixed = [{"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]]
+    broken = [
+        {"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]
+    ]
     return {
         "a": str(a_dir),
         "b": str(b_dir),
         "metrics": rows,
-        "fixed": [
-            {"id": i, "a": in_a[i]["reason"]} for i in both if not in_a[i]["correct"] and in_b[i]["correct"]
-        ],
-        "broken": [
-            {"id": i, "b": in_b[i]["reason"]} for i in both if in_a[i]["correct"] and not in_b[i]["correct"]
-        ],
+        "fixed": fixed,
+        "broken": broken,
         "only_in_a": sorted(set(in_a) - set(in_b)),
         "only_in_b": sorted(set(in_b) - set(in_a)),
     }
