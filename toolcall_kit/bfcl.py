@@ -156,14 +156,10 @@ def _unwrap(value: Any, schema: dict) -> Any:
 def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
     """One BFCL entry (and its possible answers) as a canonical record marked with `"bfcl"`."""
     kind, expect = SUPPORTED[category]
-    tools = [
-        make_tool(
-            sanitize_name(fn["name"]),
-            fn.get("description", ""),
-            gorilla_to_json_schema(fn.get("parameters") or {}),
-        )
-        for fn in entry["function"]
-    ]
+    tools = []
+    for fn in entry["function"]:
+        schema = gorilla_to_json_schema(fn.get("parameters") or {})
+        tools.append(make_tool(sanitize_name(fn["name"]), fn.get("description", ""), schema))
     messages = [{"role": m["role"], "content": m.get("content") or ""} for m in entry["question"][0]]
     renamed = [{sanitize_name(name): params for name, params in a.items()} for a in answers or []]
     if renamed:
