@@ -342,9 +342,8 @@ def render(
 def _json_forms(value: Any) -> list[str]:
     # tojson in transformers is json.dumps(ensure_ascii=False) with default separators; accept compact too.
     seps = ((", ", ": "), (",", ":"))
-    return list(
-        dict.fromkeys(json.dumps(value, ensure_ascii=a, separators=s) for a in (False, True) for s in seps)
-    )
+    forms = [json.dumps(value, ensure_ascii=a, separators=s) for a in (False, True) for s in seps]
+    return list(dict.fromkeys(forms))
 
 
 def _refuse_double_encoding(record: Record, text: str) -> None:

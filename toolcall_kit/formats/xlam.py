@@ -174,11 +174,8 @@ def _union(schemas: list[dict]) -> dict:
     if any(not s for s in schemas):
         return {}  # one alternative is "anything"
     if all(set(s) == {"type"} for s in schemas):
-        types: list[str] = []
-        for s in schemas:
-            for t in s["type"] if isinstance(s["type"], list) else [s["type"]]:
-                if t not in types:
-                    types.append(t)
+        listed = [t for s in schemas for t in (s["type"] if isinstance(s["type"], list) else [s["type"]])]
+        types = list(dict.fromkeys(listed))  # first appearance order, no repeats
         return {"type": types[0] if len(types) == 1 else types}
     return {"anyOf": schemas}
 
