@@ -728,8 +728,7 @@ def score_cases(
     """(report, verdicts). Cases without a prediction count as wrong ("missing_prediction");
     predictions for ids that are not cases are listed in `unknown_prediction_ids`."""
     verdicts = [score_case(c, predictions.get(c.id)) for c in cases]
-    known = {c.id for c in cases}
-    unknown = sorted(k for k in predictions if k not in known)
+    unknown = sorted(set(predictions) - {c.id for c in cases})
     return aggregate(verdicts, {**(extra or {}), "unknown_prediction_ids": unknown}), verdicts
 
 
@@ -1088,8 +1087,7 @@ def load_for_eval(model_name: str | None, adapter: str | None = None, dtype: str
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
-        model.eval()
+        model = PeftModel.from_pretrained(model, adapter)  # in eval mode: is_trainable=False
     return model, tokenizer
 
 
