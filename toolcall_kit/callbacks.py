@@ -153,11 +153,10 @@ class _Metrics:
         if any(k in logs for k in _SUMMARY_KEYS):
             return
         # NaN/inf become null: metrics.jsonl stays strict JSON (the error row says what happened).
-        numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and k != "total_flos"}
-        row = {
-            "step": state.global_step,
-            **{k: float(v) if math.isfinite(v) else None for k, v in numbers.items()},
-        }
+        row = {"step": state.global_step}
+        for k, v in logs.items():
+            if isinstance(v, (int, float)) and k != "total_flos":
+                row[k] = float(v) if math.isfinite(v) else None
         if "loss" in logs:
             now = time.perf_counter()
             # Tokens of this process since the last log x processes (data parallel shards are equal-sized).
@@ -166,10 +165,9 @@ class _Metrics:
                 row["tokens_per_s"] = round(tokens / (now - self._last_log), 1)
             self._real_since_log = 0
             self._last_log = now
-            if self.totals["processed_tokens"]:
-                row["real_token_fraction"] = round(
-                    self.totals["real_tokens"] / self.totals["processed_tokens"], 4
-                )
+            processed = self.totals["processed_tokens"]
+            if processed:
+                row["real_token_fraction"] = round(self.totals["real_tokens"] / processed, 4)
         row.update(memory_now())
         history = state.log_history
         if history and history[-1].get("step") == state.global_step and logs.keys() <= history[-1].keys():
@@ -181,8 +179,7 @@ class _Metrics:
     def on_save(self, args, state, control, **kw):
         self.runlog.flush(force=True)
 
-    def on_train_end(self, args, state, control, **kw):
-        self.runlog.flush(force=True)
+    on_train_end = on_save
 
 
 def _trained_weights_finite(model) -> bool:
@@ -326,17 +323,14 @@ def render_curve(rows: list[dict[str, Any]], title: str = "") -> bytes:
     fig = Figure(figsize=(11, 3.2), dpi=90)
     FigureCanvasAgg(fig)
     ax_loss, ax_lr, ax_grad = fig.subplots(1, 3)
-    curves = [
-        (series(key, rows), style, label)
-        for key, style, label in (("loss", "-", "train"), ("eval_loss", "o-", "eval"))
-    ]
-    for (steps, values), style, label in curves:
+    for key, style, label in (("loss", "-", "train"), ("eval_loss", "o-", "eval")):
+        steps, values = series(key, rows)
         if steps:
             ax_loss.plot(steps, values, style, label=label, lw=1.2)
     for w in rows:
         if "warning" in w or "error" in w:
             ax_loss.axvline(w["step"], color="red" if "error" in w else "orange", alpha=0.4, lw=0.8)
-    if any(steps for (steps, _), _, _ in curves):
+    if ax_loss.get_legend_handles_labels()[0]:  # a curve was drawn (the marker lines have no label)
         ax_loss.legend(loc="upper right", fontsize=8)
     train = [r for r in rows if r.get("loss") is not None]
     ax_lr.plot(*series("learning_rate", train), color="tab:green", lw=1.2)

@@ -8,28 +8,17 @@ backend.
     from toolcall_kit.train import train
     result = train(load_config("configs/demo_cpu.yaml", {"train.max_steps": 20}))
 
-`train()` is the recipe: `setup_run` (backend, checks, run folder, lock) -> `load_model` -> `build_datasets`
--> `start_run_folder` -> `build_trainer` -> `fit` -> `finish_run` (final eval, adapter or model, result.json).
-`method: full` skips LoRA: the trained layers' weights themselves train (`_unfreeze_for_full`).
+Backends, both with TRL's `SFTTrainer`: unsloth (`FastLanguageModel`, 4- or 16-bit, and its LoRA) or hf
+(transformers, bitsandbytes NF4 for `model.load_in_4bit`, PEFT LoRA); auto takes unsloth where it is
+installed, imports and has a CUDA GPU, and says why in the log and result.json. Unsloth patches transformers,
+TRL and PEFT when imported: `setup_run` imports it first, and nothing here imports transformers at module
+level. `method: full` skips LoRA: the trained layers' own weights train (`_unfreeze_for_full`).
 
-Backends:
-- unsloth: `FastLanguageModel.from_pretrained` (4-bit or 16-bit) + `get_peft_model` + TRL `SFTTrainer`.
-  Unsloth patches transformers, TRL and PEFT when imported, so it is imported before them, in `setup_run`,
-  and nothing in this module imports transformers at module level.
-- hf: transformers (+ bitsandbytes NF4 when `model.load_in_4bit`) + PEFT `LoraConfig` + TRL `SFTTrainer`.
-- auto: unsloth when it is installed, imports, and a CUDA GPU is present; otherwise hf. The choice and the
-  reason go to the log and to result.json.
-
-Data: canonical JSONL records -> `templates.adapt_record` (the family's quirks) -> `tokens.encode_many`
-(the family's training template, assistant-only mask, per-message `weight`) -> `input_ids` + `labels` (-100
-where the mask is 0). TRL receives the data already tokenized: it keeps a given `labels` column as it is,
-pads, and its default `chunked_nll` loss runs the output layer only at trained positions. Examples whose
-trained tokens are all cut off by `model.max_seq_length` are an error listing them (TRL would drop them
-silently).
-
-Run folder (`runs/NAME/`, names in run_files.py): config.yaml (resolved), data_fingerprints.json,
-metrics.jsonl, loss.png, checkpoints/checkpoint-N (Trainer; resume point), adapter/ (safetensors +
-tokenizer), result.json.
+Data: canonical JSONL -> `templates.adapt_record` -> `tokens.encode_many` (the family's training template,
+assistant-only mask, per-message `weight`) -> `input_ids` + `labels` (-100 where the mask is 0). TRL keeps a
+given `labels` column, and its `chunked_nll` loss runs the output layer only at trained positions. Examples
+with every trained token past `model.max_seq_length` are an error listing them (TRL would drop them silently).
+The run folder's files are named in run_files.py.
 """
 
 from __future__ import annotations
@@ -43,7 +32,7 @@ import re
 import shutil
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,13 +46,12 @@ log = logging.getLogger("toolcall_kit.train")
 
 
 def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None) -> dict:
-    """Train a LoRA adapter as `cfg` says; returns result.json's content.
+    """Train as `cfg` says; returns result.json's content.
 
-    `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (pass `cfg` to
-    change something, e.g. a larger max_steps: `load_run_config(run_dir, overrides)`). A NaN/inf loss stops
-    the run and raises KitError after writing result.json (status "stopped"); the last good checkpoint
-    stays. `extra_callbacks`: more TrainerCallbacks (tests inject faults this way). The run folder is locked
-    from its creation to the end of the run, so a second process writing the same run gets a KitError.
+    `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (or `cfg`, e.g.
+    `load_run_config(run_dir, overrides)` for a larger max_steps). A NaN/inf loss stops the run and raises
+    KitError after writing result.json (status "stopped"); the last good checkpoint stays. `extra_callbacks`:
+    more TrainerCallbacks (tests inject faults this way). The run folder stays locked until the run ends.
     """
     with ExitStack() as hold:
         run = setup_run(cfg, resume, hold)
@@ -78,10 +66,6 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
 # ------------------------------------------------------------------ backend choice
 
 
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
 def _world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -93,19 +77,14 @@ def choose_backend(requested: str) -> tuple[str, str]:
         return "hf", "backend: hf was asked for"
     if requested == "unsloth":
         if not unsloth_installed:
-            raise KitError(
-                "backend: unsloth is not installed (pip install 'toolcall-kit[unsloth]'), or use hf"
-            )
+            raise KitError("backend: unsloth is not installed (pip install 'toolcall-kit[unsloth]'), or use hf")
         return "unsloth", "backend: unsloth was asked for"
     if not unsloth_installed:
         return "hf", "unsloth is not installed"
     import torch
 
     if not torch.cuda.is_available():
-        return (
-            "hf",
-            "no CUDA GPU: Unsloth's speed-ups are GPU kernels (backend: unsloth forces its CPU backend)",
-        )
+        return "hf", "no CUDA GPU: Unsloth's speed-ups are GPU kernels (backend: unsloth forces its CPU backend)"
     if _world() > 1:
         return "hf", "data-parallel launch (WORLD_SIZE > 1): the hf backend is the one tested with torchrun"
     if "transformers" in sys.modules and "unsloth" not in sys.modules:
@@ -199,8 +178,8 @@ class Run:
     bf16_ok: bool
     cpu_threads: int | None
     main: bool  # rank 0: the process that writes the run folder
-    old_files: list[Path] = field(default_factory=list)  # an overwritten run's files, deleted once loading worked
-    started: float = field(default_factory=time.time)
+    old_files: list[Path]  # an overwritten run's files, deleted once loading worked
+    started: float
 
 
 def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: ExitStack | None = None) -> Run:
@@ -211,22 +190,18 @@ def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: Exi
         run_dir = Path(resume)
         if cfg is None:
             cfg = load_run_config(run_dir)
-        else:
-            cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
+        # The folder is where it is now, whatever the config said when the run started.
+        cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
     elif cfg is None:
         raise KitError("train: give a config or --resume RUN_DIR")
-    else:
-        run_dir = cfg.run_dir
     cfg.validate()
-    files = RunFiles(run_dir)
+    files = RunFiles(cfg.run_dir)
     # Unsloth must patch transformers, TRL and PEFT before anything imports them.
     backend, why = choose_backend(cfg.backend)
     unsloth_first = _import_unsloth() if backend == "unsloth" else None
     log.info("backend: %s (%s)", backend, why)
 
-    checkpoint = _resume_point(files) if resume is not None else None
-    if checkpoint is not None:
-        _refuse_finished(files, checkpoint, cfg)
+    checkpoint = _resume_point(files, cfg) if resume is not None else None
     for key in ("train", "eval"):
         path = getattr(cfg.data, key)
         if path and not Path(path).is_file():
@@ -239,16 +214,14 @@ def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: Exi
         )
     on_gpu, bf16_ok = _device()
     if cfg.train.optim in EIGHT_BIT_OPTIMS and not on_gpu:
-        raise KitError(
-            f"train.optim: {cfg.train.optim} needs a CUDA GPU (bitsandbytes); use adamw_torch on CPU"
-        )
+        raise KitError(f"train.optim: {cfg.train.optim} needs a CUDA GPU (bitsandbytes); use adamw_torch on CPU")
     if cfg.model.load_in_4bit and backend == "hf" and importlib.util.find_spec("bitsandbytes") is None:
         raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
-    main = _rank() == 0
+    main = int(os.environ.get("RANK", "0")) == 0
     old_files: list[Path] = []
     if main:
         if hold is not None:  # before anything in the folder is looked at: a second writer stops here
-            hold.enter_context(io.folder_lock(run_dir, "output.dir/output.name"))
+            hold.enter_context(io.folder_lock(files.root, "output.dir/output.name"))
         if resume is None:
             old_files = _new_run_dir(cfg, files)
         else:
@@ -271,7 +244,6 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | dict | None = No
     if not f.is_file():
         raise KitError(f"--resume: {f} not found (is {run_dir} a run folder?)")
     cfg = load_config(f, overrides)
-    # The folder is where it is now, whatever the config said when the run started.
     cfg.output.dir, cfg.output.name = str(run_dir.parent), run_dir.name
     return cfg
 
@@ -285,8 +257,8 @@ def _last_checkpoint(files: RunFiles) -> Path | None:
     return Path(last) if last else None
 
 
-def _resume_point(files: RunFiles) -> Path:
-    """The checkpoint `--resume run_dir` continues from."""
+def _resume_point(files: RunFiles, cfg: RunConfig) -> Path:
+    """The checkpoint `--resume run_dir` continues from; a run that already reached its length is refused."""
     if not files.root.is_dir():
         raise KitError(f"--resume: {files.root} is not a run folder")
     checkpoint = _last_checkpoint(files)
@@ -302,11 +274,12 @@ def _resume_point(files: RunFiles) -> Path:
             f"--resume: {checkpoint} is incomplete (no {TRAINER_STATE}; the run was stopped while saving it): "
             "delete it to resume from the checkpoint before it"
         )
+    _refuse_finished(files, checkpoint, cfg)
     return checkpoint
 
 
 def _refuse_finished(files: RunFiles, checkpoint: Path, cfg: RunConfig) -> None:
-    """`--resume` of a run that already reached its length would train past it and rewrite its adapter."""
+    """Resuming a finished run would train past its length and rewrite its adapter."""
     try:
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
         done = json.loads(files.result.read_text()) if files.result.is_file() else {}
@@ -428,6 +401,8 @@ class Loaded:
 
 def load_model(run: Run) -> Loaded:
     """The base model (or init_from's merged model) with LoRA on it, and the tokenizer with the template."""
+    from peft.tuners.lora import LoraLayer
+
     from .models import resolve_model
 
     cfg = run.cfg
@@ -435,7 +410,8 @@ def load_model(run: Run) -> Loaded:
     loader = load_unsloth if run.backend == "unsloth" else load_hf
     t0 = time.time()
     model, tokenizer = loader(cfg, path, run.on_gpu, run.bf16_ok)
-    targets = _wrapped_modules(model) if cfg.method == "lora" else []
+    # What result.json reports and an init_from adapter must match.
+    targets = _leaf_names(model, LoraLayer) if cfg.method == "lora" else []
     if run.init.adapter is not None:
         _continue_adapter(cfg, model, run.init.adapter, targets)
     seconds = time.time() - t0
@@ -447,14 +423,10 @@ def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
     """The dtype the base weights are loaded in. CPU: fp32 (bf16 is autocast, see config.mixed_precision)."""
     import torch
 
-    if not on_gpu:
-        return torch.float32
     d = cfg.model.dtype
-    if d == "float32":
+    if not on_gpu or d == "float32":
         return torch.float32
-    if d == "float16" or (d == "auto" and not bf16_ok):
-        return torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if d == "bfloat16" or (d == "auto" and bf16_ok) else torch.float16
 
 
 def _target_modules(cfg: RunConfig, model) -> str | list[str]:
@@ -462,10 +434,8 @@ def _target_modules(cfg: RunConfig, model) -> str | list[str]:
     name matches)."""
     import torch
 
-    head = model.get_output_embeddings()  # TRL's chunked loss reads its weight directly: never wrapped
-    linear = sorted(
-        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
-    )
+    # The output layer is never wrapped: TRL's chunked loss reads its weight directly.
+    linear = _leaf_names(model, torch.nn.Linear, skip=model.get_output_embeddings())
     if cfg.lora.target_modules == "all-linear":
         # PEFT resolves "all-linear" itself, but refuses it beside layers_to_transform (lora.top_layers).
         return "all-linear" if cfg.lora.top_layers is None else linear
@@ -478,11 +448,10 @@ def _target_modules(cfg: RunConfig, model) -> str | list[str]:
     return list(cfg.lora.target_modules)
 
 
-def _wrapped_modules(model) -> list[str]:
-    """Leaf names of the layers LoRA wraps: what result.json reports and an init_from adapter must match."""
-    from peft.tuners.lora import LoraLayer
-
-    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLayer)})
+def _leaf_names(model, kind: type, skip=None) -> list[str]:
+    """The sorted leaf names (q_proj, ...) of the model's modules of class `kind`, leaving out `skip`."""
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, kind) and m is not skip}
+    return sorted(names)
 
 
 def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
@@ -491,7 +460,7 @@ def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
     top = cfg.lora.top_layers if cfg.method == "lora" else cfg.full.top_layers
     if top is None:
         return None
-    n = getattr(_text_config(model), "num_hidden_layers", None)
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
     if n is None:
         raise KitError(f"{cfg.method}.top_layers: {cfg.model.name} does not say how many layers it has")
     if top > n:
@@ -512,17 +481,18 @@ def _unfreeze_for_full(cfg: RunConfig, model) -> None:
         p.requires_grad = id(p) not in frozen and (m is None or layers is None or int(m.group(1)) in layers)
 
 
-def _text_config(model):
-    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-
-
-def _check_context(cfg: RunConfig, model) -> None:
-    ctx = getattr(_text_config(model), "max_position_embeddings", None)
+def _prepare_base(cfg: RunConfig, model) -> bool:
+    """Refuse a model.max_seq_length past the model's context; method: full unfreezes the trained layers.
+    Returns True for method: full (the model trains as it is), False when LoRA goes on next."""
+    ctx = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if ctx is not None and cfg.model.max_seq_length > ctx:
         raise KitError(
             f"model.max_seq_length: {cfg.model.max_seq_length} tokens do not fit {cfg.model.name}'s "
             f"context of {ctx} tokens"
         )
+    if cfg.method == "full":
+        _unfreeze_for_full(cfg, model)
+    return cfg.method == "full"
 
 
 def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) -> None:
@@ -544,9 +514,7 @@ def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) 
     loaded = model.load_adapter(str(adapter), adapter_name="default", is_trainable=True)
     unexpected = getattr(loaded, "unexpected_keys", None) or []
     if unexpected:
-        raise KitError(
-            f"init_from: {len(unexpected)} adapter weights do not fit this model, e.g. {unexpected[0]}"
-        )
+        raise KitError(f"init_from: {len(unexpected)} adapter weights do not fit this model, e.g. {unexpected[0]}")
 
 
 def _apply_chat_template(cfg: RunConfig, tokenizer) -> tuple[str, str]:
@@ -575,14 +543,10 @@ def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     """transformers (+ bitsandbytes NF4) + PEFT LoRA. Returns (peft model, tokenizer)."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     kwargs: dict[str, Any] = {"dtype": _load_dtype(cfg, on_gpu, bf16_ok)}
-    if cfg.model.load_in_4bit:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise KitError("model.load_in_4bit: needs bitsandbytes (pip install 'toolcall-kit[quant]')")
-        from transformers import BitsAndBytesConfig
-
+    if cfg.model.load_in_4bit:  # setup_run checked that bitsandbytes is installed
         compute = (torch.bfloat16 if bf16_ok else torch.float16) if on_gpu else torch.float32
         if not on_gpu and cfg.model.dtype == "bfloat16":
             compute = torch.bfloat16
@@ -597,9 +561,7 @@ def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
-    _check_context(cfg, model)
-    if cfg.method == "full":
-        _unfreeze_for_full(cfg, model)
+    if _prepare_base(cfg, model):
         return model, tokenizer
     if cfg.model.load_in_4bit:
         model = prepare_model_for_kbit_training(
@@ -630,9 +592,7 @@ def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
         dtype=_load_dtype(cfg, on_gpu, bf16_ok),
         full_finetuning=cfg.method == "full",
     )
-    _check_context(cfg, model)
-    if cfg.method == "full":
-        _unfreeze_for_full(cfg, model)
+    if _prepare_base(cfg, model):
         return model, tokenizer
     checkpointing: bool | str = False
     if cfg.train.gradient_checkpointing:
@@ -956,10 +916,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "unsloth"):
-        try:
+        with suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 
