@@ -313,10 +313,9 @@ def _training_files(files: RunFiles) -> list[Path]:
 
 
 def _new_run_dir(cfg: RunConfig, files: RunFiles) -> list[Path]:
-    """Create the run folder (a folder of the user's that the kit did not make is refused); an earlier training
-    run there is an error unless output.overwrite. Returns the earlier run's training files, which
-    `start_run_folder` deletes only once the new run has loaded its model and data (the pipeline's prepared
-    data in the same folder is kept)."""
+    """Claim the run folder (a user's folder the kit did not make is refused); an earlier run there is an error
+    unless output.overwrite. Returns that run's training files, which `start_run_folder` deletes once the model
+    and data loaded (the pipeline's prepared data in the same folder stays)."""
     io.claim_dir(files.root, "run", "output.dir/output.name", known=(CONFIG, files.stages.name, files.data.name))
     old = _training_files(files)
     if old and not cfg.output.overwrite:
@@ -564,9 +563,7 @@ def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     if _prepare_base(cfg, model):
         return model, tokenizer
     if cfg.model.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
-        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
     lora = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
