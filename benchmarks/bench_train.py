@@ -94,7 +94,8 @@ def bare_trl(train_path: str, steps: int, out: str) -> float:
     from trl import SFTConfig, SFTTrainer
 
     from toolcall_kit.models import resolve_model
-    from toolcall_kit.tokens import encode_many, read_records
+    from toolcall_kit.records import read_records
+    from toolcall_kit.tokens import encode_many
 
     path = resolve_model("tiny:llama")
     tok = AutoTokenizer.from_pretrained(path)
