@@ -376,8 +376,10 @@ MAX_QUOTED_RESULT_CHARS = 40  # a plain-text result longer than this is not quot
 
 
 def _leaves(obj: Any) -> list:
-    if isinstance(obj, dict | list):
-        return [x for v in (obj.values() if isinstance(obj, dict) else obj) for x in _leaves(v)]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _leaves(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _leaves(v)]
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return [obj] if math.isfinite(obj) else []
     if isinstance(obj, str) and len(obj.strip()) >= MIN_QUOTED_CHARS:

@@ -330,8 +330,8 @@ def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
         return "<p class='toolcall-kit-failed-cases'>no failed case</p>"
     table = []
     for r in shown:
-        reason = f"{r['reason']}: {r['detail']}".rstrip(": ")
-        table.append([r["id"], r["request"], _visible(r["output"]), r["expected"], reason])
+        why = f"{r['reason']}: {r['detail']}".rstrip(": ")
+        table.append([r["id"], r["request"], _visible(r["output"]), r["expected"], why])
     headers = ["id", "request", "raw output", "expected", "reason"]
     return html_table(headers, table, pre=("raw output", "expected"), cls="toolcall-kit-failed-cases")
 

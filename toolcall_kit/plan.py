@@ -269,9 +269,13 @@ def estimate(
         utilisation = UTILISATION[model.load_in_4bit]
         hours = flops / (tflops * 1e12 * utilisation) / 3600
         price = price if price_per_hour is None else price_per_hour
-        out |= {"training_tokens": int(tokens * epochs), "hours": round(hours, 2)}
-        out |= {"cost_usd": round(hours * price, 2), "price_per_hour": price}
-        out["utilisation_assumed"] = utilisation
+        out |= {
+            "training_tokens": int(tokens * epochs),
+            "hours": round(hours, 2),
+            "cost_usd": round(hours * price, 2),
+            "price_per_hour": price,
+            "utilisation_assumed": utilisation,
+        }
     return out
 
 

@@ -343,7 +343,7 @@ def generic_intent(fn: dict) -> Intent:
         return {"status": "success", "reference": f"{name[:3]}_{si.hex_id(c, 8)}", "input": args}
 
     def summarize(c: Ctx, args: dict, result: dict) -> str:
-        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, **result)
+        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, reference=result["reference"])
 
     if params.get("properties"):
         return Intent(name, desc, sample, GENERIC["templates"], execute, summarize, GENERIC["parallel"])

@@ -209,9 +209,14 @@ def weather_slots(c: Ctx) -> dict[str, Slot]:
 def weather_result(c: Ctx, a: dict) -> dict:
     units = a.get("units", "celsius")
     t = c.rng.randint(-5, 34)
-    dated = {"date": a["date"]} if "date" in a else {}
-    return {"location": a["location"], **dated, "temperature": t if units == "celsius" else round(t * 9 / 5 + 32),
-            "units": units, "condition": c.choice(POOLS["conditions"]), "humidity": c.rng.randint(20, 95)}  # fmt: skip
+    out: dict[str, Any] = {"location": a["location"]}
+    if "date" in a:
+        out["date"] = a["date"]
+    out["temperature"] = t if units == "celsius" else round(t * 9 / 5 + 32)
+    out["units"] = units
+    out["condition"] = c.choice(POOLS["conditions"])
+    out["humidity"] = c.rng.randint(20, 95)
+    return out
 
 
 def weather_reply(c: Ctx, a: dict, r: dict) -> str:

@@ -729,7 +729,9 @@ def _drop_specials(text: str) -> str:
 def _mistral_v11_call(name: str, raw: str, where: str, out: ParsedOutput) -> None:
     if not raw:
         out.strict_errors.append(f"{where}: call {name!r} has no arguments (vLLM sends {{}})")
-    got = _decode_at(raw, 0, where, out.errors) if raw else ({}, 0)
+        _usable(name, {}, where, out)
+        return
+    got = _decode_at(raw, 0, where, out.errors)
     if got is None:
         return
     args, stop = got

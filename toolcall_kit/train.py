@@ -480,9 +480,9 @@ def _unfreeze_for_full(cfg: RunConfig, model) -> None:
         p.requires_grad = id(p) not in frozen and (m is None or layers is None or int(m.group(1)) in layers)
 
 
-def _prepare_base(cfg: RunConfig, model) -> bool:
-    """Refuse a model.max_seq_length past the model's context; method: full unfreezes the trained layers.
-    Returns True for method: full (the model trains as it is), False when LoRA goes on next."""
+def _prepare_base(cfg: RunConfig, model) -> None:
+    """Refuse a model.max_seq_length past the model's context; method: full unfreezes the trained layers
+    (the model then trains as it is; LoRA goes on it otherwise)."""
     ctx = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if ctx is not None and cfg.model.max_seq_length > ctx:
         raise KitError(
@@ -491,7 +491,6 @@ def _prepare_base(cfg: RunConfig, model) -> bool:
         )
     if cfg.method == "full":
         _unfreeze_for_full(cfg, model)
-    return cfg.method == "full"
 
 
 def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) -> None:
@@ -560,7 +559,8 @@ def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
-    if _prepare_base(cfg, model):
+    _prepare_base(cfg, model)
+    if cfg.method == "full":
         return model, tokenizer
     if cfg.model.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing)
@@ -589,7 +589,8 @@ def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
         dtype=_load_dtype(cfg, on_gpu, bf16_ok),
         full_finetuning=cfg.method == "full",
     )
-    if _prepare_base(cfg, model):
+    _prepare_base(cfg, model)
+    if cfg.method == "full":
         return model, tokenizer
     checkpointing: bool | str = False
     if cfg.train.gradient_checkpointing:

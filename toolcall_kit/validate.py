@@ -304,8 +304,9 @@ def check_call(
         errs = _errors((validators or {}).get(name) or schema_validator(schema), args)
     except Exception as e:  # noqa: BLE001 - a schema can pass check_schema yet fail to apply (unresolvable $ref)
         return [Problem(BAD_TOOL_SCHEMA, f"{where}: the schema of {name!r} cannot be applied: {e}")]
-    detail = f"{where}: arguments of {name!r} fail its schema: {'; '.join(errs)}"
-    return [Problem(ARGUMENTS_SCHEMA, detail)] if errs else []
+    if not errs:
+        return []
+    return [Problem(ARGUMENTS_SCHEMA, f"{where}: arguments of {name!r} fail its schema: {'; '.join(errs)}")]
 
 
 def non_finite_at(value: Any, where: str = "") -> str | None:
