@@ -1,16 +1,9 @@
 """The Berkeley Function Calling Leaderboard's data, read from the `bfcl-eval` wheel, as canonical records.
 
-    toolcall-kit eval --model runs/demo/merged --bfcl simple,multiple --out runs/demo/eval-bfcl
-    toolcall-kit score --bfcl parallel --predictions preds.jsonl --json
-
 The wheel is installed with `--no-deps` (its dependencies pin numpy 1.26 and pull 1.9 GB of API clients):
-only its constants, whose package __init__ files are empty, are imported; the data files (JSON Lines named
-`.json`) are read directly. Gorilla types ("dict", "float", "tuple", "any") become JSON Schema with BFCL's
-own table, and "." in function names becomes "_" as BFCL does for OpenAI-style tool calling (names must
-match ^[a-zA-Z0-9_-]{1,64}$); the possible answers are renamed to match.
-
-BFCL is an evaluation set: NEVER train on it. Every record made here carries a `"bfcl"` key and keeps its
-BFCL id; `is_bfcl` recognises them and `assert_not_bfcl` is the guard the training path calls.
+only its constants (empty package __init__ files) are imported; the data files (JSON Lines named `.json`) are
+read directly. BFCL is an evaluation set: NEVER train on it. Every record made here carries a `"bfcl"` key
+and keeps its BFCL id; `assert_not_bfcl` is the guard the training path calls.
 """
 
 from __future__ import annotations
@@ -64,7 +57,6 @@ _ID_RE = re.compile(
 
 
 def data_dir() -> Path:
-    """bfcl_eval/data inside the installed wheel."""
     try:
         import bfcl_eval
     except ImportError:
@@ -105,7 +97,7 @@ def resolve_categories(spec: str) -> list[str]:
 
 
 def sanitize_name(name: str) -> str:
-    """BFCL's rename for OpenAI-style tool calling: '.' is not allowed in a function name."""
+    """BFCL's rename for OpenAI-style tool calling, where names must match ^[a-zA-Z0-9_-]{1,64}$."""
     return name.replace(".", "_")
 
 
@@ -163,8 +155,7 @@ def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
     messages = [{"role": m["role"], "content": m.get("content") or ""} for m in entry["question"][0]]
     renamed = [{sanitize_name(name): params for name, params in a.items()} for a in answers or []]
     if renamed:
-        # The gold turn (first acceptable value of each parameter) makes the record complete for
-        # rendering and inspection; scoring uses `bfcl.answers`, which holds every acceptable value.
+        # A gold turn (each parameter's first acceptable value) to render; scoring uses `bfcl.answers`.
         schemas = tool_schemas(tools)
         calls = []
         for j, answer in enumerate(renamed):
@@ -177,8 +168,7 @@ def to_record(entry: dict, answers: list[dict] | None, category: str) -> Record:
 
 
 def load_category(category: str, limit: int | None = None) -> list[Record]:
-    """Records of one supported category (file stem or alias), in BFCL's order."""
-    (category,) = resolve_categories(category)
+    """Records of one supported category (a file stem), in BFCL's order."""
     path = _data_file(category)
     if not path.exists():
         raise KitError(f"BFCL category {category!r} has no data file in {data_dir()}")

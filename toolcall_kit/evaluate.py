@@ -1,25 +1,17 @@
 """Evaluation: does the model call the right tool with the right arguments, and stay quiet when it should.
 
-    toolcall-kit eval --model runs/demo/merged --data runs/demo/data/eval.jsonl --out runs/demo/eval
-    toolcall-kit eval --model packaged:smollm2-135m-instruct --adapter runs/demo/adapter --bfcl simple --limit 50 --out runs/demo/eval-bfcl
-    toolcall-kit eval --endpoint http://127.0.0.1:8000/v1 --endpoint-model my-model --data eval.jsonl --out runs/x/eval
-    toolcall-kit score --predictions preds.jsonl --data eval.jsonl --json
-    toolcall-kit compare runs/base runs/demo
-
 A case is one assistant turn, prompted with the gold conversation before it (teacher forcing); its id is
-the record id for the first turn and "<id>#<n>" for the n-th (n >= 2). An example is right when all its
-cases are. Metrics, each a rate over the cases it applies to:
+the record id for the first turn and "<id>#<n>" for the n-th. An example is right when all its cases are.
+Metrics, each a rate over the cases it applies to:
 - tool_selection     the set of tools called equals the set expected (or rightly none);
 - arguments_exact    call cases: the calls equal the gold calls, values and types exactly, in any order;
 - arguments_ast      the same by the Berkeley Function Calling Leaderboard's AST rules (`match_calls`);
 - no_call            no_call / declined cases (and BFCL irrelevance): no call made;
-- valid_output       the output parses as vLLM's parser reads it (templates.parse_tool_calls), names only
-                     declared tools, and its calls pass their JSON Schema without invented parameters; what
-                     the kit alone flags (an unclosed tag, text the server drops) is listed in `kit_strict`;
+- valid_output       the output parses as vLLM's parser reads it, names only declared tools, and its calls
+                     pass their JSON Schema without invented parameters (stricter kit flags: `kit_strict`);
 - uses_tool_results  answers whose gold answer quotes tool-result values quote them too.
-A case is correct when its calls parse and match by the AST rules (a call case), when no call is made and
-the answer uses the results where the gold one does (an answer case), or when any call is made (BFCL
-live_relevance).
+A case is correct when its calls match by the AST rules (a call case), when no call is made and the answer
+uses the results where the gold one does (an answer case), or when any call is made (BFCL live_relevance).
 """
 
 from __future__ import annotations
@@ -53,13 +45,7 @@ from .records import (
 )
 from .run_files import ACCURACY_PLOT, CONFUSION_PLOT, PREDICTIONS, REPORT, SUMMARY, RunFiles
 from .templates import ParsedOutput, detect_family, parse_tool_calls, render
-from .validate import (
-    ARGUMENTS_NOT_OBJECT,
-    ARGUMENTS_SCHEMA,
-    UNDECLARED_TOOL,
-    check_call,
-    check_tools,
-)
+from .validate import ARGUMENTS_NOT_OBJECT, ARGUMENTS_SCHEMA, UNDECLARED_TOOL, check_call, check_tools
 
 # Targets shown beside the numbers: a fine-tune below them is not ready to ship.
 TARGETS = {"tool_selection": 0.90, "arguments_ast": 0.85, "no_call": 0.95}
@@ -76,10 +62,9 @@ NONE_LABEL = "(none)"  # the "no tool" row / column of the confusion matrix
 MISSING = "missing_prediction"
 
 # --- argument matching by the BFCL AST rules ---------------------------------------------------------------
-# bfcl_eval/eval_checker/ast_eval/ast_checker.py on JSON Schema types, kept close to the original (including
-# its one-level nested type check); tests/test_bfcl.py holds it to BFCL's own checker. Differences: parallel
-# calls are paired by a full bipartite matching (BFCL pairs greedily, which can only reject more), and a
-# property without a `type` skips the type check.
+# bfcl_eval/eval_checker/ast_eval/ast_checker.py on JSON Schema types, one-level nested type check included;
+# tests/test_bfcl.py holds it to BFCL's own checker. Differences: parallel calls are paired by a full
+# bipartite matching (BFCL pairs greedily, which can only reject more); an untyped property skips type checks.
 
 _PY_TYPE = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
 _STANDARDIZE_RE = re.compile(r"[ \,\.\/\-\_\*\^]")
@@ -107,7 +92,7 @@ def _items_ok(value: list, answer: Any, nested: type) -> bool:
 
 
 def _any_accepts(errors: Iterable[str], default: str) -> str:
-    """No error as soon as one acceptable value matches, else the last one's error (`default`: none tried)."""
+    """No error when one acceptable value matches, else the last one's error (`default`: none tried)."""
     for error in errors:
         if not error:
             return ""
@@ -134,11 +119,8 @@ def _dict_ok(value: dict, acceptable: list) -> str:
 def _list_dict_error(value: list, answer: list) -> str:
     if len(value) != len(answer):
         return f"{len(value)} objects, expected {len(answer)}"
-    for v, a in zip(value, answer, strict=True):
-        error = _dict_ok(v, [a])
-        if error:
-            return error
-    return ""
+    errors = (_dict_ok(v, [a]) for v, a in zip(value, answer, strict=True))
+    return next(filter(None, errors), "")
 
 
 def _value_error(
@@ -248,8 +230,7 @@ def match_calls(
 
     for i, answer in enumerate(answers):
         if not pair(i, set()):
-            # Explain with the first same-name call this answer rejects; if every one fits it on its own,
-            # other answers took them all.
+            # The first same-name call this answer rejects; if each fits it alone, other answers took all.
             name = next(iter(answer))
             why = next((e for c, e in zip(calls, errors[i], strict=True) if c.get("name") == name and e), "")
             return why or f"too few calls to {name!r} fit the expected arguments"
@@ -259,9 +240,8 @@ def match_calls(
 def answers_from_calls(
     calls: Iterable[tuple[str, Any]], schemas: dict[str, dict], defaults: bool, wrap: bool = True
 ) -> list[dict]:
-    """Gold calls [(name, arguments)] as BFCL-style possible answers. With `defaults`, an optional parameter
-    the gold call leaves out may also be given its schema default (the AST rules' "optional" case). Without
-    `wrap`, object values stay as written (what exact matching compares with)."""
+    """Gold calls [(name, arguments)] as BFCL-style possible answers. With `defaults`, an omitted parameter
+    may also take its schema default; without `wrap`, object values stay as written (for exact matching)."""
     out = []
     for name, args in calls:
         props = (schemas.get(name) or {}).get("properties") or {}
@@ -286,8 +266,6 @@ def _wrap(value: Any, prop: dict) -> Any:
 
 
 # --- cases: what is asked and what counts as right ---------------------------------------------------------
-
-
 @dataclass
 class Case:
     id: str  # record id, or "<record id>#<n>" for the n-th assistant turn (n >= 2)
@@ -311,7 +289,6 @@ class Case:
 
 
 def cases_from_records(records: Sequence[Record], turns: str = "all") -> list[Case]:
-    """The cases of `records` (see the module docstring); `turns` is "all" or "first"."""
     if turns not in ("all", "first"):
         raise KitError(f"turns must be 'all' or 'first', got {turns!r}")
     record_ids = {str(r.get("id")) for r in records}
@@ -368,7 +345,7 @@ def _bfcl_case(record: Record) -> Case:
     )
 
 
-# --- does a final answer use the tool results? ---------------------------------------------------------------
+# --- does a final answer use the tool results? --------------------------------------------------------------
 
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 MIN_QUOTED_CHARS = 3  # shorter strings ("ok", "C") match by accident
@@ -398,15 +375,12 @@ def _result_leaves(content: str) -> list:
 
 
 def mentions(text: str, value: Any) -> bool:
-    """Does `text` quote `value`? Strings: case-insensitive substring. Numbers: a number in the text
-    that is `value` rounded to the decimals it shows (18.43 is quoted by "18.4" and by "18")."""
+    """Does `text` quote `value`? Strings: case-insensitive substring. Numbers: `value` rounded to the
+    decimals a number in the text shows (18.43 is quoted by "18.4" and by "18")."""
     if isinstance(value, str):
         return value.casefold() in text.casefold()
-    for tok in _NUMBER_RE.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)):
-        decimals = len(tok.split(".")[1]) if "." in tok else 0
-        if abs(float(tok) - value) <= 0.5 * 10**-decimals + 1e-9:
-            return True
-    return False
+    numbers = _NUMBER_RE.findall(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text))
+    return any(abs(float(tok) - value) <= 0.5 * 10 ** -len(tok.partition(".")[2]) + 1e-9 for tok in numbers)
 
 
 def grounding_values(history: Sequence[dict], gold_answer: str) -> list:
@@ -425,39 +399,23 @@ def grounding_values(history: Sequence[dict], gold_answer: str) -> list:
     return out
 
 
-# --- predictions: one per case, from generation, an endpoint or a file ---------------------------------------
-
-
+# --- predictions: one per case, from generation, an endpoint or a file --------------------------------------
 @dataclass
 class Prediction(ParsedOutput):
-    """What a client of the server receives for one case (templates.ParsedOutput), and `raw`: the model's
-    text, or the endpoint's message as JSON."""
+    """What a server's client receives for one case, and `raw`: the model's text or the endpoint's message."""
 
     raw: str | None = None
 
 
 def parse_output(text: str, fmt: str = "hermes") -> Prediction:
-    """Raw model text -> Prediction through the one parser per format (templates.parse_tool_calls)."""
     return Prediction(**vars(parse_tool_calls(text if isinstance(text, str) else "", fmt)), raw=text)
 
 
-def structured_prediction(
-    calls: Any,
-    content: Any = None,
-    errors: Sequence[str] = (),
-    raw: str | None = None,
-    strict_errors: Sequence[str] = (),
-) -> Prediction:
-    """Structured calls, canonical ({"name", "arguments"}) or OpenAI-shaped ({"function": {...}} with
-    string arguments), read by the one "openai" parser. A call that cannot be read becomes an error."""
+def structured_prediction(calls: Any, content: Any = None) -> Prediction:
+    """Canonical ({"name", "arguments"}) or OpenAI-shaped calls; one that cannot be read becomes an error."""
     parsed = parse_tool_calls(calls if isinstance(calls, list) else {"tool_calls": calls}, "openai")
-    return Prediction(
-        calls=parsed.calls,
-        content=content if isinstance(content, str) else None,
-        errors=[*map(str, errors), *parsed.errors],
-        strict_errors=[str(e) for e in strict_errors],
-        raw=raw,
-    )
+    content = content if isinstance(content, str) else None
+    return Prediction(calls=parsed.calls, content=content, errors=parsed.errors)
 
 
 def prediction_from_row(row: dict, fmt: str = "hermes") -> Prediction:
@@ -465,13 +423,14 @@ def prediction_from_row(row: dict, fmt: str = "hermes") -> Prediction:
     if "tool_calls" not in row:
         return parse_output(row.get("output"), fmt)
     calls = row["tool_calls"] if row["tool_calls"] is not None else []
-    errors, strict = row.get("parse_errors") or [], row.get("strict_errors") or []
-    return structured_prediction(calls, row.get("content"), errors, row.get("output"), strict)
+    pred = structured_prediction(calls, row.get("content"))
+    errors = [*map(str, row.get("parse_errors") or []), *pred.errors]
+    strict = [str(e) for e in row.get("strict_errors") or []]
+    return replace(pred, errors=errors, strict_errors=strict, raw=row.get("output"))
 
 
 def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
-    """An endpoint's message -> Prediction. Structured `tool_calls` win; a server without a tool parser
-    returns the calls as text in `content`, which is then parsed with the model's format."""
+    """Structured `tool_calls` win; a server without a tool parser returns the calls as text in `content`."""
     raw = json.dumps(message, ensure_ascii=False)
     if message.get("tool_calls"):
         return Prediction(**vars(parse_tool_calls(message, "openai")), raw=raw)
@@ -479,7 +438,6 @@ def prediction_from_message(message: dict, fmt: str = "hermes") -> Prediction:
 
 
 def _check_exists(path: str | Path, what: str) -> None:
-    """A missing input file is named plainly; a folder, non-UTF-8 text or a pipe are io's to report."""
     if str(path) != STDIN and not Path(path).exists():
         raise KitError(f"{what} {path} does not exist")
 
@@ -504,17 +462,15 @@ def read_predictions(path: str | Path, fmt: str = "hermes") -> dict[str, Predict
     return out
 
 
-# --- scoring one case, then the whole run --------------------------------------------------------------------
-
-
+# --- scoring one case, then the whole run -------------------------------------------------------------------
 def _names(calls: Sequence[dict]) -> list[str]:
     return [str(c.get("name")) for c in calls]
 
 
 @dataclass
 class Verdict:
-    """One case judged: every metric that applies (None where it does not), `correct`, and the first `reason`
-    it fails with its `detail`. The defaults are a case without a prediction."""
+    """One case judged: each metric (None where it does not apply), `correct`, and the first failure's
+    `reason` and `detail`. The defaults are a case without a prediction."""
 
     id: str
     example_id: str
@@ -541,8 +497,7 @@ class Verdict:
 
 
 def _output_problems(tools: Sequence[dict], calls: Sequence[dict]) -> tuple[list, list, list]:
-    """(calls to undeclared tools, arguments that fail their JSON Schema, parameter names the schema does not
-    declare), by the kit's one validator."""
+    """(calls to undeclared tools, arguments failing their JSON Schema, parameters it does not declare)."""
     declared, _ = check_tools(tools)
     unknown, schema_failures, invented = [], [], []
     for j, call in enumerate(calls):
@@ -635,7 +590,6 @@ def _rate(flags: Iterable[bool | None]) -> dict:
 
 
 def _metric_block(verdicts: Sequence[Verdict]) -> dict:
-    """Each metric's rate; "accuracy" is the rate of `correct`."""
     return {m: _rate(getattr(v, "correct" if m == "accuracy" else m) for v in verdicts) for m in METRICS}
 
 
@@ -734,11 +688,9 @@ def score_cases(
     return aggregate(verdicts, {**(extra or {}), "unknown_prediction_ids": unknown}), verdicts
 
 
-# --- the data to evaluate on ---------------------------------------------------------------------------------
-
-
+# --- the data to evaluate on --------------------------------------------------------------------------------
 def load_records(path: str | Path) -> list[Record]:
-    """Canonical records (prepare's eval.jsonl), each valid and with a unique id (predictions are keyed by id)."""
+    """Canonical records (prepare's eval.jsonl), each valid, with unique ids (predictions are keyed by id)."""
     _check_exists(path, "data file")
     return read_records(path, validate=True)
 
@@ -761,8 +713,7 @@ def score(
     fmt: str = "hermes",
     turns: str = "all",
 ) -> dict:
-    """`toolcall-kit score`: score a predictions file against --data or --bfcl; the report includes
-    `per_example` [{"id", "correct", "reason"}] and `per_case`."""
+    """`toolcall-kit score`: a predictions file against --data or --bfcl; the report includes `per_case`."""
     records, source = select_records(data, bfcl, None)
     cases = cases_from_records(records, turns)
     preds = read_predictions(predictions, fmt)
@@ -772,12 +723,10 @@ def score(
     return report
 
 
-# --- prediction sources: in-process generation and OpenAI-compatible endpoints -------------------------------
-
-
+# --- prediction sources: in-process generation and OpenAI-compatible endpoints ------------------------------
 def render_prompts(tokenizer, cases: Sequence[Case], family) -> list[str]:
-    """Each case's prompt as text with the generation prompt: the model's own chat template (what a server
-    uses) when it has one, else its family's training template."""
+    """Each case's prompt, ready for generation, in the model's own chat template (what a server uses) when
+    it has one, else in its family's training template."""
     template = "model" if getattr(tokenizer, "chat_template", None) else None
     records = ({"messages": c.messages, "tools": c.tools} for c in cases)
     return [render(tokenizer, r, family, add_generation_prompt=True, chat_template=template) for r in records]
@@ -791,12 +740,12 @@ def generate_batched(
     max_new_tokens: int = 128,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """Greedy completions of `prompts` (rendered text), `batch_size` at a time, in the input order, decoded
-    with special tokens kept (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
+    """Greedy completions of `prompts` (rendered text), in their order, decoded with special tokens kept
+    (Mistral's [TOOL_CALLS] is one) and cut at the first end-of-turn token.
 
-    A later turn's prompt extends its earlier turn's: it prefills only its new tokens after that prompt's
-    cached keys and values (a third of the demo's prompt tokens). So prompts go in rounds (those that extend
-    no other, then those that extend one of the first round, ...), shortest first to pad little."""
+    A later turn's prompt extends its earlier turn's, so it prefills only its new tokens after that prompt's
+    cached keys and values (a third of the demo's prompt tokens): prompts go in rounds (those that extend no
+    other, then those that extend one of the first round, ...), shortest first to pad little."""
     import torch
 
     if batch_size < 1:
@@ -807,13 +756,12 @@ def generate_batched(
     stop = {int(i) for e in eos for i in (e if isinstance(e, (list, tuple)) else [e]) if i is not None}
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     parent = prefix_parents(encoded)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # a parent is shorter: seen first
     depth: dict[int, int] = {}
-    for i in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):  # a parent is shorter: seen first
+    for i in order:
         depth[i] = depth[parent[i]] + 1 if i in parent else 0
-    batches = []
-    for d in sorted(set(depth.values())):
-        group = sorted((i for i in depth if depth[i] == d), key=lambda i: len(encoded[i]))
-        batches += [group[s : s + batch_size] for s in range(0, len(group), batch_size)]
+    rounds = [[i for i in order if depth[i] == d] for d in sorted(set(depth.values()))]
+    batches = [group[s : s + batch_size] for group in rounds for s in range(0, len(group), batch_size)]
     waiting = Counter(parent.values())  # prompts still to come that extend prompt j
     kept: dict[int, list] = {}  # prompt j's keys and values, while prompts that extend it wait
     out: list[str] = [""] * len(prompts)
@@ -822,19 +770,12 @@ def generate_batched(
     with grouped_decode_attention(model), torch.inference_mode():
         for idx in batches:
             prefixes = [kept.get(parent[i]) if i in parent else None for i in idx]
-            for i in idx:
-                if i in parent:
-                    waiting[parent[i]] -= 1
-                    if not waiting[parent[i]]:
-                        kept.pop(parent[i], None)
-            new, prompt_kv = greedy_decode(
-                model,
-                [encoded[i] for i in idx],
-                max_new_tokens,
-                stop,
-                prefixes,
-                keep=[waiting[i] > 0 for i in idx],
-            )
+            for j in [parent[i] for i in idx if i in parent]:
+                waiting[j] -= 1
+                if not waiting[j]:
+                    kept.pop(j, None)
+            batch, keep = [encoded[i] for i in idx], [waiting[i] > 0 for i in idx]
+            new, prompt_kv = greedy_decode(model, batch, max_new_tokens, stop, prefixes, keep)
             kept.update({i: kv for i, kv in zip(idx, prompt_kv, strict=True) if kv is not None})
             for i, ids in zip(idx, new, strict=True):
                 out[i] = tokenizer.decode(ids, skip_special_tokens=False)
@@ -845,8 +786,7 @@ def generate_batched(
 
 
 def prefix_parents(encoded: Sequence[Sequence[int]]) -> dict[int, int]:
-    """For each prompt that extends another one token for token (a later turn of the same conversation), the
-    longest such other prompt."""
+    """{i: j}: j is the longest other prompt that prompt i extends token for token (an earlier turn)."""
     by_length: dict[int, dict[tuple, int]] = defaultdict(dict)
     for j, ids in enumerate(encoded):
         by_length[len(ids)].setdefault(tuple(ids), j)
@@ -863,8 +803,8 @@ def prefix_parents(encoded: Sequence[Sequence[int]]) -> dict[int, int]:
 
 def prefix_cut(lengths: Sequence[int], cached: Sequence[int]) -> int:
     """How much of each row's cached prefix a batch uses: the cut that keeps the batch narrowest (the longest
-    such on a tie). The cache part is as wide as the longest prefix and the new part as the longest rest, so
-    one long row without a prefix could double the batch's width and every decoding step's cost."""
+    on a tie). The cache part is as wide as the longest prefix and the new part as the longest rest: one long
+    row without a prefix could double the batch's width and every decoding step's cost."""
     width = {c: c + max(n - min(p, c) for n, p in zip(lengths, cached, strict=True)) for c in {0, *cached}}
     return min(sorted(width, reverse=True), key=width.__getitem__)
 
@@ -881,12 +821,11 @@ def greedy_decode(
     where `keep` asks, each prompt's own keys and values (per layer, for `prefixes` of a later batch).
 
     A row's cached prefix goes before its remaining tokens, both parts left-padded and the holes masked;
-    positions count real tokens only (cumulative mask - 1), as `generate` does, so the tokens are its own.
-    Not `model.generate`, which keeps a finished row in the batch until the longest ends: a CPU decoding step
-    costs ~50 ms plus ~6 ms a row (SmolLM2-135M, 600-token prompts, 2 cores), and one rambling answer per
-    batch of 16 made evaluation ~3x longer. Here a row leaves the batch and the KV cache when it ends.
-    transformers' continuous batching (`generate_batch`) does that too, but its paged attention was ~2x
-    slower than `generate` on this CPU."""
+    positions count real tokens only (cumulative mask - 1), so the tokens are `generate`'s. Not `generate`
+    itself, which keeps a finished row in the batch until the longest ends: a CPU decoding step costs ~50 ms
+    plus ~6 ms a row (SmolLM2-135M, 600-token prompts, 2 cores), and one rambling answer per batch of 16 made
+    evaluation ~3x longer; here a row leaves the batch and the KV cache when it ends. transformers'
+    `generate_batch` does that too, but its paged attention was ~2x slower than `generate` on this CPU."""
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -920,20 +859,19 @@ def greedy_decode(
                     keys[row, :, width_c - n :], values[row, :, width_c - n :] = p[layer]
             cache.update(keys, values, layer)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
+    logits = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions[:, width_c:],
         past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
-    )
+    ).logits[:, -1]
     kept: list[list | None] = [None] * len(prompts)
     for row, wanted in enumerate(keep or []):
         if wanted:
             real = mask[row].bool()
             kept[row] = [(layer.keys[row][:, real], layer.values[row][:, real]) for layer in cache.layers]
-    logits = out.logits[:, -1]
     live = list(range(len(prompts)))  # original row of each row still in the batch
     new: list[list[int]] = [[] for _ in live]
     next_pos = positions[:, -1] + 1
@@ -941,11 +879,10 @@ def greedy_decode(
         tokens = logits.argmax(-1)
         still = []
         for j, (row, tok) in enumerate(zip(live, tokens.tolist(), strict=True)):
-            if tok in stop:
-                continue
-            new[row].append(tok)
-            if len(new[row]) < max_new_tokens:
-                still.append(j)
+            if tok not in stop:
+                new[row].append(tok)
+                if len(new[row]) < max_new_tokens:
+                    still.append(j)
         if not still:
             break
         if len(still) < len(live):
@@ -953,14 +890,13 @@ def greedy_decode(
             cache.batch_select_indices(pick)
             live, tokens, mask, next_pos = [live[j] for j in still], tokens[pick], mask[pick], next_pos[pick]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        out = model(
+        logits = model(
             input_ids=tokens[:, None],
             attention_mask=mask,
             position_ids=next_pos[:, None],
             past_key_values=cache,
             use_cache=True,
-        )
-        logits = out.logits[:, -1]
+        ).logits[:, -1]
         next_pos = next_pos + 1
     return new, kept
 
@@ -972,11 +908,10 @@ def grouped_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
     """transformers' SDPA attention, except that a grouped-query model's decoding step (one query position)
     reads each key/value head once instead of copying it for every query head that shares it.
 
-    With a padding mask, transformers' `sdpa_attention_forward` repeats the KV cache `num_key_value_groups`
-    times every step (SmolLM2-135M: 3x, ~40 MB a row at 600 tokens), and torch's `enable_gqa=True` gave wrong
-    logits for left-padded rows on this CPU (torch 2.13: off by up to 20). Here the query heads sharing a KV
-    head become its query rows, the same arithmetic: decoding steps ~33% faster (batch 16, bf16, 2 cores),
-    logits equal to ~1e-4 in fp32."""
+    With a padding mask, `sdpa_attention_forward` repeats the KV cache `num_key_value_groups` times a step
+    (SmolLM2-135M: 3x, ~40 MB a row at 600 tokens), and torch's `enable_gqa=True` gave wrong logits for
+    left-padded rows on this CPU (torch 2.13: off by up to 20). Query heads sharing a KV head become its query
+    rows instead: decoding steps ~33% faster (batch 16, bf16, 2 cores), logits equal to ~1e-4 in fp32."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, q_len, dim = query.shape
@@ -1001,7 +936,7 @@ def grouped_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
 @contextmanager
 def grouped_decode_attention(model):
     """Decode with `grouped_sdpa` while inside, on a CPU model that uses SDPA; anything else is left as it is
-    (GPUs evaluate through a server, and this path was only measured on CPUs)."""
+    (GPUs evaluate through a server; this path was only measured on CPUs)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     before = getattr(base.config, "_attn_implementation", None)
     if before != "sdpa" or next(base.parameters()).device.type != "cpu":
@@ -1020,9 +955,8 @@ def grouped_decode_attention(model):
 
 
 def generation_key(model, adapter: str | None, prompts: Sequence[str], settings: dict) -> str | None:
-    """A fingerprint of everything that decides the generated texts: model and adapter files, prompts,
-    settings, library versions. None when the model is not a local folder (a hub id can change under the
-    same name)."""
+    """A fingerprint of the model and adapter files, prompts, settings and library versions; None when the
+    model is not a local folder (a hub id can change under the same name)."""
     import torch
     import transformers
 
@@ -1048,10 +982,8 @@ def _generations_file(key: str) -> Path:
 
 
 def read_cached_generations(key: str | None) -> list[str] | None:
-    if key is None:
-        return None
     try:
-        return json.loads(_generations_file(key).read_text(encoding="utf-8"))["texts"]
+        return json.loads(_generations_file(key).read_text(encoding="utf-8"))["texts"] if key else None
     except (OSError, ValueError, KeyError):
         return None
 
@@ -1068,8 +1000,8 @@ def eval_dtype(device: str):
 
 
 def load_for_eval(model_name: str | None, adapter: str | None = None, dtype: str | None = None):
-    """(model, tokenizer) for evaluation, on the GPU when there is one: a base or merged model, optionally with
-    a LoRA adapter on top. With only `adapter`, the base named in its adapter_config.json is used."""
+    """(model, tokenizer) on the GPU when there is one, with the LoRA `adapter` on top; with only `adapter`,
+    on the base its adapter_config.json names."""
     import torch
 
     from .models import load_model_and_tokenizer
@@ -1153,9 +1085,7 @@ def predict_endpoint(
     return preds
 
 
-# --- reports: report.json, predictions.jsonl, summary.md, plots; compare --------------------------------------
-
-
+# --- reports: report.json, predictions.jsonl, summary.md, plots; compare ------------------------------------
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
@@ -1192,8 +1122,7 @@ def summary_markdown(report: dict) -> str:
     lines += [_metric_row(name, report["metrics"][name]) for name in SUMMARY_METRICS]
     validity = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["validity"].items())
     lines += ["", f"Output validity: {validity}."]
-    if report.get("unknown_prediction_ids"):
-        ids = report["unknown_prediction_ids"]
+    if ids := report.get("unknown_prediction_ids"):
         lines.append(
             f"Predictions for unknown ids ({len(ids)}): {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}"
         )
@@ -1226,7 +1155,7 @@ def _rates(block: dict, *metrics: str) -> list[str]:
 
 
 def _section(title: str, header: str, rows: list[tuple]) -> list[str]:
-    """A titled Markdown table (nothing without rows): `header` as written, its rule, one line per row."""
+    """A titled Markdown table, or nothing without rows."""
     if not rows:
         return []
     rule = "|---" * (header.count("|") - 1) + "|"
@@ -1234,8 +1163,8 @@ def _section(title: str, header: str, rows: list[tuple]) -> list[str]:
 
 
 def write_plots(report: dict, folder: Path) -> list[str]:
-    """accuracy_by_tool.png and confusion.png; returns the file names. Each is drawn on its own Figure (no
-    pyplot): a notebook's backend and its other plots are left alone."""
+    """Writes accuracy_by_tool.png and confusion.png and returns their names. Each is its own Figure (no
+    pyplot), so a notebook's backend and its other plots are left alone."""
     from matplotlib.figure import Figure
 
     def save(fig: Figure, name: str) -> str:
@@ -1319,9 +1248,8 @@ def evaluate(
 ) -> dict:
     """`toolcall-kit eval`: predict every case (in process or from an endpoint), score, write the run folder.
 
-    `dtype`: the weights' dtype for in-process generation (None: `eval_dtype`). `cache`: reuse the generated
-    texts of an earlier identical run (see `generation_key`); they are scored afresh every time, so a changed
-    scorer is never hidden."""
+    `dtype`: of the weights in process (None: `eval_dtype`). `cache`: reuse the texts generated by an earlier
+    identical run (`generation_key`); they are scored afresh, so a changed scorer is never hidden."""
     check_writable_dir(out, "--out")  # before the generation, not after it
     records, source = select_records(data, bfcl, limit)
     cases = cases_from_records(records, turns)
@@ -1364,12 +1292,9 @@ def _generate(
     prompts = render_prompts(tok, cases, family)
     dtype_name = str(mdl.dtype).removeprefix("torch.")
     # The decoding attention is a setting: in bf16 its rounding can change a near-tie token.
-    settings = {
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "dtype": str(mdl.dtype),
-        "attention": GROUPED_SDPA,
-    }
+    settings = dict(
+        batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=str(mdl.dtype), attention=GROUPED_SDPA
+    )
     key = generation_key(mdl, adapter, prompts, settings) if cache else None
     texts = read_cached_generations(key)
     log(
@@ -1411,11 +1336,8 @@ def compare(run_a: str | Path, run_b: str | Path) -> dict:
     rows = {}
     for name in (*METRICS, "example_accuracy"):
         rate_a, rate_b = a["metrics"][name]["rate"], b["metrics"][name]["rate"]
-        rows[name] = {
-            "a": rate_a,
-            "b": rate_b,
-            "delta": None if None in (rate_a, rate_b) else rate_b - rate_a,
-        }
+        delta = None if None in (rate_a, rate_b) else rate_b - rate_a
+        rows[name] = {"a": rate_a, "b": rate_b, "delta": delta}
     in_a = {e["id"]: e for e in a.get("per_example", [])}
     in_b = {e["id"]: e for e in b.get("per_example", [])}
     both = [i for i in in_a if i in in_b]
