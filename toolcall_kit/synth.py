@@ -1,26 +1,18 @@
-"""Synthetic tool-calling conversations: `toolcall-kit synth`.
+"""Synthetic tool-calling conversations: `toolcall-kit synth`. The shipped demo files were made by
 
     toolcall-kit synth --out data/demo/train.jsonl --n 1500 --seed 0 --split train --mix no_call=0.06,decline=0.08,parallel=0.06,multi_step=0.1,session=0.6
     toolcall-kit synth --out data/demo/dev.jsonl --n 150 --seed 2 --split dev
     toolcall-kit synth --out data/demo/eval.jsonl --n 150 --seed 1 --split eval
 
-(the commands that made the shipped demo files; `tests/test_synth.py` checks they still reproduce them
-byte for byte). The train mix is mostly sessions (several requests under one offered tool set): the tool
-schemas are most of every example's tokens, and a session trains 4-5 answers on them instead of one
-(benchmarks/demo_experiments.md). dev is for choosing settings; eval is scored by `make demo`.
+(`tests/test_synth.py` checks they still reproduce byte for byte). The train mix is mostly sessions
+(several requests under one offered tool set): the tool schemas are most of every example's tokens, and a
+session trains 4-5 answers on them instead of one (benchmarks/demo_experiments.md). dev is for choosing
+settings; eval is scored by `make demo`, on a share of every template group and value pool train never sees.
 
-Every example is a canonical record (`records.py`) that passes `validate.validate_record`, with `kind`, a
-stable `id` and the `template_ids` it was built from. Variety over volume (data variety, not steps, limited
-the SmolLM2 prototype): many phrasings per intent (synth_data/*.yaml), values from realistic pools, optional
-arguments only where the words mention them; varied system prompts; the needed tool plus distractors, at most
-`max_tools` offered (3 keeps a SmolLM2 example near 300 tokens); declines as contrastive pairs (the same
-request with and without its tool); `--split train|dev|eval` holds out a share of every template group and
-open value pool, so eval measures generalisation, not recall.
-
-A user's own catalog (a JSON list of OpenAI tool definitions) gets values from each parameter's schema and
-generic phrasings that state every value (synth_data/generic.yaml). Teacher mode (`--teacher-url URL
---teacher-model NAME`) has an OpenAI-compatible server paraphrase the user turns of call examples; a
-paraphrase that drops a value the calls need or breaks validation is rejected and counted.
+Every example is a validated canonical record with `kind`, a stable `id` and the `template_ids` it was built
+from; at most `max_tools` tools are offered (3 keeps a SmolLM2 example near 300 tokens). A user's catalog gets
+values from each parameter's schema and phrasings that state every value (synth_data/generic.yaml). Teacher
+mode has an OpenAI-compatible server paraphrase user turns; one that drops a stated value is rejected.
 """
 
 from __future__ import annotations
@@ -66,8 +58,7 @@ from .validate import PatternTooSlow, argument_errors, bounded_search, check_too
 CATALOG_DIR = Path(__file__).parent / "catalogs"
 SHIPPED_CATALOGS = ("general", "customer_service")
 DEFAULT_CATALOG = "general,customer_service"
-# "session": 2-10 requests under one offered tool set; several trained answers share the tool schemas' tokens,
-# and it teaches to answer the latest request, not the first.
+# session: answers share the tool schemas' tokens, and it teaches to answer the latest request, not the first.
 DEFAULT_MIX = {"no_call": 0.15, "decline": 0.1, "parallel": 0.15, "multi_step": 0.15, "session": 0.0}
 SESSION = "session"
 MIX_KIND = {"no_call": NO_CALL, "decline": DECLINED, "parallel": PARALLEL_CALLS, "multi_step": MULTI_STEP,
@@ -87,10 +78,7 @@ P_OUT_OF_SCOPE = 0.3  # declines that no catalog tool could serve (the rest: the
 GENERIC = si.load_data("generic")  # phrasings for user catalogs' tools
 
 
-# ----------------------------------------------------------------------------------------------
-# Templates (the language is described at the top of synth_data/intents.yaml)
-
-
+# ------------------------------------------------------------------------------------ templates
 @dataclass(frozen=True)
 class Template:
     id: str
@@ -103,7 +91,8 @@ _SLOT = re.compile(r"\{(\^?)(\w+)(?:\.(\d))?\}")
 
 
 def parse_template(text: str) -> tuple:
-    """Nodes: ("t", str) | ("s", name, k, cap) | ("o", nodes) | ("a", (nodes, ...)). Raises ValueError."""
+    """Nodes: ("t", str) | ("s", name, k, cap) | ("o", nodes) | ("a", (nodes, ...)). Raises ValueError.
+    The language is described at the top of synth_data/intents.yaml."""
     tokens = [t for t in _TOKEN.split(text) if t]
     pos = 0
 
@@ -170,7 +159,7 @@ def calls_in(text: str) -> int:
 
 
 def args_for(call: int, mentioned: list, samples: list[dict[str, Slot]]) -> dict:
-    """Arguments of call `call` (1-based): its own slots ({x.k}) and the shared ones ({x}), in mention order."""
+    """Arguments of call `call` (1-based): its slots ({x.k}) and the shared ones ({x}), in mention order."""
     args: dict = {}
     for name, k in mentioned:
         slot = samples[(k or 1) - 1][name]
@@ -180,13 +169,9 @@ def args_for(call: int, mentioned: list, samples: list[dict[str, Slot]]) -> dict
     return args
 
 
-# ----------------------------------------------------------------------------------------------
-# Values for user catalogs: what each parameter's JSON Schema allows
-
-
+# ---------------------------------- values for user catalogs, from each parameter's JSON Schema
 class ShortXeger(rstr.Rstr):
-    """rstr's regex sampler on our rng, with open repeats (`+`, `*`, `{2,}`) kept to at most 3 beyond their
-    minimum (rstr allows 100): a value the user dictates stays short."""
+    """rstr's sampler on our rng, open repeats (+, *, {2,}) at most 3 beyond their minimum (rstr: 100)."""
 
     def _handle_repeat(self, start_range: int, end_range: int, value: str) -> str:
         return super()._handle_repeat(start_range, min(end_range, start_range + 3), value)
@@ -200,7 +185,6 @@ def pattern_sample(pattern: str, rng: random.Random) -> str:
 
 
 def string_value(schema: dict, c: Ctx) -> str:
-    """A value for a free string parameter: shaped by its `format`, else a neutral phrase."""
     fmt, r = schema.get("format"), c.rng
     if fmt == "date":
         return (c.today + dt.timedelta(days=r.randint(1, 60))).isoformat()
@@ -248,8 +232,7 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
     if isinstance(schema.get("examples"), list) and schema["examples"]:
         return copy.deepcopy(c.choice(schema["examples"]))
     for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            options = schema[key]
+        if isinstance(options := schema.get(key), list) and options:
             branches = [b for b in options if isinstance(b, dict) and b.get("type") != "null"] or options
             return sample_value(c.choice(branches), name, c, depth + 1)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
@@ -283,18 +266,14 @@ def sample_value(schema: dict, name: str, c: Ctx, depth: int = 0) -> Any:
     if t == "null":
         return None
     v = string_value(schema, c)
-    if (pattern := schema.get("pattern")) and not _matches(pattern, v):
-        v = pattern_sample(pattern, c.rng)
+    if pattern := schema.get("pattern"):
+        try:  # time-bounded as everywhere a catalog's pattern runs
+            if not bounded_search(pattern, v):
+                v = pattern_sample(pattern, c.rng)
+        except (PatternTooSlow, regex.error) as e:
+            raise ValueError(f"pattern {pattern!r} cannot be used: {type(e).__name__} {e}") from None
     v += "x" * (schema.get("minLength", 0) - len(v))
     return v[: schema["maxLength"]] if schema.get("maxLength") is not None else v
-
-
-def _matches(pattern: str, text: str) -> bool:
-    """A catalog's `pattern` on a drawn value, time-bounded as everywhere (validate.bounded_search)."""
-    try:
-        return bounded_search(pattern, text)
-    except (PatternTooSlow, regex.error) as e:
-        raise ValueError(f"pattern {pattern!r} cannot be used: {type(e).__name__} {e}") from None
 
 
 def _text_value(v: Any) -> str:
@@ -343,17 +322,15 @@ def generic_intent(fn: dict) -> Intent:
         return {"status": "success", "reference": f"{name[:3]}_{si.hex_id(c, 8)}", "input": args}
 
     def summarize(c: Ctx, args: dict, result: dict) -> str:
-        return c.choice(GENERIC["replies"]).format(tool=_human(name), name=name, reference=result["reference"])
+        reply = c.choice(GENERIC["replies"])
+        return reply.format(tool=_human(name), name=name, reference=result["reference"])
 
     if params.get("properties"):
         return Intent(name, desc, sample, GENERIC["templates"], execute, summarize, GENERIC["parallel"])
     return Intent(name, desc, sample, GENERIC["templates_noargs"], execute, summarize)
 
 
-# ----------------------------------------------------------------------------------------------
-# Catalogs
-
-
+# ------------------------------------------------------------------------------------- catalogs
 @dataclass
 class Catalog:
     names: list[str]  # the catalog names / paths, for the report
@@ -395,8 +372,7 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
             known = ", ".join(SHIPPED_CATALOGS)
             raise KitError(f"unknown catalog {item!r}: use {known} or a path to a JSON file")
         tools = shipped[item] if item in shipped else _read_tools(path)
-        _, problems = check_tools(tools)
-        if problems:
+        if problems := check_tools(tools)[1]:
             raise DataError(path, None, str(problems[0]))
         cat.names.append(item)
         for t in tools:
@@ -414,29 +390,20 @@ def load_catalog(spec: str = DEFAULT_CATALOG) -> Catalog:
     return cat
 
 
-# ----------------------------------------------------------------------------------------------
-# Mix
-
-
+# ------------------------------------------------------------------------------------------ mix
 def parse_mix(mix: str | dict | None) -> dict[str, float]:
     """`no_call=0.15,decline=0.1,...` -> shares; keys not given keep their defaults; singles take the rest."""
-    out = dict(DEFAULT_MIX)
-    if not isinstance(mix, str):
-        items = list((mix or {}).items())
+    out, keys = dict(DEFAULT_MIX), ", ".join(DEFAULT_MIX)
+    if isinstance(mix, str):
+        parts = [p.strip() for p in mix.split(",") if p.strip()]
+        if bad := [p for p in parts if "=" not in p]:
+            raise KitError(f"--mix entry {bad[0]!r} must look like KEY=SHARE (keys: {keys})")
+        items = [(key.strip(), val.strip()) for key, _, val in (p.partition("=") for p in parts)]
     else:
-        items = []
-        for part in [p.strip() for p in mix.split(",") if p.strip()]:
-            key, sep, val = part.partition("=")
-            if not sep:
-                raise KitError(
-                    f"--mix entry {part!r} must look like KEY=SHARE (keys: {', '.join(DEFAULT_MIX)})"
-                )
-            items.append((key.strip(), val.strip()))
+        items = list((mix or {}).items())
     for key, val in items:
         if key not in DEFAULT_MIX:
-            raise KitError(
-                f"--mix: unknown key {key!r} (known: {', '.join(DEFAULT_MIX)}; single calls take the rest)"
-            )
+            raise KitError(f"--mix: unknown key {key!r} (known: {keys}; single calls take the rest)")
         try:
             share = float(val)
         except (TypeError, ValueError) as e:
@@ -461,10 +428,7 @@ def mix_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
     return {SINGLE_CALL: n - sum(base.values()), **{MIX_KIND[k]: base[k] for k in DEFAULT_MIX}}
 
 
-# ----------------------------------------------------------------------------------------------
-# Building examples
-
-
+# ---------------------------------------------------------------------------- building examples
 def exchange(user: str, assistant: str) -> list[dict]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
@@ -481,9 +445,7 @@ def chars(messages: list[dict]) -> int:
 
 
 @dataclass
-class Draft:
-    """One example before it becomes a record (the offered tools and system prompt are added last)."""
-
+class Draft:  # one example before it becomes a record (the offered tools and system prompt come last)
     kind: str
     messages: list[dict]
     needed: list[str]  # tools that must be offered
@@ -494,9 +456,7 @@ class Draft:
     tool_order: list[str] | None = None  # a fixed offered list (declines, "what can you do", partners)
 
 
-class Said(NamedTuple):
-    """A request for one tool, rendered from one of its templates."""
-
+class Said(NamedTuple):  # a request for one tool, rendered from one of its templates
     text: str
     args: dict
     template: Template
@@ -548,13 +508,6 @@ class Generator:
         today = dt.date(2026, 1, 5) + dt.timedelta(days=rng.randrange(340))
         return Ctx(rng, today, self.side, self.fraction, self.holdout_seed)
 
-    def affinity(self, tools: list[str]) -> str:
-        """Which system prompts fit these tools: any | general | customer_service."""
-        if any(t in self.cat.generic for t in tools):
-            return "any"
-        srcs = sorted({self.cat.source[t] for t in tools})
-        return srcs[0] if len(srcs) == 1 else "any"
-
     def render_single(self, c: Ctx, tool: str) -> Said:
         tpl = c.choice(self.single_templates(tool))
         slots = self.cat.intents[tool].sample(c)
@@ -563,7 +516,6 @@ class Generator:
         return Said(text, args_for(1, mentioned, [slots]), tpl, today, [slots[nm] for nm, _ in mentioned])
 
     def request(self, c: Ctx, tool: str) -> Said:
-        """A request for `tool` as a user would send it (greeting and thanks drawn)."""
         said = self.render_single(c, tool)
         return said._replace(text=self.decorate(c, said.text, said.slots))
 
@@ -579,11 +531,10 @@ class Generator:
         self, c: Ctx, calls: list[tuple[str, dict]], results: list | None, final: str | None
     ) -> list:
         ids: list[str] = []
-        for _ in calls:
-            cid = ""
-            while not cid or cid in ids:
-                cid = "call_" + "".join(c.choice(string.ascii_letters + string.digits) for _ in range(8))
-            ids.append(cid)
+        while len(ids) < len(calls):
+            cid = "call_" + "".join(c.choice(string.ascii_letters + string.digits) for _ in range(8))
+            if cid not in ids:
+                ids.append(cid)
         tcs = [make_call(name, args, cid) for cid, (name, args) in zip(ids, calls, strict=True)]
         msgs: list[dict] = [{"role": "assistant", "content": None, "tool_calls": tcs}]
         if results is not None:
@@ -755,10 +706,8 @@ class Generator:
         return d, p
 
     def session(self, c: Ctx) -> Draft:
-        """Several requests in one conversation under one offered tool set: one anchor example (a single call,
-        parallel calls or a multi-step chain, built as on its own) among calls to the offered tools (each with
-        its result and summary), chit-chat, clarifications, and declines of requests whose tool is not
-        offered (each reply names what is)."""
+        """Several requests under one offered tool set: one anchor (a single call, parallel calls or a chain)
+        among calls to the offered tools, chit-chat, clarifications and declines naming what is offered."""
         r = c.rng.random()
         anchor = self.multi_step(c) if r < 0.35 else self.parallel(c) if r < 0.55 else self.single(c)
         offered = self.offer(c, anchor.needed, set(), 1)
@@ -838,7 +787,10 @@ class Generator:
         return order
 
     def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
-        fits = ("any", self.affinity(d.topic or d.needed or d.tool_order or []))
+        # A prompt fits any catalog, or only the one that all the (shipped) tools come from.
+        tools = d.topic or d.needed or d.tool_order or []
+        srcs = {self.cat.source[t] for t in tools}
+        fits = ("any", srcs.pop() if len(srcs) == 1 and not self.cat.generic & set(tools) else "any")
         prompts = [(i, t) for i, (aff, t) in self.dialogue("system", "system_prompts") if aff in fits]
         text, pid = None, None
         if prompts and not c.chance(P_NO_SYSTEM):
@@ -880,11 +832,8 @@ def generate(
     contrast: float = 1.0,
 ) -> tuple[list[Record], dict]:
     """`n` validated records and a report (counts per kind and per tool). Same arguments, same records.
-
-    `split`: "all" uses every template and value; "train" leaves out the held-out share
-    (`holdout_fraction` of each template group and open value pool, chosen by `holdout_seed`, not by
-    `seed`); "eval" uses only that share. `contrast`: the share of withheld-tool declines that get a
-    contrastive partner (the same request with the tool offered, counted as a single call)."""
+    `split`: see `si.on_side` (`holdout_seed`, not `seed`, picks the held-out share). `contrast`: the share of
+    withheld-tool declines paired with the same request, tool offered (counted as a single call)."""
     if n < 1:
         raise KitError(f"--n must be at least 1, got {n}")
     if split not in SPLITS:
@@ -961,10 +910,7 @@ def _report(
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# Teacher paraphrases
-
-
+# -------------------------------------------------------------------------- teacher paraphrases
 TEACHER_KEY_ENV = "TOOLCALL_KIT_TEACHER_API_KEY"
 
 
@@ -975,9 +921,8 @@ def _leaves(v: Any) -> list[Any]:
 
 
 def anchors_of(text: str, record: Record) -> list[tuple[str, bool]]:
-    """Argument values the user's words state, as (value, case-sensitive): a paraphrase must keep them all.
-    Values the words only imply ("in Fahrenheit" -> "fahrenheit" is stated; "Germany" -> "DE" is not) are
-    left to the teacher."""
+    """Argument values the user's words state, as (value, case-sensitive): a paraphrase must keep them all
+    ("in Fahrenheit" states "fahrenheit"; "Germany" does not state "DE": implied values are the teacher's)."""
     out: list[tuple[str, bool]] = []
     for v in (v for m in record["messages"] for _, args in calls_of(m) for v in _leaves(args)):
         s = str(v)
@@ -1024,20 +969,6 @@ def teacher_key(url: str, api_key: str | None = None) -> str | None:
     return key
 
 
-def teacher_client(base_url: str, key: str | None, timeout: float):
-    """(an `openai` client, the headers each request sends) that send `key` and nothing the environment holds
-    for other programs: the client fills the key, organization, project and headers from OPENAI_* variables."""
-    from openai import Omit, OpenAI
-
-    own = {"Authorization": f"Bearer {key}" if key else Omit(), "OpenAI-Organization": Omit(),
-           "OpenAI-Project": Omit()}  # fmt: skip
-    # A placeholder api_key only lets the client be built; the Authorization header above is what is sent.
-    client = OpenAI(
-        api_key=key or "unused", base_url=base_url, timeout=timeout, max_retries=0, default_headers=own
-    )
-    return client, own
-
-
 def paraphrase_with_teacher(
     records: list[Record],
     url: str,
@@ -1045,22 +976,24 @@ def paraphrase_with_teacher(
     *,
     workers: int = 4,
     timeout: float = 60.0,
-    temperature: float = 0.8,
     api_key: str | None = None,
 ) -> tuple[list[Record], dict]:
-    """Paraphrase the request turns of call examples through an OpenAI-compatible chat endpoint.
-
-    Calls, results and answers stay as they are; only user turns that state argument values are sent
-    (declines and chit-chat answers are tied to their exact wording). A paraphrase is accepted only if it
-    keeps every stated value and the record still validates; otherwise the original stays and the reason
-    is counted. At most `workers` requests are in flight. Returns (records, report)."""
-    import openai
+    """(records, report): user turns of call examples that state argument values, paraphrased by an
+    OpenAI-compatible endpoint (`workers` requests in flight). A paraphrase that drops a stated value or
+    breaks the record is rejected: the original stays and the reason is counted."""
+    from openai import Omit, OpenAI, OpenAIError
 
     from .evaluate import openai_base_url
 
     base = openai_base_url(url)
     key = teacher_key(base, api_key)
-    client, headers = teacher_client(base, key, timeout)
+    # The client fills the key, organization, project and headers from OPENAI_* variables: send only ours.
+    headers = {"Authorization": f"Bearer {key}" if key else Omit()}
+    headers |= {"OpenAI-Organization": Omit(), "OpenAI-Project": Omit()}
+    # A placeholder api_key only lets the client be built; the Authorization header above is what is sent.
+    client = OpenAI(
+        api_key=key or "unused", base_url=base, timeout=timeout, max_retries=0, default_headers=headers
+    )
     out = copy.deepcopy(records)
     jobs: list[tuple[int, int, str]] = []  # (record, message, text)
     not_sent: Counter = Counter()
@@ -1079,12 +1012,12 @@ def paraphrase_with_teacher(
         text = job[2]
         try:
             resp = client.chat.completions.create(
-                model=model, temperature=temperature, stream=False, extra_headers=headers,
+                model=model, temperature=0.8, stream=False, extra_headers=headers,
                 max_tokens=min(512, 16 + len(text)),  # a paraphrase needs about as many tokens as characters at most
                 messages=[{"role": "system", "content": si.DIALOGUE["paraphrase_system"]}, {"role": "user", "content": text}],
             )  # fmt: skip
             return resp.choices[0].message.content or "", None
-        except (openai.OpenAIError, IndexError, AttributeError, TypeError, ValueError) as e:
+        except (OpenAIError, IndexError, AttributeError, TypeError, ValueError) as e:
             return None, f"{type(e).__name__}: {e}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -1124,10 +1057,7 @@ def paraphrase_with_teacher(
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# Entry point
-
-
+# ---------------------------------------------------------------------------------- entry point
 def synth(
     out: str | os.PathLike,
     *,
@@ -1138,8 +1068,7 @@ def synth(
     teacher_api_key: str | None = None,
     **options: Any,
 ) -> dict:
-    """Generate (`options` are `generate`'s), optionally paraphrase, write `out` (JSONL, atomically) and
-    return the report."""
+    """Writes `generate(**options)` to `out` (paraphrased if a teacher is given); returns the report."""
     if bool(teacher_url) != bool(teacher_model):
         raise KitError("--teacher-url and --teacher-model go together")
     if teacher_url:

@@ -1,8 +1,5 @@
-"""The shipped tools' value samplers, fake results and multi-step chains (drawn by `synth`).
-
-The words are data in synth_data/: pools.yaml (values: cities, people, tickers, ...), intents.yaml (per tool:
-phrasings, how values are said, replies; its header describes the template language), chains.yaml
-(multi-step requests), dialogue.yaml (chit-chat, clarifications, declines, system prompts, joiners).
+"""The shipped tools' value samplers, fake results and multi-step chains (drawn by `synth`); their words are
+data in synth_data/ (pools, intents, chains and dialogue .yaml).
 
 The shipped demo files reproduce byte for byte from their seeds: a change here that adds, drops or reorders
 a random draw (an `rng` call, `choice`, `pick` or `chance`) changes them (tests/test_synth.py says so).
@@ -43,7 +40,7 @@ class Slot:
 
 
 def _share(key: str, items: list[int], k: int) -> set[int]:
-    """`k` of `items`, leaving at least one, shuffled by `key` alone: the same share for every generation seed."""
+    """`k` of `items`, leaving at least one, shuffled by `key` alone: the same share whatever `--seed`."""
     if len(items) < 2 or k < 1:
         return set()
     order = list(items)
@@ -52,12 +49,9 @@ def _share(key: str, items: list[int], k: int) -> set[int]:
 
 
 def on_side(name: str, size: int, fraction: float, holdout_seed: int, side: str) -> list[int]:
-    """Indices of a pool or template group that split `side` may use.
-
-    eval: a held-out share (`fraction`, chosen by `holdout_seed`). dev: a second share of the same size carved
-    out of the rest (for choosing settings without touching eval); train: what is left. A group too small for a
-    dev share of its own (fewer than 3 items) lends dev its train items: dev then shares wording with train,
-    never with eval."""
+    """Indices of a pool or template group that split `side` may use. eval: a held-out share (`fraction`,
+    chosen by `holdout_seed`); dev: a second share of the same size; train: the rest ("all": everything). A
+    group too small for a dev share (under 3 items) lends dev its train items: never eval's."""
     if side == "all":
         return list(range(size))
     k = max(1, round(fraction * size)) if fraction > 0 else 0
@@ -164,25 +158,20 @@ def reply(c: Ctx, tool: str, fields: dict, key: str | None = None) -> str:
     return say(c.choice(replies[key or next(iter(replies))]), **fields)
 
 
-# ----------------------------------------------------------------------------------------------
-# Intents: one per shipped tool. A sampler draws the slots a request mentions; an executor fakes the
-# tool's result (None: no plausible result, so no result turn); the reply sums the result up.
-
-
+# ---------------------------------------------------------------- intents: one per shipped tool
 @dataclass
 class Intent:
     tool: str
     capability: str  # "check the weather": for declines ("I can't ...") and "what can you do"
-    sample: Callable[[Ctx], dict[str, Slot]]
+    sample: Callable[[Ctx], dict[str, Slot]]  # draws the slots a request may mention
     templates: list[str]
-    execute: Callable[[Ctx, dict], dict | None]
-    summarize: Callable[[Ctx, dict, dict], str]
+    execute: Callable[[Ctx, dict], dict | None]  # a fake result; None: no plausible one, so no result turn
+    summarize: Callable[[Ctx, dict, dict], str]  # the reply that sums the result up
     parallel: list[str] = field(default_factory=list)  # same-tool parallel templates ({slot.k})
 
 
 def email_address(c: Ctx) -> tuple[str, str]:
-    first, last = c.pick("first"), c.pick("last")
-    dom = c.pick("domains")
+    first, last, dom = c.pick("first"), c.pick("last"), c.pick("domains")
     fold = str.maketrans("äöüéáíóúñçãå", "aoueaiouncaa")
     a, b = first.translate(fold).lower(), last.translate(fold).lower()
     local = c.choice([f"{a}.{b}", f"{a[0]}{b}", f"{a}{c.rng.randint(2, 99)}", f"{a}_{b}", a])
@@ -545,7 +534,7 @@ def track_slots(c: Ctx) -> dict[str, Slot]:
 
 def track_result(c: Ctx, a: dict) -> dict:
     d = c.today + dt.timedelta(days=c.rng.randint(1, 5))
-    # The default carrier is drawn even when the call names one: the shipped demo data was made with this draw.
+    # The default carrier is drawn even when the call names one: the demo data was made with this draw.
     return {"tracking_number": a["tracking_number"], "carrier": a.get("carrier", c.choice(list(POOLS["carriers"]))),
             "status": c.choice(wording("track_package")["statuses"]),
             "last_location": c.choice(POOLS["cities"]), "estimated_delivery": d.isoformat()}  # fmt: skip
@@ -609,7 +598,6 @@ SAMPLERS = {  # tool -> (slots, fake result, reply: a function where a reply is 
 
 
 def reply_on_fields(tool: str, c: Ctx, a: dict, r: dict) -> str:
-    """The reply for a tool whose replies need only the call's arguments and result."""
     return reply(c, tool, {**a, **r})
 
 
@@ -619,12 +607,10 @@ INTENTS: dict[str, Intent] = {
     for tool, (slots, result, summarize) in SAMPLERS.items()
 }  # fmt: skip
 
-# Tools that could serve a request for the key tool: never offered when declining it (the decline would be wrong).
+# Tools that could serve a request for the key tool: never offered when declining it (that would be wrong).
 SUBSTITUTES = {tool: set(t["substitutes"]) for tool, t in TOOL_TEXT.items() if t.get("substitutes")}
 
-# ----------------------------------------------------------------------------------------------
-# Multi-step chains: a tool result feeds the next call, then a final answer that uses the results.
-
+# ---------------------- multi-step chains: a result feeds the next call; a final answer sums up
 Step = tuple[str, dict, dict]  # (tool, arguments, result)
 
 
