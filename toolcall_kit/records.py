@@ -104,9 +104,9 @@ def content_hash(record: Record) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def ensure_id(record: Record, prefix: str = "ex") -> Record:
+def ensure_id(record: Record) -> Record:
     if not record.get("id"):
-        record["id"] = f"{prefix}-{content_hash(record)[:12]}"
+        record["id"] = f"ex-{content_hash(record)[:12]}"
     return record
 
 
@@ -147,11 +147,10 @@ def text_of(content: Any) -> str | None:
 
 
 def read_records(path: str | os.PathLike, validate: bool = False) -> list[Record]:
-    """The records of a JSONL file the kit wrote (prepare's train/eval.jsonl; `-` is standard input).
-
-    Each line must be an object with `messages`. With `validate` (evaluation), each must also pass
-    `validate_record` and gets an id if it has none; ids must be unique, since predictions are joined on
-    them. Every error is a DataError naming the file and line."""
+    """The records of a JSONL file the kit wrote (prepare's train/eval.jsonl; `-` is standard input), each an
+    object with `messages`. With `validate` (evaluation), each must also pass `validate_record` and gets an id
+    if it has none; ids must be unique, since predictions are joined on them. Errors are DataErrors naming
+    the file and line."""
     from .io import iter_json_lines
     from .validate import validate_record
 

@@ -1,18 +1,10 @@
 """Chat-template families, render checks and one parser per tool-call format.
 
-A family ties together what must agree for a tool-calling fine-tune to work once vLLM serves it
-(chat_templates/families.json; "hermes" is an alias of qwen2_5):
-
-    family    vLLM --tool-call-parser  training template (its {% generation %} blocks are what is trained)
-    chatml    hermes                   toolcall_kit/chat_templates/chatml_tools.jinja
-    qwen2_5   hermes                   trl/chat_templates/qwen2_5_training.jinja
-    llama3_1  llama3_json              toolcall_kit/chat_templates/llama3_1_tools_training.jinja
-    mistral   mistral                  toolcall_kit/chat_templates/mistral_tools_training.jinja
-
-TRL's llama3_training.jinja renders neither tools nor calls and TRL ships no Mistral template, hence the
-kit's own for those two, written after Meta's and Mistral's. `parse_tool_calls` returns what vLLM's parser
-returns for a text (tests/test_vllm_parsers.py runs vLLM's own beside it) and never raises;
-`verify_roundtrip` parses every rendered assistant turn with it: the training target is what the server reads.
+A family (chat_templates/families.json) ties together what must agree once vLLM serves the fine-tune: its
+`--tool-call-parser`, the format the assistant writes, and the training template, whose {% generation %}
+blocks are what is trained. TRL's llama3_training.jinja renders neither tools nor calls and TRL ships no
+Mistral template, hence the kit's own for those two, written after Meta's and Mistral's.
+tests/test_vllm_parsers.py holds `parse_tool_calls` to vLLM's own parsers.
 """
 
 from __future__ import annotations
@@ -88,10 +80,8 @@ def _template_text(source: str) -> str:
 
 
 def detect_family(tokenizer: Any, family: str | Family | None = None) -> Family:
-    """The family of a tokenizer's model, from its chat template text or its config's model_type.
-
-    `family` (a name; None or "auto" = detect) overrides detection, for models whose template is unusual.
-    """
+    """The family of a tokenizer's model, from its chat template text or its config's model_type; `family`
+    (a name; None or "auto" = detect) overrides detection, for models whose template is unusual."""
     if family is not None and family != "auto":
         return get_family(family)
     text = getattr(tokenizer, "chat_template", None) or ""
@@ -103,7 +93,11 @@ def detect_family(tokenizer: Any, family: str | Family | None = None) -> Family:
         return FAMILIES["mistral"]
     if "<|im_start|>" in text:
         return FAMILIES["qwen2_5" if "You are Qwen" in text else "chatml"]
-    model_type = _model_type(tokenizer)
+    try:
+        config = Path(str(getattr(tokenizer, "name_or_path", "") or "")) / MODEL_CONFIG
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        model_type = None
     by_type = {"llama": "llama3_1", "qwen2": "qwen2_5", "mistral": "mistral"}
     if model_type in by_type:
         return FAMILIES[by_type[model_type]]
@@ -111,14 +105,6 @@ def detect_family(tokenizer: Any, family: str | Family | None = None) -> Family:
         f"cannot tell the chat-template family of {getattr(tokenizer, 'name_or_path', 'this tokenizer')!r} "
         f"(model_type {model_type!r}); pass --family with one of {', '.join(FAMILIES)}"
     )
-
-
-def _model_type(tokenizer: Any) -> str | None:
-    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
-    try:
-        return json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        return None
 
 
 # ------------------------------------------------------------------------------------------- Family quirks
@@ -142,11 +128,7 @@ _ALNUM = string.digits + string.ascii_lowercase + string.ascii_uppercase
 def mistral_call_id(call_id: str, salt: int = 0) -> str:
     """A deterministic 9-character alphanumeric id for an OpenAI-style id (same input, same output)."""
     n = int.from_bytes(hashlib.sha256(f"{salt}:{call_id}".encode()).digest()[:8], "big")
-    chars = []
-    for _ in range(9):
-        n, r = divmod(n, 62)
-        chars.append(_ALNUM[r])
-    return "".join(chars)
+    return "".join(_ALNUM[n // 62**k % 62] for k in range(9))  # n's last 9 digits in base 62
 
 
 def _is_mistral_id(call_id: Any) -> bool:
@@ -212,20 +194,16 @@ def _one_call_per_turn(record: Record, fam: Family, parallel: str, content_with_
 
 
 def _split_calls(msg: dict, calls: list[dict], results: list[dict]) -> list[dict]:
-    """One assistant turn per call, each followed by its own result; results matching no call keep their
-    place after them."""
-    by_id: dict[str, dict] = {}
-    for res in results:
-        by_id.setdefault(str(res.get("tool_call_id")), res)
-    turns, placed = [], set()
+    """One assistant turn per call, each followed by its result; results matching no call come after them."""
+    by_id = {str(r.get("tool_call_id")): r for r in reversed(results)}  # the first result for each id
+    turns = []
     for call in calls:
         turns.append(
             {k: v for k, v in msg.items() if k != "tool_calls"} | {"content": None, "tool_calls": [call]}
         )
-        res = by_id.pop(str(call.get("id")), None)
-        if res is not None:
+        if (res := by_id.pop(str(call.get("id")), None)) is not None:
             turns.append(res)
-            placed.add(id(res))
+    placed = {id(t) for t in turns}
     return turns + [r for r in results if id(r) not in placed]
 
 
@@ -251,7 +229,6 @@ def _remap_call_ids(record: Record) -> Record:
 def adapt_records(
     records: list[Record], family: str | Family, parallel: str = "error", content_with_calls: str = "error"
 ) -> list[Record]:
-    """`adapt_record` over a list, flattened."""
     return [a for r in records for a in adapt_record(r, family, parallel, content_with_calls)]
 
 
@@ -289,14 +266,10 @@ def _render(tokenizer, record, family, chat_template, add_generation_prompt, spa
                 "encoded twice"
             )
     # `weight` is the kit's, not the template's; content lists become strings every template can print.
-    messages = [
-        {
-            k: text_of(v) if k == "content" and isinstance(v, list) else v
-            for k, v in m.items()
-            if k != "weight"
-        }
-        for m in record.get("messages") or []
-    ]
+    messages = [{k: v for k, v in m.items() if k != "weight"} for m in record.get("messages") or []]
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            m["content"] = text_of(m["content"])
     tmpl = _template_for(tokenizer, fam, chat_template)
     try:
         texts, marks = render_jinja_template(
@@ -314,14 +287,10 @@ def _render(tokenizer, record, family, chat_template, add_generation_prompt, spa
 
 
 def render_with_spans(
-    tokenizer: Any,
-    record: Record,
-    family: str | Family | None = None,
-    chat_template: str | None = None,
-    add_generation_prompt: bool = False,
+    tokenizer: Any, record: Record, family: str | Family | None = None, chat_template: str | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
     """(rendered text, [(start, end) character span of each {% generation %} block, in order])."""
-    return _render(tokenizer, record, family, chat_template, add_generation_prompt, spans=True)
+    return _render(tokenizer, record, family, chat_template, False, spans=True)
 
 
 def render(
@@ -332,10 +301,8 @@ def render(
     chat_template: str | None = None,
 ) -> str:
     """The record as `tokenizer.apply_chat_template(messages, tools=...)` renders it, arguments as objects.
-
     `chat_template`: None = the family's training template, "model" = the tokenizer's own, or a template
-    text. Raises KitError for arguments kept as JSON strings or a render that encodes them twice.
-    """
+    text. Raises KitError for arguments kept as JSON strings or a render that encodes them twice."""
     return _render(tokenizer, record, family, chat_template, add_generation_prompt, spans=False)[0]
 
 
@@ -358,15 +325,9 @@ def _refuse_double_encoding(record: Record, text: str) -> None:
                 )
 
 
-def _argument_present(text: str, key: str, value: Any) -> bool:
-    """'"key": value' is in the text, as any of the JSON forms of {key: value} holds it."""
-    return any(form[1:-1] in text for form in _json_forms({key: value}))
-
-
-def _result_present(text: str, content: str) -> bool:
-    """A tool result is in the text as it is, or as the body of a JSON string (a template may `tojson` it)."""
-    c = content.strip()
-    return not c or c in text or any(form[1:-1] in text for form in _json_forms(c))
+def _json_body_in(text: str, value: Any) -> bool:
+    """A JSON form of `value`, less its outer braces or quotes, is in `text` (a template may `tojson` it)."""
+    return any(form[1:-1] in text for form in _json_forms(value))
 
 
 def template_losses(text: str, record: Record) -> list[str]:
@@ -376,21 +337,20 @@ def template_losses(text: str, record: Record) -> list[str]:
     lost += [f"record {rid}: tool {n!r} is not in the render" for n in names if n not in text]
     need = Counter(names)  # a call's name is in the tool list too: count, so a dropped call is not hidden
     for i, msg in enumerate(record.get("messages") or []):
+        where = f"record {rid}: messages[{i}]"
         if msg.get("role") == "assistant":
             for name, args in calls_of(msg):
                 need[name] += 1
                 if text.count(name) < need[name]:
-                    lost.append(f"record {rid}: messages[{i}] call {name!r} is not in the render")
+                    lost.append(f"{where} call {name!r} is not in the render")
                 for key, value in args.items() if isinstance(args, dict) else []:
-                    if not _argument_present(text, key, value):
-                        lost.append(
-                            f"record {rid}: messages[{i}] argument {key}={json.dumps(value)[:40]} of call "
-                            f"{name!r} is not in the render"
-                        )
-        elif msg.get("role") == "tool" and not _result_present(text, text_of(msg.get("content")) or ""):
-            lost.append(
-                f"record {rid}: messages[{i}] tool result for {msg.get('tool_call_id')!r} is not in the render"
-            )
+                    if not _json_body_in(text, {key: value}):
+                        shown = json.dumps(value)[:40]
+                        lost.append(f"{where} argument {key}={shown} of call {name!r} is not in the render")
+        elif msg.get("role") == "tool":
+            result = (text_of(msg.get("content")) or "").strip()
+            if result and result not in text and not _json_body_in(text, result):
+                lost.append(f"{where} tool result for {msg.get('tool_call_id')!r} is not in the render")
     return lost
 
 
@@ -403,7 +363,8 @@ class ParsedOutput:
 
     `errors`: why the client gets fewer usable calls than the model wrote (vLLM's hermes and llama3_json
     return NO calls when one fails); `strict_errors`: what the kit flags although the server lets it pass
-    (an unclosed last <tool_call>, dropped text). A training target has neither; scoring uses `errors`."""
+    (an unclosed last <tool_call>, dropped text). A training target has neither (`strict_ok`); scoring uses
+    `errors` (`ok`)."""
 
     calls: list[dict] = field(default_factory=list)  # [{"name": str, "arguments": dict}]: usable calls
     content: str = ""  # the text the server returns as content, stripped
@@ -412,12 +373,10 @@ class ParsedOutput:
 
     @property
     def ok(self) -> bool:
-        """The server delivers every call the model wrote, usable: what scoring uses."""
         return not self.errors
 
     @property
     def strict_ok(self) -> bool:
-        """`ok`, and nothing the kit is stricter about either: what a training target must be."""
         return not self.errors and not self.strict_errors
 
     def pairs(self) -> list[tuple[str, Any]]:
@@ -482,9 +441,8 @@ class HermesBlock:
 
 def hermes_blocks(text: str) -> tuple[str, list[HermesBlock], list[str]]:
     """(text before the first <tool_call>, the blocks, the texts after each closed block), cut as vLLM's
-    hermes parser cuts them (`<tool_call>(.*?)</tool_call>|<tool_call>(.*)`): a block ends at the first
-    </tool_call> after its opening tag (a <tool_call> inside it belongs to its body) and a last block
-    without </tool_call> runs to the end. The one reader of the tags, shared with formats/sharegpt.py."""
+    hermes parser cuts them: a block ends at the first </tool_call> after its opening tag (a <tool_call> in it
+    belongs to its body), a last block without one runs to the end. Shared with formats/sharegpt.py."""
     found = list(_HERMES_BLOCK.finditer(text))
     if not found:
         return text, [], []
@@ -834,13 +792,10 @@ def turn_texts(
 def verify_roundtrip(
     tokenizer: Any, record: Record, family: str | Family | None = None, chat_template: str | None = None
 ) -> int:
-    """Parse every rendered assistant turn as vLLM's parser for the family would, compare it with the source
-    turn, and return the number of turns checked.
-
-    Raises KitError naming the record and turn when a client of the server would get other calls or content,
-    and also when the kit is stricter than the server (an unclosed tag, text the server drops): a training
-    target must be clean.
-    """
+    """Parse each rendered assistant turn as the family's vLLM parser would, compare it with the source turn
+    and return the number of turns checked. Raises KitError naming the record and turn when a client of the
+    server would get other calls or content, or when the kit is stricter than the server (an unclosed tag,
+    dropped text): a training target must be clean."""
     fam = detect_family(tokenizer, family)
     text, turns = turn_texts(tokenizer, record, fam, chat_template)
     for i, s, e in turns:

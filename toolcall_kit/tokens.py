@@ -1,14 +1,8 @@
 """Assistant-only loss masks, the token budget and the mask views.
 
-    toolcall-kit tokens runs/demo/data/train.jsonl --model tiny:llama --max-seq-length 1024 --plot tokens.png
-    toolcall-kit show-mask runs/demo/data/train.jsonl --model tiny:llama --index 3
-
-`encode_many` gives what training feeds TRL's SFTTrainer as a pre-tokenized dataset:
-`{"input_ids": [...], "assistant_masks": [...]}` (TRL's `assistant_only_loss` field name), 1 = trained.
-The mask marks the family template's {% generation %} blocks as `apply_chat_template(...,
-return_assistant_tokens_mask=True)` does, without the turns of `weight: 0`: system, tools, user turns and
-tool results are never trained. `token_report` is the budget: exact counts, the naive estimate,
-truncation, steps, and the statistics (`token_stats`) that training records for its data too.
+`encode_many` gives TRL's SFTTrainer a pre-tokenized dataset (its field names: `input_ids`, `assistant_masks`,
+1 = trained): the family template's {% generation %} blocks, as `apply_chat_template(...,
+return_assistant_tokens_mask=True)` marks them, without the turns of `weight: 0`.
 """
 
 from __future__ import annotations
@@ -33,8 +27,6 @@ from .templates import (
     verify_roundtrip,
 )
 
-# ------------------------------------------------------------------------------------------------ Encoding
-
 
 def trained_spans(tokenizer: Any, record: Record, fam: Family, chat_template: str | None):
     """(render, [(start, end)]): the character spans of the assistant turns that are trained (weight != 0)."""
@@ -44,9 +36,8 @@ def trained_spans(tokenizer: Any, record: Record, fam: Family, chat_template: st
 
 
 def _mask_from_spans(encoding: Any, n: int, spans: list[tuple[int, int]]) -> list[int]:
-    """Token mask from character spans, as apply_chat_template computes it: a token is trained when it holds
-    the span's first character, its last, or anything between (a character no token covers, which is rare,
-    moves the edge inwards)."""
+    """Token mask from character spans, as apply_chat_template computes it: the tokens from the one holding
+    a span's first character to the one holding its last (a character no token covers moves the edge in)."""
     mask = [0] * n
     for s, e in spans:
         first = next((t for c in range(s, e) if (t := encoding.char_to_token(c)) is not None), None)
@@ -65,9 +56,8 @@ def iter_encoded(
 ):
     """Yield (index, text, input_ids, mask) for each record, in order.
 
-    Rendering is Python and batch encoding is Rust that releases the GIL, so chunk k+1 is rendered while
-    a worker thread encodes chunk k: on 2 cores this hides most of the rendering time.
-    """
+    Chunk k+1 is rendered (Python) while a thread batch-encodes chunk k (Rust, without the GIL): on 2 cores
+    this hides most of the rendering time."""
     if not getattr(tokenizer, "is_fast", False):
         raise KitError("token masks need a fast (Rust) tokenizer; this model only has a slow one")
     fam = detect_family(tokenizer, family)
@@ -116,9 +106,6 @@ def encode(
     return encode_many(tokenizer, [record], family, max_seq_length, chat_template)[0]
 
 
-# -------------------------------------------------------------------------------------------- Token budget
-
-
 def count_tokens(mask: list[int], max_seq_length: int) -> dict[str, int]:
     """One example's tokens and trained tokens, before and after truncation to `max_seq_length`."""
     return {
@@ -130,8 +117,7 @@ def count_tokens(mask: list[int], max_seq_length: int) -> dict[str, int]:
 
 
 def token_stats(counts: list[dict[str, int]], max_seq_length: int) -> dict[str, Any]:
-    """The statistics of a split from `count_tokens` of each example: stage 02's token report and training's
-    data_fingerprints.json both hold these."""
+    """A split's statistics from each example's `count_tokens` (token report, data_fingerprints.json)."""
     import numpy as np
 
     lengths = [c["tokens"] for c in counts]
@@ -166,21 +152,17 @@ def token_report(
     parallel: str = "error",
     content_with_calls: str = "error",
     plot: str | os.PathLike | None = None,
-    check: bool = True,
-    sample_checks: int = 50,
 ) -> dict:
-    """Exact token counts with the model's tokenizer and the family's training template, tools included.
-
-    Per example and in total: tokens, trained tokens, the naive len(text)/4 estimate; the examples over
+    """Exact token counts with the model's tokenizer and the family's training template, tools included:
+    per example and in total, tokens, trained tokens, the naive len(text)/4 estimate; the examples over
     `max_seq_length` and those whose trained tokens would ALL be cut off (TRL drops them silently); steps
-    and training tokens for `batch_size` x `grad_accum` x `epochs`. With `check`, every render is checked
-    for dropped data (KitError) and `sample_checks` examples get the render->parse round trip.
-    """
+    and training tokens for `batch_size` x `grad_accum` x `epochs`. Raises KitError when a render drops data
+    or one of 50 sampled examples fails the render->parse round trip."""
     if min(max_seq_length, batch_size, grad_accum, epochs) <= 0:
         raise KitError("max_seq_length, batch_size, grad_accum and epochs must be positive")
     fam = detect_family(tokenizer, family)
     adapted = adapt_records(records, fam, parallel=parallel, content_with_calls=content_with_calls)
-    examples = _count_examples(tokenizer, adapted, fam, chat_template, max_seq_length, check, sample_checks)
+    examples = _count_examples(tokenizer, adapted, fam, chat_template, max_seq_length)
     stats = token_stats(examples, max_seq_length)
     naive = sum(e["naive"] for e in examples)
     naive_error_pct = (
@@ -216,19 +198,16 @@ def token_report(
         "per_example": [brief(e, "tokens", "trained", "naive") for e in examples],
     }
     if plot is not None:
-        lengths = [e["tokens"] for e in examples]
-        report["plot"] = str(
-            plot_histogram(lengths, max_seq_length, plot, title=f"{fam.name}: tokens per example")
-        )
+        title = f"{fam.name}: tokens per example"
+        report["plot"] = str(plot_histogram([e["tokens"] for e in examples], max_seq_length, plot, title))
     return report
 
 
-def _count_examples(
-    tokenizer, records, fam, chat_template, max_seq_length, check, sample_checks
-) -> list[dict]:
+def _count_examples(tokenizer, records, fam, chat_template, max_seq_length) -> list[dict]:
     """Per example: index, id, `count_tokens`, the naive len(text)/4 estimate and, when truncation cuts all
     its trained tokens, where the first one sits (how far max_seq_length would have to grow, in tokens)."""
-    sample = _sample_positions(len(records), sample_checks) if check else set()
+    n = len(records)  # the round trip runs on 50 examples spread evenly (on all of them when fewer)
+    sample = set(range(n)) if n <= 50 else {round(i * (n - 1) / 49) for i in range(50)}
     lost: list[str] = []
     examples = []
     for k, text, _ids, mask in iter_encoded(tokenizer, records, fam, chat_template):
@@ -237,8 +216,7 @@ def _count_examples(
         if example["trained"] and not example["kept_trained"]:
             example["first_trained_token"] = mask.index(1)
         examples.append(example)
-        if check:
-            lost += template_losses(text, records[k])
+        lost += template_losses(text, records[k])
         if k in sample and not lost:
             verify_roundtrip(tokenizer, records[k], fam, chat_template)
     if lost:
@@ -247,16 +225,9 @@ def _count_examples(
     return examples
 
 
-def _sample_positions(n: int, k: int) -> set[int]:
-    if n <= k:
-        return set(range(n))
-    return {round(i * (n - 1) / (k - 1)) for i in range(k)} if k > 1 else {0}
-
-
 def plot_histogram(lengths: list[int], max_seq_length: int, out: str | os.PathLike, title: str = "") -> Path:
-    """A histogram PNG of tokens per example with the max_seq_length line; written atomically.
-
-    Drawn on its own Figure (no pyplot): a notebook's backend and its other plots are left alone."""
+    """A histogram PNG of tokens per example with the max_seq_length line; written atomically. Drawn on its
+    own Figure (no pyplot): a notebook's backend and its other plots are left alone."""
     from matplotlib.figure import Figure
 
     from .io import atomic_open
@@ -276,7 +247,6 @@ def plot_histogram(lengths: list[int], max_seq_length: int, out: str | os.PathLi
 
 
 def summary(report: dict) -> str:
-    """The token report as a few lines for a terminal."""
     d, cut = report["distribution"], report["all_assistant_tokens_cut"]
     lines = [
         f"family {report['family']} (vLLM --tool-call-parser {report['vllm_tool_call_parser']}), "
@@ -307,9 +277,6 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------- Showing the mask
-
-
 def _mask_runs(tokenizer, record, family, chat_template, max_seq_length):
     """(family, tokens, trained tokens, [(text, trained, cut)]): the render in runs of alike tokens, a token's
     text running to the next token's start (characters between tokens are kept; byte-level BPE has none)."""
@@ -335,10 +302,8 @@ def show_mask(
     chat_template: str | None = None,
     max_seq_length: int | None = None,
 ) -> str:
-    """The rendered conversation with the trained tokens marked: ANSI colour (color=True) or [[...]].
-
-    Tokens past `max_seq_length` are shown after a `<<cut at N tokens>>` line.
-    """
+    """The rendered conversation with the trained tokens marked: ANSI colour (color=True) or [[...]]; tokens
+    past `max_seq_length` come after a `<<cut at N tokens>>` line."""
     fam, ids, mask, runs = _mask_runs(tokenizer, record, family, chat_template, max_seq_length)
     out = [
         f"# record {record_id(record)}  family {fam.name}  tokens {len(ids)}  trained {sum(mask)}"
@@ -376,9 +341,6 @@ def mask_html(
         )
         parts.append(f"<span style='{style}'>{html.escape(piece)}</span>")
     return "".join(parts) + "</pre></div>"
-
-
-# ------------------------------------------------------------------------- Reading what the CLI verbs take
 
 
 def load_tokenizer(model: str):

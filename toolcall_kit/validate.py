@@ -13,28 +13,25 @@ import re
 import sys
 import types
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 
 def _defer_rfc3987_syntax() -> None:
-    """Let jsonschema import `rfc3987_syntax` (its "iri" format check) only when that check first runs.
-
-    Why: jsonschema[format-nongpl] (installed by JupyterLab) imports it, and it compiles 39 lark grammars:
-    `import jsonschema` took 2.5 s instead of 0.3 s in every kit process. The check itself is unchanged.
-    (`LazyLoader` cannot do this: `from rfc3987_syntax import is_valid_syntax` loads the module.)"""
+    """Let jsonschema import `rfc3987_syntax` (its "iri" format check) only when that check first runs: the
+    module compiles 39 lark grammars, so `import jsonschema` took 2.5 s instead of 0.3 s in every kit process
+    (jsonschema[format-nongpl] comes with JupyterLab). `LazyLoader` cannot do this: `from rfc3987_syntax
+    import is_valid_syntax` loads the module."""
     name = "rfc3987_syntax"
     if name in sys.modules or importlib.util.find_spec(name) is None:
         return
     stand_in = types.ModuleType(name)
-    real: list[types.ModuleType] = []
 
+    @cache
     def load() -> types.ModuleType:
-        if not real:
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-            real.append(importlib.import_module(name))
-        return real[0]
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return importlib.import_module(name)
 
     def forward(attr: str):  # any other name is the real module's; dunders are the import system's probes
         if attr.startswith("__"):
@@ -241,8 +238,7 @@ def _errors(validator, arguments: Any) -> list[str]:
 
 def check_tools(tools: Any) -> tuple[dict[str, dict], list[Problem]]:
     """Validate a `tools` list; returns (name -> function object, problems)."""
-    declared, problems, _ = _check_tools(tools)
-    return declared, problems
+    return _check_tools(tools)[:2]
 
 
 def _check_tools(tools: Any) -> tuple[dict[str, dict], list[Problem], dict[str, Any]]:
@@ -259,7 +255,6 @@ def _check_tools(tools: Any) -> tuple[dict[str, dict], list[Problem], dict[str, 
 
 
 def _add_tool(i: int, tool: Any, declared: dict, validators: dict) -> Problem | None:
-    """Declare one tool, or say why it cannot be declared."""
     fn = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(fn, dict) or tool.get("type", "function") != "function":
         return Problem(BAD_TOOL, f'tools[{i}] is not {{"type": "function", "function": {{...}}}}')
