@@ -1,9 +1,7 @@
 """`toolcall-kit <verb>`: parses arguments and calls one library function per verb.
 
-The verbs and their options are listed in cli.yaml. Heavy imports (torch, transformers) happen inside the verb
-that needs them, so `prepare` and `score` start fast. A `KitError` is printed as one line and exits 2, and so is
-an operating-system error (a full disk, a path that cannot be written) that no verb anticipated; anything else
-is a bug and keeps its traceback.
+The verbs and their options are in cli.yaml; heavy imports happen inside the verb that needs them. A
+`KitError` or an operating-system error is printed as one line and exits 2; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -52,12 +50,11 @@ def verb(name: str):
 
 def _call(fn, args, **extra):
     """`fn` called with the verb's options: cli.yaml names each as `fn`'s parameter is named."""
-    own = ("verb", "run", "config_keys", "json", "strict")  # what the CLI itself uses
+    own = ("verb", "run", "config_keys", "json", "strict")
     return fn(**{k: v for k, v in vars(args).items() if k not in own}, **extra)
 
 
 def _show(args, report: dict, summary) -> int:
-    """Print the verb's report: as JSON with --json, else its summary; exit code 0."""
     print(json.dumps(report, indent=2) if args.json else summary(report))
     return 0
 
@@ -71,7 +68,7 @@ def _overrides(args) -> dict:
 
 
 def _run_config(args, defaults: dict):
-    """The verb's RunConfig: --config (without one: the config defaults and `defaults`), then the overrides."""
+    """--config (without one: the config defaults and `defaults`), then the overrides."""
     from .config import load_config
 
     return load_config(args.config, ({} if args.config else defaults) | _overrides(args))

@@ -1,11 +1,6 @@
-"""Run config: small typed dataclasses loaded from one YAML file per run, with dotted overrides.
-
-    cfg = load_config("configs/smoke.yaml", ["train.max_steps=20", "lora.r=8"])   # CLI `--set` strings
-    cfg = load_config("configs/demo_cpu.yaml", {"train.max_steps": 20})           # a notebook's parameters cell
-
-Both land in the same `RunConfig`; pydantic checks every field and the error names the key ("lora.r: must be
-> 0, got 0"). What only the model can tell (a LoRA target module it lacks) is checked when `train` loads it.
-"""
+"""Run config: small typed dataclasses loaded from one YAML file per run, with dotted overrides (CLI `--set`
+strings or a notebook's dict) landing in the same `RunConfig`; an error names the key ("lora.r: must be > 0,
+got 0")."""
 
 from __future__ import annotations
 
@@ -47,8 +42,7 @@ SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
 class ModelConfig:
     # Hub id, local folder, "packaged:smollm2-135m-instruct" or "tiny:llama" / "tiny:qwen2" (see models.py).
     name: Str = Field("tiny:llama", min_length=1)
-    # Tokens per example after the chat template; longer examples are truncated, and one whose assistant
-    # tokens are all cut off is an error (never dropped silently).
+    # Tokens per example after the chat template; longer ones are truncated (all assistant tokens cut: error).
     max_seq_length: Int = Field(1024, ge=16)
     # QLoRA: NF4 4-bit base weights (bitsandbytes on hf, Unsloth's own loader on unsloth).
     load_in_4bit: Bool = False
@@ -85,10 +79,8 @@ class LoraConfig:
 
 @dataclass(config=SECTION)
 class FullConfig:
-    # method: full. Train only the top N decoder layers (all their weights) and the final norm; None: every
-    # layer. The embeddings stay frozen either way (see train._unfreeze_for_full). On the CPU demo, full
-    # fine-tuning of the top 15 of SmolLM2-135M's 30 layers ran as fast as LoRA there and stayed quieter
-    # on requests that need no call (benchmarks/demo_experiments.md, runs I-M).
+    # method: full trains the top N decoder layers and the final norm (None: every layer; embeddings frozen).
+    # On the CPU demo the top 15 of 30 ran as fast as LoRA (benchmarks/demo_experiments.md, runs I-M).
     top_layers: Int | None = Field(None, ge=1)
 
 
@@ -106,8 +98,7 @@ class TrainConfig:
     max_steps: Int | None = Field(None, ge=1)
     optim: Literal[OPTIMS] = "adamw_torch"
     weight_decay: Float = Field(0.0, ge=0)
-    # Recompute activations in the backward pass: ~30% slower, much less memory (Unsloth's offloaded variant
-    # on the unsloth backend).
+    # Recompute activations in the backward pass: ~30% slower, much less memory (offloaded on unsloth).
     gradient_checkpointing: Bool = False
     # Pack examples into max_seq_length rows, padding-free (TRL's best-fit packing; they cannot see each other).
     packing: Bool = False
@@ -116,8 +107,7 @@ class TrainConfig:
     seed: Int = Field(0, ge=0)
     # Optimizer steps between evaluations / checkpoints / log lines (None: no evaluation / save at the end only).
     eval_steps: Int | None = Field(None, ge=1)
-    # The eval loss is computed on the first N examples of data.eval (None: all): a health signal, not the
-    # evaluation (`toolcall-kit eval`), so on a CPU a few dozen are enough.
+    # The eval loss on the first N examples of data.eval (None: all): a health signal, a few dozen suffice.
     eval_limit: Int | None = Field(None, ge=1)
     save_steps: Int | None = Field(None, ge=1)
     logging_steps: Int = Field(1, ge=1)
@@ -166,8 +156,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    # "lora": train a LoRA adapter (QLoRA with model.load_in_4bit); "full": train the weights themselves
-    # (small models; the `full` section picks the layers). Stage 04 exports either as one merged model.
+    # "lora": a LoRA adapter (QLoRA with model.load_in_4bit); "full": the weights themselves (`full` section).
     method: Literal["lora", "full"] = "lora"
     full: FullConfig = field(default_factory=FullConfig)
     # "auto" picks unsloth where it imports and a GPU can run it, else hf (train() records which and why).
@@ -246,7 +235,6 @@ def _kit_error(e: ValidationError) -> KitError:
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build and validate a RunConfig from a nested dict (the YAML file's content)."""
     if not isinstance(data, dict):
         raise KitError(f"config must be a mapping of sections, got {type(data).__name__}")
     # An empty section (`lora:` with every key commented out) reads as null: the defaults.
@@ -319,12 +307,8 @@ def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] |
 def sft_kwargs(
     cfg: RunConfig, output_dir: str | Path, *, on_gpu: bool, bf16_ok: bool, backend: str = "hf"
 ) -> dict[str, Any]:
-    """The `trl.SFTConfig(**kwargs)` for this run, field by field; a field not named keeps TRL's default.
-
-    Set on purpose: `bf16` and `gradient_checkpointing` (TRL turns both on), `use_cpu`, and `max_length` (TRL's
-    1024 would re-truncate). The kit tokenizes and masks the data itself, so TRL receives `input_ids` +
-    `labels` (`assistant_only_loss` off: TRL would demand conversational rows).
-    """
+    """The `trl.SFTConfig(**kwargs)` for this run; a field not named keeps TRL's default. Set on purpose:
+    `bf16` and `gradient_checkpointing` (TRL turns both on), `max_length` (TRL's 1024 would re-truncate)."""
     t = cfg.train
     bf16, fp16 = mixed_precision(cfg.model.dtype, on_gpu=on_gpu, bf16_ok=bf16_ok)
     # Unsloth wires its own checkpointing through get_peft_model; TRL's would wrap the model twice.
@@ -362,10 +346,8 @@ def sft_kwargs(
         packing=t.packing,
         padding_free=t.packing,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        # The kit's metrics.jsonl and loss.png replace TensorBoard/W&B; nothing leaves the machine.
-        report_to="none",
-        # The dataset holds only input_ids and labels, both needed: nothing for Trainer to sort out.
-        remove_unused_columns=False,
+        report_to="none",  # metrics.jsonl and loss.png replace TensorBoard/W&B: nothing leaves the machine
+        remove_unused_columns=False,  # the kit's dataset holds only input_ids and labels, both needed
         dataloader_num_workers=0,
         disable_tqdm=True,
         save_only_model=False,

@@ -1,15 +1,6 @@
-"""What the numbered notebooks show besides each stage's summary, one `display()`-able object per call:
-
-    01  sample_record(cfg), rejects_by_reason(result), data_chart(result)
-    02  truncation_table(report), mask_stepper(cfg)        the loss mask of each training example, step by step
-    03  loss_plot(cfg), train_health(result)
-    04  model_card(cfg), generate_one(cfg)                 one held-out request answered by the merged model
-    05  eval_plots(cfg), failed_cases(cfg)                 the failed cases, filterable by reason
-
-Plots are drawn on their own `matplotlib.figure.Figure` (no pyplot, no global backend switch), so the user's
-own plots in the same kernel keep working. Every widget here has a static HTML or PNG sibling that survives
-a saved notebook and headless (papermill) runs.
-"""
+"""What the numbered notebooks show besides each stage's summary, one `display()`-able object per call.
+Plots are drawn on their own `matplotlib.figure.Figure` (no pyplot), so the user's own plots keep working;
+every widget has a static HTML or PNG sibling that survives a saved notebook and papermill runs."""
 
 from __future__ import annotations
 
@@ -42,7 +33,7 @@ def _cell(value: Any, pre: bool = False) -> str:
 
 
 def html_table(headers: list[str], rows: list[list[Any]], pre: tuple[str, ...] = (), cls: str = "") -> str:
-    """A plain HTML table; columns named in `pre` keep their line breaks."""
+    """Columns named in `pre` keep their line breaks."""
     head = "".join(f"<th style='{CELL_STYLE}'>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(_cell(v, h in pre) for h, v in zip(headers, row, strict=True)) + "</tr>"
@@ -58,7 +49,7 @@ def _html(text: str):
 
 
 def sample_record(cfg: RunConfig, index: int = 0):
-    """Kept training record `index`, pretty-printed, and rendered with the family's training template."""
+    """Kept training record `index`, as JSON and as rendered by the family's training template."""
     from .templates import adapt_records, render
 
     record = read_records(cfg.data.train)[index]
@@ -74,7 +65,7 @@ def sample_record(cfg: RunConfig, index: int = 0):
 
 
 def rejects_by_reason(result: dict[str, Any], first: int = 3):
-    """Rejected rows grouped by reason: the count and the first `first` raw rows of each, with file and line."""
+    """Rejected rows grouped by reason: the count and the first `first` rows of each."""
     by_reason: dict[str, list[dict]] = {}
     for rep in result["reports"].values():
         if Path(rep["out"]["rejects"]).is_file():
@@ -93,7 +84,7 @@ def rejects_by_reason(result: dict[str, Any], first: int = 3):
 
 
 def data_chart(result: dict[str, Any]):
-    """Kept examples by kind and calls per tool, as one bar chart (all reports of the stage summed)."""
+    """Kept examples by kind and calls per tool, as one bar chart."""
     from IPython.display import Image
     from matplotlib.figure import Figure
 
@@ -120,7 +111,7 @@ def data_chart(result: dict[str, Any]):
 
 
 def truncation_table(report: dict[str, Any]):
-    """The examples longer than max_seq_length, and those that lose every trained token, as a table."""
+    """The examples longer than max_seq_length, and those that lose every trained token."""
     limit, over = report["max_seq_length"], report["over_max_seq_length"]
     if not over:
         return _html(
@@ -141,8 +132,7 @@ def truncation_table(report: dict[str, Any]):
 
 
 class MaskView:
-    """The training examples exactly as training encodes them (family adaptation, then the loss mask and the
-    max_seq_length cut); the tokenizer is loaded once so stepping through examples is quick."""
+    """The training examples as training encodes them; the tokenizer is loaded once, for quick stepping."""
 
     def __init__(self, cfg: RunConfig):
         from .templates import adapt_records
@@ -161,7 +151,7 @@ class MaskView:
 
 
 def mask_stepper(cfg: RunConfig, start: int = 0):
-    """An ipywidgets control over the training examples: previous / next / a number, and the example's mask."""
+    """An ipywidgets control stepping through the training examples' masks."""
     import ipywidgets as widgets
 
     view = MaskView(cfg)
@@ -179,14 +169,14 @@ def mask_stepper(cfg: RunConfig, start: int = 0):
 
 
 def loss_plot(cfg: RunConfig):
-    """RUN/loss.png as an image output: unlike the live widget, it stays in a saved notebook."""
+    """RUN/loss.png: unlike the live widget, it stays in a saved notebook."""
     from IPython.display import Image
 
     return Image(filename=str(RunFiles(cfg.run_dir).loss_plot))
 
 
 def train_health(result: dict[str, Any]):
-    """Memory, speed and the health warnings of a training run, from its result."""
+    """Memory, speed and the health warnings of a training run."""
 
     def g(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.4g}"
@@ -231,7 +221,6 @@ def model_card(cfg: RunConfig):
 
 
 def _expected(records: dict[str, Record], case) -> Any:
-    """The gold assistant turn of a case: its calls, or its reply text when it calls nothing."""
     gold = records[case.example_id]["messages"][len(case.messages)]
     calls = [{"name": name, "arguments": args} for name, args in calls_of(gold)]
     return calls or f"(no call) {text_of(gold.get('content')) or ''}"
@@ -243,38 +232,30 @@ def _request(case) -> str:
 
 
 def _visible(text: str) -> str:
-    """A model output as shown in a table: whitespace-only output says so instead of a blank cell."""
+    """Whitespace-only output says so instead of showing a blank cell."""
     if text.strip():
         return text
     return f"(whitespace only: {len(text)} characters)" if text else "(empty)"
 
 
 def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int = 160):
-    """One held-out request answered by the merged model: the request, the tools offered, the raw output,
-    what the server's parser makes of it, the expected turn and the verdict. `index`: a case of the eval
-    split; None = the first case that expects a call."""
-    from .evaluate import (
-        cases_from_records,
-        generate_batched,
-        load_records,
-        parse_output,
-        render_prompts,
-        score_case,
-    )
+    """One held-out request (`index`; None: the first that expects a call) answered by the merged model: raw
+    output, parsed calls, expected turn and verdict."""
+    from . import evaluate
     from .models import load_model_and_tokenizer
     from .templates import detect_family
 
-    records = load_records(cfg.data.eval)
-    cases = cases_from_records(records)
+    records = evaluate.load_records(cfg.data.eval)
+    cases = evaluate.cases_from_records(records)
     if index is None:
         index = next((i for i, c in enumerate(cases) if c.expect == "calls"), 0)
     case = cases[index]
     model, tok = load_model_and_tokenizer(str(RunFiles(cfg.run_dir).merged))
     fam = detect_family(tok)
-    (prompt,) = render_prompts(tok, [case], fam)
-    (raw,) = generate_batched(model, tok, [prompt], batch_size=1, max_new_tokens=max_new_tokens)
-    pred = parse_output(raw, fam.fmt)
-    verdict = score_case(case, pred)
+    (prompt,) = evaluate.render_prompts(tok, [case], fam)
+    (raw,) = evaluate.generate_batched(model, tok, [prompt], batch_size=1, max_new_tokens=max_new_tokens)
+    pred = evaluate.parse_output(raw, fam.fmt)
+    verdict = evaluate.score_case(case, pred)
     rows = [
         ["case", f"{case.id} ({case.kind}), {index} of {len(cases)} in {cfg.data.eval}"],
         ["request", _request(case)],
@@ -290,7 +271,6 @@ def generate_one(cfg: RunConfig, index: int | None = None, max_new_tokens: int =
 
 
 def eval_plots(cfg: RunConfig, which: str = "eval") -> list:
-    """The evaluation's plots (confusion.png, accuracy_by_tool.png) as image outputs."""
     from IPython.display import Image
 
     folder = cfg.run_dir / which
@@ -299,7 +279,6 @@ def eval_plots(cfg: RunConfig, which: str = "eval") -> list:
 
 
 def failed_case_rows(cfg: RunConfig, which: str = "eval") -> list[dict[str, Any]]:
-    """The cases an evaluation got wrong: id, request, raw output, expected turn, reason (RUN/which/)."""
     from .evaluate import cases_from_records, load_records, resolve_eval_dir
 
     folder = resolve_eval_dir(cfg.run_dir / which)
@@ -324,7 +303,7 @@ def failed_case_rows(cfg: RunConfig, which: str = "eval") -> list[dict[str, Any]
 
 
 def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
-    """The failed cases as an HTML table; `reason` keeps only those that failed for it ("" = all)."""
+    """`reason` keeps only the cases that failed for it ("" = all)."""
     shown = [r for r in rows if not reason or r["reason"] == reason]
     if not shown:
         return "<p class='toolcall-kit-failed-cases'>no failed case</p>"
@@ -337,7 +316,7 @@ def failed_cases_html(rows: list[dict[str, Any]], reason: str = "") -> str:
 
 
 def failed_cases(cfg: RunConfig, which: str = "eval"):
-    """The failed cases of RUN/which as a table with a reason filter (an ipywidgets Dropdown)."""
+    """The failed cases of RUN/which as a table with a reason filter."""
     import ipywidgets as widgets
 
     rows = failed_case_rows(cfg, which)

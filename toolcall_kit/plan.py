@@ -1,16 +1,6 @@
-"""Hardware planner: will this run fit on that GPU, how long will it take, what will it cost?
-
-    toolcall-kit plan --config configs/qwen2_5_7b_qlora.yaml --gpu a10g-24gb --tokens 3000000
-
-Estimates, not measurements: memory counts weights, LoRA parameters with their gradients and AdamW states,
-activations and logits, plus the CUDA context; time is FLOPs / (peak TFLOP/s x utilisation). A run's
-`result.json` records the real peak memory and tokens/s to calibrate against. Each backend has its own
-memory model (checked against published figures in tests/test_plan.py):
-- unsloth: checkpointed layer inputs are offloaded to CPU RAM, so the GPU holds one layer's working set at a
-  time, and the fused cross-entropy never builds the full logits;
-- hf: every checkpointed layer input stays on the GPU and the loss builds fp32 logits with their gradient:
-  an upper bound for unsloth.
-"""
+"""Hardware planner: will this run fit on that GPU, how long will it take, what will it cost? Estimates, not
+measurements (checked against published figures in tests/test_plan.py): memory by part, time as FLOPs /
+(peak TFLOP/s x utilisation); a run's result.json records the real peak memory and tokens/s."""
 
 from __future__ import annotations
 
@@ -57,12 +47,10 @@ class Arch:
             "down_proj": (self.intermediate, self.hidden),
         }
 
-    def layer_params(self) -> int:
-        """One decoder layer: its linear layers and two norms."""
+    def layer_params(self) -> int:  # its linear layers and two norms
         return sum(i * o for i, o in self.linear_shapes().values()) + 2 * self.hidden
 
-    def embedding_params(self) -> int:
-        """The input embeddings, and the output head unless it is tied to them."""
+    def embedding_params(self) -> int:  # the output head too, unless it is tied to the input embeddings
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
     def params(self) -> int:
@@ -77,10 +65,8 @@ UTILISATION: dict[bool, float] = _HARDWARE["utilisation"]  # keyed by load_in_4b
 NO_CONFIG: dict[str, Any] = _HARDWARE["no_config"]  # `toolcall-kit plan` without a run config
 CUDA_CONTEXT_GIB = 0.8
 BACKENDS = ("unsloth", "hf")
-# unsloth_zoo's fused cross-entropy (fused_losses/cross_entropy_loss.py, what Unsloth's Llama/Qwen/Mistral
-# forward calls when labels are given): the logits are built chunk by chunk, each chunk sized to at most
-# min(half the free GPU memory, 4 GiB), at 16 bytes per (token x vocab) element (bf16 logits, fp32 upcast,
-# saved log-softmax, gradient).
+# unsloth_zoo's fused cross-entropy (fused_losses/cross_entropy_loss.py) builds the logits in chunks of at
+# most min(half the free GPU memory, 4 GiB), 16 bytes a logit (bf16 logits, fp32 upcast, log-softmax, grad).
 UNSLOTH_CE_BYTES_PER_LOGIT = 16
 UNSLOTH_CE_CHUNK_CAP_GIB = 4.0
 
@@ -92,7 +78,6 @@ def arch_for(model: str) -> Arch:
     arch = next((known for name, known in KNOWN.items() if key.startswith(name)), None)
     if arch is not None:
         return arch
-    # The kit's own names (smoke.yaml's tiny:llama) are built locally.
     if model.startswith(("tiny:", "packaged:")):
         from .models import resolve_model
 
@@ -115,7 +100,7 @@ def arch_for(model: str) -> Arch:
 def lora_params(
     arch: Arch, r: int, targets: str | list[str] | None = None, top_layers: int | None = None
 ) -> int:
-    """LoRA parameters on `targets` ("all-linear", None or module names) in the top `top_layers` layers."""
+    """LoRA parameters on `targets` ("all-linear", None or module names) of the top `top_layers` layers."""
     shapes = arch.linear_shapes()
     names = list(shapes) if not targets or targets == "all-linear" else targets
     unknown = [n for n in names if n not in shapes]
@@ -127,20 +112,8 @@ def lora_params(
 
 
 def full_params(arch: Arch, top_layers: int | None = None) -> int:
-    """Weights method: full trains: the decoder layers' (all, or the top `top_layers`); embeddings frozen."""
+    """Weights that method: full trains: those of the (top `top_layers`) decoder layers."""
     return arch.layer_params() * min(top_layers or arch.layers, arch.layers)
-
-
-def layer_working_set(arch: Arch) -> int:
-    """16-bit values per token alive while one decoder layer is recomputed and back-propagated.
-
-    Attention (flash/SDPA: no seq x seq term): q, k, v and the attention output, each with its gradient. MLP:
-    gate, up and act(gate) x up, plus the gradients of gate and up. Residual stream: the layer input, the
-    normed input and the gradient coming in and going out. For Llama 3.1 8B that is 217 KB a token, beside
-    the ~212 KB a token between the rows of Unsloth's published context-length table.
-    """
-    attention = 2 * (2 * arch.hidden + 2 * arch.kv_heads * arch.head_dim)
-    return attention + 5 * arch.intermediate + 4 * arch.hidden  # + MLP + residual stream
 
 
 def memory(
@@ -177,7 +150,11 @@ def memory(
     elif backend == "unsloth":
         # Unsloth's "unsloth" checkpointing copies each layer input to CPU RAM and back: the GPU holds one
         # layer's working set; the checkpoints themselves (2 B x hidden x layers a token) sit in CPU RAM.
-        acts = tok * layer_working_set(arch) * 2
+        # The working set, in 16-bit values a token: q, k, v, attention output (flash/SDPA: no seq x seq
+        # term) with their gradients; gate, up, act(gate) x up and two gradients; the layer input, the normed
+        # input, the gradient in and out. Llama 3.1 8B: 217 KB a token (Unsloth's published table: ~212 KB).
+        attention = 2 * (2 * arch.hidden + 2 * arch.kv_heads * arch.head_dim)
+        acts = tok * (attention + 5 * arch.intermediate + 4 * arch.hidden) * 2
         offloaded = tok * arch.hidden * 2 * arch.layers
     else:
         # Layer inputs kept on the GPU (2 B x hidden per layer and token) plus one layer's activations
@@ -218,8 +195,7 @@ def estimate(
     cfg: RunConfig, gpu: str = "a10g-24gb", tokens: int | None = None, price_per_hour: float | None = None
 ) -> dict[str, Any]:
     """Memory of one device batch (batch_size x max_seq_length tokens) of the run `cfg` on `gpu`, and with
-    `tokens` (per epoch) the time and cost. grad_accum sets no memory: the advice keeps the effective batch.
-    Backend "auto" is planned as unsloth, what it picks on a CUDA host with Unsloth (the Docker image)."""
+    `tokens` (per epoch) the time and cost. Backend "auto" is planned as unsloth, what a CUDA host picks."""
     if gpu not in GPUS:
         raise KitError(f"gpu: unknown {gpu!r}; known: {', '.join(GPUS)}")
     model, lora, train = cfg.model, cfg.lora, cfg.train
@@ -237,7 +213,6 @@ def estimate(
     )
     parts = memory(arch, train.batch_size * model.max_seq_length, gpu_gib, **kw)
     gib = {k: round(v / GiB, 2) for k, v in parts.items()}
-    # method: full trains the weights of these layers; LoRA trains its adapters on the frozen weights.
     trained = full_params(arch, kw["top_layers"]) if full else 0
     lora_count = 0 if full else lora_params(arch, lora.r, lora.target_modules, lora.top_layers)
     out: dict[str, Any] = {
@@ -250,7 +225,6 @@ def estimate(
         "trained_params_million": round(trained / 1e6, 2) if full else None,
         "memory_gib": {k: gib[k] for k in ("weights", "lora_and_optimizer", "activations", "logits")}
         | {"cuda_context": CUDA_CONTEXT_GIB, "total": gib["total"]},
-        # Offloaded checkpoints (unsloth backend): host RAM the machine needs besides the GPU.
         "cpu_offload_gib": gib["cpu_offload"],
         "gpu": gpu,
         "gpu_memory_gib": gpu_gib,
@@ -261,9 +235,8 @@ def estimate(
     if not out["fits"]:
         out["advice"] = _advice(cfg, out["max_tokens_per_batch"], out["effective_batch"])
     if tokens:
-        # Forward 2N FLOPs/token; backward through frozen weights needs only activation grads (another 2N),
-        # plus 2N more for the recomputed forward under checkpointing.
-        # method: full adds the weight gradients of the trained layers (2N of their share).
+        # Forward 2N FLOPs/token, backward through frozen weights 2N (activation grads only), 2N more for the
+        # recomputed forward under checkpointing; method: full adds 2N of the trained layers' share.
         epochs = train.epochs or 1.0
         flops = tokens * epochs * (arch.params() * (6 if train.gradient_checkpointing else 4) + 2 * trained)
         utilisation = UTILISATION[model.load_in_4bit]
@@ -280,7 +253,6 @@ def estimate(
 
 
 def _advice(cfg: RunConfig, max_tokens: int, effective_batch: int) -> str:
-    """What makes a run that does not fit fit."""
     fitting = max_tokens // cfg.model.max_seq_length  # the largest batch_size that fits
     if fitting:
         accum = math.ceil(effective_batch / fitting)

@@ -1,12 +1,5 @@
-"""`toolcall-kit prepare INPUT... --out DIR`: read -> validate -> dedupe -> split -> report.
-
-    toolcall-kit prepare data/raw/*.jsonl xlam.json --out runs/demo/data --eval-fraction 0.1 --seed 0
-
-Every row read ends in exactly one place: DIR/train.jsonl or DIR/eval.jsonl (kept), DIR/rejects.jsonl
-(with file, line, reason and the original text), or the duplicate count; `read == kept + rejected +
-duplicates` is asserted. The four outputs are written to temporary files and moved into place only after
-all of them were written and synced, so a full disk or a bad input file leaves the previous outputs intact.
-"""
+"""`toolcall-kit prepare INPUT... --out DIR`: read -> validate -> dedupe -> split -> report. Every row read
+ends in DIR/train.jsonl or eval.jsonl, in DIR/rejects.jsonl (with its reason), or in the duplicate count."""
 
 from __future__ import annotations
 
@@ -117,7 +110,6 @@ def _read_all(paths: list[Path], fmt: str) -> tuple[list[Record], list[dict], li
 
 
 def _reject(row, problems: list) -> dict:
-    """A line of rejects.jsonl: where the row was, why it was rejected, and its original text."""
     detail = "; ".join(p.detail for p in problems[:MAX_LISTED])
     if len(problems) > MAX_LISTED:
         detail += f"; and {len(problems) - MAX_LISTED} more"
@@ -160,13 +152,8 @@ def _make_ids_unique(kept: list[Record]) -> list[str]:
 
 
 def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
-    """Which records go to eval (True), deterministic for a seed.
-
-    Stratified on labels (each record's kind and every tool it calls), never taking a label's last train
-    row while another choice exists: first every kind seen twice gets an eval row; then, while the eval
-    budget lasts, every tool seen twice, rarest first, using only rows of kinds still under their share
-    (so covering tools does not skew the kind mix); then each kind is filled to its share; then the rest
-    in seeded order."""
+    """Which records go to eval (True), deterministic for a seed: stratified on each record's kind and the
+    tools it calls, never taking a label's last train row while another choice exists."""
     n = len(records)
     target = round(n * eval_fraction)
     if eval_fraction > 0 and n >= 2:
@@ -174,7 +161,7 @@ def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
     in_eval = [False] * n
     if target <= 0:
         return in_eval
-    labels = [_labels(r) for r in records]  # ("kind:...", "tool:...", ...)
+    labels = [_labels(r) for r in records]
     kind_of = [ls[0] for ls in labels]
     order = list(range(n))
     random.Random(seed).shuffle(order)
@@ -201,6 +188,8 @@ def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
     for i in order:
         for label in labels[i]:
             by_label[label].append(i)
+    # Every kind seen twice gets an eval row; then, while the budget lasts, every tool seen twice, rarest
+    # first, from rows of kinds under their share (so covering tools does not skew the kind mix).
     covered: set[str] = set()
     for label in sorted(count, key=lambda lb: (not lb.startswith("kind:"), count[lb], lb)):
         if moved >= target:
@@ -212,7 +201,7 @@ def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
         if pick is not None:
             move(pick)
             covered.update(labels[pick])
-    for kind in KINDS:
+    for kind in KINDS:  # then each kind filled to its share
         for i in by_label.get(f"kind:{kind}", []):
             if moved >= target or in_eval_by_kind[kind_of[i]] >= share[kind_of[i]]:
                 break
@@ -228,7 +217,6 @@ def split(records: list[Record], eval_fraction: float, seed: int) -> list[bool]:
 
 
 def summary(report: dict) -> str:
-    """A few lines for a person: counts, reasons, kinds, tools, warnings, where the files went."""
     files = ", ".join(
         f"{Path(p).name} ({f.get('format', '?')}, {f['rows']} rows)" for p, f in report["files"].items()
     )
@@ -259,7 +247,7 @@ def _labels(record: Record) -> tuple[str, ...]:
 
 
 def _refuse_overwriting_inputs(paths: list[Path], out: Path) -> None:
-    """`prepare data/mine/train.jsonl --out data/mine` would replace its own raw input: refused."""
+    """`prepare data/mine/train.jsonl --out data/mine` would replace its own input: refused."""
     targets = {(out / name).resolve() for name in OUTPUTS.values()}
     for p in paths:
         if str(p) != io.STDIN and p.resolve() in targets:
@@ -292,7 +280,7 @@ def _expand(inputs) -> list[Path]:
 
 
 def _write_all(out: Path, train: list, evals: list, rejects: list, report: dict) -> None:
-    """All four outputs or none: every file is written and fsynced before the first one is moved into place."""
+    """All four outputs or none: every file is written and synced before the first is moved into place."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:

@@ -28,8 +28,6 @@ REJECTS = "rejects.jsonl"
 
 @dataclass
 class RunFiles:
-    """Paths inside one run folder."""
-
     root: Path
 
     def __post_init__(self) -> None:

@@ -1,13 +1,6 @@
-"""Readers: one per source format, each turning one parsed row into a canonical record (see records.py).
-
-    for row in read_file("data/train.jsonl.gz"):        # format auto-detected from the first rows
-        row.record or row.problem
-
-Containers: JSON Lines, a JSON array, Parquet; any of them gzipped (found by its magic bytes, not its name).
-A row that cannot be parsed or converted comes back carrying a `Problem`; a file that cannot be read at all
-raises `DataError`. Records are validated later, by `prepare`. Each format module (openai, xlam, sharegpt,
-chat) has `convert(row: dict) -> Record`, raising `RowError` for a row it cannot convert.
-"""
+"""One reader per source format (FORMATS), each turning a parsed row into a canonical record, from JSON Lines,
+a JSON array or Parquet, gzipped or not. A bad row comes back carrying a `Problem` (a format's `convert`
+raises `RowError`); an unreadable file raises `DataError`."""
 
 from __future__ import annotations
 
@@ -22,6 +15,7 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -59,22 +53,16 @@ class Row:
 
     @property
     def raw(self) -> str:
-        """The original text (JSON Lines) or the element re-serialised (arrays, Parquet)."""
         if isinstance(self.source, str):
             return self.source
         return json.dumps(self.source, ensure_ascii=False, default=str)
 
 
-# ---------------------------------------------------------------- helpers shared by the readers
-
-
 def call_ids(taken=()) -> Iterator[str]:
-    """call_0, call_1, ... for calls whose source has no id, skipping the ids it has."""
     return (f"call_{n}" for n in itertools.count() if f"call_{n}" not in taken)
 
 
 def row_id(row: dict) -> dict:
-    """{"id": ...} when the row carries a usable id (a string or a number), else {}."""
     rid = row.get("id")
     return {"id": str(rid)} if isinstance(rid, str | int) and not isinstance(rid, bool) else {}
 
@@ -88,10 +76,8 @@ def content_text(content: Any, where: str) -> str | None:
 
 def loads_lenient(text: str, what: str) -> Any:
     """JSON, or a Python literal (Hermes/Glaive data often writes `{'name': ..., 'arguments': {...}}`)."""
-    try:
+    with suppress(ValueError, RecursionError):
         return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
     try:
         value = ast.literal_eval(text.strip())
         return json.loads(json.dumps(value))  # tuples -> lists; sets, bytes -> TypeError below
@@ -130,10 +116,8 @@ def decode_arguments(args: Any, where: str) -> Any:
             ARGUMENTS_NOT_OBJECT, f"{where}: arguments are not valid JSON ({e}): {text[:80]!r}"
         ) from None
     if isinstance(args, str) and args.lstrip().startswith("{"):
-        try:
+        with suppress(ValueError, RecursionError):
             args = json.loads(args)
-        except (ValueError, RecursionError):
-            pass
     return args
 
 
@@ -173,9 +157,8 @@ def merge_tools(tools: Any, more: list) -> Any:
 
 
 def _from_arrow(value: Any) -> Any:
-    """A Parquet row as plain JSON values. Arrow unifies struct fields across rows, filling absent keys with
-    null (a user message gets `tool_calls: null`): those keys are dropped. Values JSON has no form for
-    (timestamps, decimals, bytes) become strings; NaN becomes null."""
+    """A Parquet row as JSON values: null keys dropped (Arrow fills absent struct fields with null), NaN as
+    null, other non-JSON values as strings."""
     if isinstance(value, dict):
         return {str(k): v for k, v in ((k, _from_arrow(v)) for k, v in value.items()) if v is not None}
     if isinstance(value, list | tuple):
@@ -187,9 +170,6 @@ def _from_arrow(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
-
-
-# ---------------------------------------------------------------- containers
 
 
 def _reject_constant(name: str):
@@ -355,23 +335,22 @@ def parsed_items(path: str | Path, info: dict | None = None) -> Iterator[tuple[i
         raise DataError(path, None, f"cannot read: {e}") from None
 
 
-# ---------------------------------------------------------------- detection and conversion
-
-
 _TOOL_SPEAKERS = {"function_call", "observation", "tool", "function_response", "ipython", "function"}
 _TOOL_TAGS = ("<tool_call>", "<tools>", "<tool_response>")
 
 
-def _has_tool_turn(turns: list) -> bool:
-    """True if a ShareGPT turn is spoken by a tool or carries Hermes' tool tags."""
-    for t in turns:
-        if isinstance(t, dict):
-            value = t.get("value")
-            if (isinstance(t.get("from"), str) and t["from"] in _TOOL_SPEAKERS) or (
-                isinstance(value, str) and any(g in value for g in _TOOL_TAGS)
-            ):
-                return True
-    return False
+def _is_tool_turn(t: Any) -> bool:
+    """A ShareGPT turn spoken by a tool or carrying Hermes' tool tags."""
+    return isinstance(t, dict) and (
+        (isinstance(t.get("from"), str) and t["from"] in _TOOL_SPEAKERS)
+        or (isinstance(t.get("value"), str) and any(g in t["value"] for g in _TOOL_TAGS))
+    )
+
+
+def _is_tool_message(m: Any) -> bool:
+    return isinstance(m, dict) and bool(
+        m.get("tool_calls") or m.get("function_call") or m.get("role") in ("tool", "function")
+    )
 
 
 def _looks_like(row: Any) -> str | None:
@@ -383,18 +362,12 @@ def _looks_like(row: Any) -> str | None:
         return "xlam"
     turns = row.get("conversations")
     if isinstance(turns, list | str):
-        tools = row.get("tools") or isinstance(turns, str) or _has_tool_turn(turns)
+        tools = row.get("tools") or isinstance(turns, str) or any(_is_tool_turn(t) for t in turns)
         return "sharegpt" if tools else "chat:conversations"
     messages = row.get("messages")
     if isinstance(messages, list | str):
-        if row.get("tools") or row.get("functions") or isinstance(messages, str):
-            return "openai"
-        for m in messages:
-            if isinstance(m, dict) and (
-                m.get("tool_calls") or m.get("function_call") or m.get("role") in ("tool", "function")
-            ):
-                return "openai"
-        return "chat:messages"
+        tools = row.get("tools") or row.get("functions") or isinstance(messages, str)
+        return "openai" if tools or any(_is_tool_message(m) for m in messages) else "chat:messages"
     if isinstance(row.get("data"), list):
         return "chat:data"  # UltraChat's original layout: alternating user/assistant strings
     return None
@@ -405,11 +378,8 @@ _PLAIN_CHAT_OF = {"chat:messages": "openai", "chat:conversations": "sharegpt"}
 
 
 def detect_format(path: str | Path, first_rows: list[Any]) -> tuple[str, str]:
-    """(format, a sentence saying why) for a file, from its first parsed rows.
-
-    Tool-free rows count for `openai` (messages) or `sharegpt` (conversations) as soon as one sampled row of
-    that shape has tools; otherwise for `chat`. A file with no recognisable row is read as `openai`, so each
-    row is rejected with its own reason."""
+    """(format, a sentence saying why) from a file's first parsed rows; a file with no recognisable row is
+    read as `openai`, so that each row is rejected with its own reason."""
     shapes = Counter(v for v in map(_looks_like, first_rows) if v)
     n = len(first_rows)
     if not shapes:
@@ -428,7 +398,6 @@ def detect_format(path: str | Path, first_rows: list[Any]) -> tuple[str, str]:
 
 
 def _row_format(row: dict, file_fmt: str) -> str | None:
-    """The format a row of a mixed file is plainly written in, when it is not the file's (else None)."""
     shape = _looks_like(row)
     if shape is None or _PLAIN_CHAT_OF.get(shape) == file_fmt or shape.split(":")[0] == file_fmt:
         return None

@@ -1,12 +1,5 @@
-"""Plain chat with no tools -> canonical record, for mixing general conversation into training.
-
-    {"prompt": "...", "messages": [{"role": "user", "content": "..."}, ...]}            # UltraChat 200k
-    {"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}
-    {"data": ["user text", "assistant text", ...]}                                      # UltraChat original
-
-An `id` is kept, other fields dropped. A row with tools, a tool call or a result belongs to the openai or
-sharegpt reader and is rejected.
-"""
+"""Plain chat with no tools (`messages`, `conversations`, or UltraChat's `data` list of alternating turns) ->
+canonical record, for mixing general conversation into training; a row with tools or calls is rejected."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""OpenAI fine-tuning chat JSONL -> canonical record (arguments decoded; `records.openai_call` encodes them).
-
-    {"messages": [...], "tools": [...], "parallel_tool_calls": false}
-
-Arguments given as JSON strings are decoded; a `tool` message gets its `name` from the call it answers
-(by `tool_call_id`, else the oldest open call of its name); the legacy `functions` / `function_call` /
-`function`-role fields become tools, calls and results. Anything else wrong is left for the validator.
-"""
+"""OpenAI fine-tuning chat rows (`messages`, `tools`) -> canonical record: arguments decoded, each `tool`
+message named after the call it answers, legacy `functions` / `function_call` turned into tools and calls.
+Anything else wrong is left for the validator."""
 
 from __future__ import annotations
 
@@ -109,7 +104,6 @@ def _call(call: Any, ids, where: str) -> Any:
 
 
 def _result(m: dict, pending: list[tuple[str, Any]]) -> dict:
-    """A `tool` (or legacy `function`) message, matched to the call it answers."""
     cid, name = m.get("tool_call_id"), m.get("name")
     match = None
     if cid is not None:

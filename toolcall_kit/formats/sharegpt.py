@@ -1,22 +1,12 @@
-"""ShareGPT / Hermes function-calling rows -> canonical record.
-
-    {"conversations": [
-       {"from": "system", "value": "You are a function calling AI model. ... <tools> [{...}] </tools> ..."},
-       {"from": "human", "value": "What's the weather in Paris?"},
-       {"from": "gpt", "value": "<tool_call>\\n{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Paris\\"}}\\n</tool_call>"},
-       {"from": "tool", "value": "<tool_response>\\n{\\"name\\": \\"get_weather\\", \\"content\\": {...}}\\n</tool_response>"},
-       {"from": "gpt", "value": "It is 18 C in Paris."}]}
-
-Tools come from a top-level `tools` field and/or a `<tools>` block in the system turn; such a system turn is
-Hermes' fixed tool-use boilerplate and is dropped (the chat template renders tools itself). LLaMA-Factory's
-`function_call` turn holds a JSON call or a list of them. Results are matched to open calls by the tool name
-they carry, else oldest first. An unknown speaker stays as the role, for the validator to reject.
-"""
+"""ShareGPT / Hermes rows (`conversations` of `from`/`value` turns, calls in <tool_call> tags) -> canonical
+record. Tools come from `tools` and/or a system turn's `<tools>` block (that Hermes boilerplate turn is
+dropped: the template renders tools itself); results match open calls by tool name, else oldest first."""
 
 from __future__ import annotations
 
 import json
 import re
+from contextlib import suppress
 from typing import Any
 
 from ..records import Record, call_name, make_call
@@ -129,11 +119,9 @@ def _parse_tools(text: str, where: str) -> list:
 
 
 def _split_calls(value: str, ids, where: str) -> tuple[str | None, list[dict]]:
-    """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them).
-
-    The tags are cut as vLLM cuts them (templates.hermes_blocks); the bodies are read more leniently, as
-    Hermes and Glaive exports need (Python literals, a list of calls in a block, `parameters`): the chat
-    template writes every call again as strict JSON, and the round trip before training checks it."""
+    """An assistant turn -> (text outside the <tool_call> blocks or None, the calls inside them). The tags are
+    cut as vLLM cuts them; the bodies are read leniently (Python literals, lists, `parameters`), as Hermes and
+    Glaive exports need: the chat template writes every call again as strict JSON."""
     before, blocks, after = hermes_blocks(value)
     if not blocks:
         return value, []
@@ -160,11 +148,9 @@ def _result(text: str, pending: list[tuple[str, Any]]) -> dict:
     """A tool result matched to an open call: by the name it carries (Hermes: {"name": ..., "content": ...})."""
     name = None
     if text.startswith("{"):
-        try:
+        with suppress(ValueError):
             parsed = json.loads(text)
             name = parsed.get("name") if isinstance(parsed, dict) else None
-        except ValueError:
-            pass
     match = next((p for p in pending if p[1] == name), None) if isinstance(name, str) else None
     match = match or (pending[0] if pending else None)
     if match is None:

@@ -1,14 +1,6 @@
-"""Salesforce xLAM function-calling rows -> canonical record: a user turn, an assistant turn with calls.
-
-    {"id": 0, "query": "Where can I find live giveaways for beta access?",
-     "tools": "[{\"name\": \"live_giveaways_by_type\", \"description\": \"...\",
-                 \"parameters\": {\"type\": {\"description\": \"...\", \"type\": \"str\", \"default\": \"game\"}}}]",
-     "answers": "[{\"name\": \"live_giveaways_by_type\", \"arguments\": {\"type\": \"beta\"}}]"}
-
-Parameter types are written Python-style ("str, optional", "List[int]", "int, default=5", "Union[int, float]")
-and become JSON Schema; a parameter is required unless it says optional, has a default, or says
-`"required": false`. A row whose `answers` is empty has nothing to train on and is rejected.
-"""
+"""Salesforce xLAM rows (`query`, `tools`, `answers`) -> canonical record: a user turn, an assistant turn with
+calls. Python-style parameter types ("List[int], optional", "int, default=5") become JSON Schema; a parameter
+is required unless it says optional, has a default, or says `"required": false`."""
 
 from __future__ import annotations
 
@@ -39,9 +31,7 @@ def convert(row: dict) -> Record:
     if not isinstance(query, str) or not query.strip():
         raise RowError(MISSING_FIELD, "`query` must be a non-empty string")
     tools = decode_json_field(row.get("tools"), "tools")
-    if tools is None:
-        tools = []
-    if not isinstance(tools, list):
+    if tools is not None and not isinstance(tools, list):
         raise RowError(BAD_FIELD, f"`tools` must be a list, got {type(tools).__name__}")
     answers = decode_json_field(row.get("answers"), "answers")
     if answers is None:
@@ -57,7 +47,7 @@ def convert(row: dict) -> Record:
         args = decode_arguments(answer.get("arguments"), f"answers[{j}]")
         calls.append(make_call(answer.get("name"), args, f"call_{j}"))
     return {
-        "tools": [convert_tool(t, i) for i, t in enumerate(tools)],
+        "tools": [convert_tool(t, i) for i, t in enumerate(tools or [])],
         "messages": [
             {"role": "user", "content": query},
             {"role": "assistant", "content": None, "tool_calls": calls},
@@ -111,16 +101,14 @@ def parameters_schema(params: Any, i: int = 0) -> dict:
 
 @lru_cache(maxsize=4096)
 def _type_json(text: str) -> tuple[str, bool, Any]:
-    """`python_type_schema` with the schema as JSON text: 60k xLAM rows share a few hundred type strings."""
+    """The schema as JSON text, cached: 60k xLAM rows share a few hundred type strings."""
     schema, optional, default = python_type_schema(text)
     return json.dumps(schema), optional, default
 
 
 def python_type_schema(text: str) -> tuple[dict, bool, Any]:
-    """'List[int], optional' -> ({"type": "array", "items": {"type": "integer"}}, optional=True, default).
-
-    The default is `_MISSING` unless the text says `default=...`. Unknown names (Callable, datetime,
-    custom classes) become `{}`: any value, since nothing checkable is known about them."""
+    """'List[int], optional' -> ({"type": "array", "items": {"type": "integer"}}, optional=True, default);
+    the default is `_MISSING` unless the text says `default=...`."""
     parts = _split_top(text, ",")
     base, optional, default = parts[0].strip(), False, _MISSING
     for flag in (p.strip() for p in parts[1:]):
@@ -138,6 +126,7 @@ def python_type_schema(text: str) -> tuple[dict, bool, Any]:
 
 
 def type_schema(text: str) -> dict:
+    """JSON Schema of a Python type; unknown names (Callable, custom classes) become `{}`: any value."""
     text = text.strip()
     for sep in ("|", " or "):
         alternatives = _split_top(text, sep)
