@@ -1,12 +1,7 @@
 """Trainer callbacks: the run log (metrics.jsonl), health checks, and the live loss curve.
 
-    log = RunLog(run_dir, main=True)
-    tracker = BatchTracker(trainer.data_collator, trainer.model)   # counts real, padded and trained tokens
-    trainer.data_collator = tracker
-    callbacks = [MetricsCallback(log, tracker), HealthCallback(log), LivePlotCallback(log, RunFiles(run_dir).loss_plot)]
-
-The three callback classes subclass TrainerCallback, which is imported on first use (the module's
-`__getattr__`): train.py imports this module after choosing a backend, and unsloth must come before transformers.
+The callback classes subclass TrainerCallback, imported on first use (`__getattr__`): unsloth must be
+imported before transformers.
 """
 
 from __future__ import annotations
@@ -41,15 +36,11 @@ FLAT_AFTER = 20  # logged train points before "the loss never moves" can be judg
 FLAT_REL = 0.01  # < 1% change between the mean of the first 5 and of the last 5 points
 
 
-def __getattr__(name: str):
+@functools.cache  # one class per name
+def __getattr__(name: str) -> type:
     logic = {"MetricsCallback": _Metrics, "HealthCallback": _Health, "LivePlotCallback": _LivePlot}.get(name)
     if logic is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return _trainer_callback(logic, name)
-
-
-@functools.cache
-def _trainer_callback(logic: type, name: str) -> type:
     from transformers import TrainerCallback
 
     return type(name, (logic, TrainerCallback), {"__doc__": logic.__doc__})
@@ -67,16 +58,14 @@ def memory_now() -> dict[str, float]:
 
 
 class RunLog:
-    """metrics.jsonl rows and health warnings, in memory; `flush()` rewrites the file atomically.
+    """metrics.jsonl rows and health warnings; `flush()` rewrites the file atomically. From `follow` on, the
+    rows are Trainer's `state.log_history`: checkpoints save it, so a resume cuts metrics.jsonl back."""
 
-    Once training begins the rows are the Trainer's own `state.log_history` (`follow`), which every checkpoint
-    saves and a resumed run restores: metrics.jsonl is cut back to the checkpoint's step with no code here.
-    """
+    min_interval_s = 5.0  # between rewrites; saves, evaluations and the end force one
 
-    def __init__(self, run_dir: str | Path, main: bool = True, min_interval_s: float = 5.0):
+    def __init__(self, run_dir: str | Path, main: bool = True):
         self.path = RunFiles(run_dir).metrics
         self.main = main
-        self.min_interval_s = min_interval_s  # between rewrites; saves, evaluations and the end force one
         self.rows: list[dict[str, Any]] = []
         self._last_flush = 0.0
 
@@ -103,11 +92,8 @@ class RunLog:
 
 
 class BatchTracker:
-    """Wraps the Trainer's data collator: counts real / padded / trained tokens of each training batch.
-
-    Batches are queued as they are collated (accelerate loads one batch ahead) and `pop_step(n)` hands the
-    oldest n to the step that trained them. Evaluation batches (model in eval mode) are not counted.
-    """
+    """Wraps the Trainer's data collator: counts real / padded / trained tokens of each training batch (not
+    evaluation's). Batches queue as they are collated, since accelerate loads one batch ahead."""
 
     def __init__(self, collator, model):
         self.collator = collator
@@ -304,13 +290,6 @@ class _Health:
             )
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (not a terminal IPython, not a script)."""
-    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
 def render_curve(rows: list[dict[str, Any]], title: str = "") -> bytes:
     """PNG bytes of the training curves: loss + eval loss, learning rate, grad norm (x = optimizer step)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -354,11 +333,12 @@ class _LivePlot:
         self.runlog = runlog
         self.png_path = Path(png_path)
         self.title = title
-        # A redraw costs ~0.1 s, more than a step of the tiny model or on a fast GPU: redraw at most every
-        # min_interval_s seconds and every 20 draw-times (plotting stays under ~5% of the run), plus at
-        # evaluations, warnings and the end.
+        # A redraw costs ~0.1 s, more than a step of the tiny model or on a fast GPU: at most every
+        # min_interval_s seconds and 20 draw-times (under ~5% of the run), and at evaluations, warnings, end.
         self.min_interval_s = min_interval_s
-        self.notebook = in_notebook()
+        # A Jupyter kernel, not a terminal IPython or a script.
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        self.notebook = shell is not None and "IPKernelApp" in getattr(shell, "config", {})
         self.bar = self.out = self.warn_box = None
         self._last_draw = self._draw_cost = 0.0
         self._shown_warnings = 0

@@ -2,14 +2,9 @@
 
     toolcall-kit merge runs/demo --out runs/demo/merged
 
-The merged folder is an ordinary Hugging Face model (safetensors + tokenizer with the tool-aware chat
-template) that vLLM and `transformers serve` load directly. Proof: a probe conversation runs through the
-unmerged adapter model and through the saved-then-reloaded merged folder, and the largest logit difference
-is recorded in `merge_report.json`; above the tolerance the merge fails and nothing is left at `--out`.
-
-A 4-bit (QLoRA) run is merged into the base loaded in 16/32-bit: merging into NF4 would re-quantise the sum
-and lose most of the adapter's small update. Unsloth's adapters name a pre-quantized `...-bnb-4bit` repo as
-their base, so the base is mapped to its 16-bit model (`base_for`), and a quantized base is refused.
+Proof: a probe conversation's logits through the adapter model and through the reloaded merged folder differ
+by at most TOLERANCE, else nothing is left at `--out`. A QLoRA run merges into the 16-bit base: merging into
+NF4 would re-quantise the sum and lose most of the adapter's small update.
 """
 
 from __future__ import annotations
@@ -62,7 +57,7 @@ def find_adapter(path: str | Path) -> tuple[Path, Path | None]:
 
 
 def _read_json(path: Path) -> Any:
-    """A JSON file the merge needs (adapter_config.json, result.json); truncated or not JSON: a KitError."""
+    """Truncated or not JSON: a KitError."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -159,8 +154,7 @@ def _probe_logits(model, tokenizer, tools: list[dict] | None):
 
 
 def _probe_tools(info: dict[str, Any]) -> list[dict] | None:
-    """The tools of the run's first training record, for the probe; None when there are none to read (the
-    export check does not depend on them)."""
+    """The tools of the run's first training record, for the probe; None when there are none to read."""
     train_file = ((info.get("config") or {}).get("data") or {}).get("train")
     if not train_file or not Path(train_file).is_file():
         return None
@@ -201,12 +195,9 @@ def merge(
     dtype: str | None = None,
     method: str = "peft",
 ) -> dict[str, Any]:
-    """Merge `adapter` (a run folder or adapter folder) into its 16-bit base and save it atomically at `out`.
-
-    `dtype` None: `default_dtype` (bfloat16 for a 4-bit or GPU-trained run, else float32). `out` may not be,
-    or lie above, the adapter, the run or the base folder; an existing `out` is replaced only if the kit made it
-    (its `.toolcall-kit` marker), never a user's folder. A run folder is locked while it is merged.
-    """
+    """Merge `adapter` (a run folder or adapter folder) into its 16-bit base and save it atomically at `out`;
+    returns merge_report.json's content. `dtype` None: `default_dtype`. `out` may not be, or lie above, the
+    adapter, the run or the base folder; an existing `out` is replaced only if the kit made it."""
     if dtype is not None and dtype not in TOLERANCE:
         raise KitError(f"dtype: must be one of {', '.join(TOLERANCE)}, got {dtype!r}")
     if method not in ("peft", "unsloth"):
@@ -282,9 +273,8 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     return report
 
 
-def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype, full: bool = False):
-    """(the base with the adapter applied, in eval mode; the tokenizer: the adapter's own if it has one). A
-    `method: full` run's trained model folder is both."""
+def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype, full: bool):
+    """(the base with the adapter applied, in eval mode; the tokenizer: the adapter's own if it has one)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -294,11 +284,9 @@ def _adapter_model(adapter_dir: Path, base_path: str, torch_dtype, full: bool = 
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
     with loading("trained model" if full else "base model", base_path):
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
-    if full:
-        return model.eval(), tokenizer
-    # The adapter's own base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights here.
-    with loading("adapter", adapter_dir):
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    if not full:  # the adapter's base_model_name_or_path may be the 4-bit repo: PEFT only reads the weights
+        with loading("adapter", adapter_dir):
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
     return model.eval(), tokenizer
 
 
@@ -311,7 +299,6 @@ def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) 
 
 
 def _max_logit_diff(folder: Path, tokenizer, tools: list[dict] | None, ref, torch_dtype) -> float:
-    """The largest |logit| difference between the merged model reloaded from `folder` and `ref`."""
     from transformers import AutoModelForCausalLM
 
     reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).eval()
@@ -319,8 +306,7 @@ def _max_logit_diff(folder: Path, tokenizer, tools: list[dict] | None, ref, torc
 
 
 def _base_warnings(base: str | None, adapter_cfg: dict[str, Any], info: dict[str, Any]) -> list[str]:
-    """A --base other than the model the adapter was trained on merges without an error when the shapes agree,
-    yet gives another model: say so."""
+    """A --base other than the adapter's own merges without an error when the shapes agree: say so."""
     if not base:
         return []
     trained = base_for(adapter_cfg, info)

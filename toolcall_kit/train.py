@@ -1,24 +1,9 @@
-"""LoRA / QLoRA / full supervised fine-tuning behind one function, with an Unsloth and a plain Hugging Face
-backend.
+"""LoRA, QLoRA or full fine-tuning with TRL's SFTTrainer, on an Unsloth or a plain Hugging Face backend.
 
     toolcall-kit train --config configs/smoke.yaml [--set train.max_steps=20] [--backend auto|unsloth|hf]
-    toolcall-kit train --resume runs/smoke
 
-    from toolcall_kit.config import load_config
-    from toolcall_kit.train import train
-    result = train(load_config("configs/demo_cpu.yaml", {"train.max_steps": 20}))
-
-Backends, both with TRL's `SFTTrainer`: unsloth (`FastLanguageModel`, 4- or 16-bit, and its LoRA) or hf
-(transformers, bitsandbytes NF4 for `model.load_in_4bit`, PEFT LoRA); auto takes unsloth where it is
-installed, imports and has a CUDA GPU, and says why in the log and result.json. Unsloth patches transformers,
-TRL and PEFT when imported: `setup_run` imports it first, and nothing here imports transformers at module
-level. `method: full` skips LoRA: the trained layers' own weights train (`_unfreeze_for_full`).
-
-Data: canonical JSONL -> `templates.adapt_record` -> `tokens.encode_many` (the family's training template,
-assistant-only mask, per-message `weight`) -> `input_ids` + `labels` (-100 where the mask is 0). TRL keeps a
-given `labels` column, and its `chunked_nll` loss runs the output layer only at trained positions. Examples
-with every trained token past `model.max_seq_length` are an error listing them (TRL would drop them silently).
-The run folder's files are named in run_files.py.
+Unsloth patches transformers, TRL and PEFT when imported: `setup_run` imports it first, and nothing here
+imports transformers at module level.
 """
 
 from __future__ import annotations
@@ -33,7 +18,7 @@ import shutil
 import sys
 import time
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +31,9 @@ log = logging.getLogger("toolcall_kit.train")
 
 
 def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, extra_callbacks=None) -> dict:
-    """Train as `cfg` says; returns result.json's content.
-
-    `resume="runs/NAME"` continues that run from its last checkpoint with its saved config (or `cfg`, e.g.
-    `load_run_config(run_dir, overrides)` for a larger max_steps). A NaN/inf loss stops the run and raises
-    KitError after writing result.json (status "stopped"); the last good checkpoint stays. `extra_callbacks`:
-    more TrainerCallbacks (tests inject faults this way). The run folder stays locked until the run ends.
-    """
+    """Train as `cfg` says; returns result.json's content. `resume="runs/NAME"` continues that run from its
+    last checkpoint with its saved config (or `cfg`). A NaN/inf loss raises KitError after writing result.json
+    (status "stopped"). `extra_callbacks`: more TrainerCallbacks. The run folder is locked until it ends."""
     with ExitStack() as hold:
         run = setup_run(cfg, resume, hold)
         model = load_model(run)
@@ -64,8 +45,6 @@ def train(cfg: RunConfig | None = None, resume: str | Path | None = None, *, ext
 
 
 # ------------------------------------------------------------------ backend choice
-
-
 def _world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -99,8 +78,7 @@ def choose_backend(requested: str) -> tuple[str, str]:
 def _import_unsloth() -> bool:
     """Import unsloth; returns whether it came before transformers, TRL and PEFT (so it could patch them)."""
     os.environ.setdefault("UNSLOTH_SKIP_TORCHVISION_CHECK", "1")
-    early = [m for m in ("transformers", "trl", "peft") if m in sys.modules]
-    first = "unsloth" in sys.modules or not early
+    first = "unsloth" in sys.modules or not any(m in sys.modules for m in ("transformers", "trl", "peft"))
     if not first:
         log.warning(
             "transformers was imported before unsloth in this process: Unsloth cannot patch it fully "
@@ -114,8 +92,7 @@ def _import_unsloth() -> bool:
 
 
 def import_backend_first(cfg: RunConfig) -> str:
-    """Import Unsloth now if this config will train with it: for callers (`toolcall-kit pipeline`) that run
-    stages importing transformers before training in the same process. Returns the backend."""
+    """Import Unsloth now if this config trains with it (pipeline imports transformers before training)."""
     backend, _ = choose_backend(cfg.backend)
     if backend == "unsloth":
         _import_unsloth()
@@ -127,9 +104,8 @@ def _device() -> tuple[bool, bool]:
     import torch
 
     if torch.cuda.is_available():
-        # Compute capability >= 8 (Ampere): torch.cuda.is_bf16_supported() is also True on a T4/V100 (sm_75/70)
-        # through emulation, where Unsloth (SUPPORTS_BFLOAT16 = major >= 8 in unsloth/models/_utils.py) loads
-        # fp16 and its trainer then refuses the bf16 the kit asked for.
+        # Not torch.cuda.is_bf16_supported(): it emulates bf16 on a T4/V100, where Unsloth
+        # (SUPPORTS_BFLOAT16 = major >= 8 in unsloth/models/_utils.py) loads fp16; its trainer refuses bf16.
         return True, torch.cuda.get_device_capability()[0] >= 8
     # CPU autocast to bf16 works on any x86 but is fast only with native instructions (avx512_bf16 / AMX).
     native = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
@@ -137,11 +113,9 @@ def _device() -> tuple[bool, bool]:
 
 
 # ------------------------------------------------------------------ step 1: set up the run
-
-
 @dataclass
 class InitFrom:
-    """What `init_from` points at: an adapter to continue, or a merged model to start a new adapter on."""
+    """`init_from`: an adapter to continue, or a merged model to start a new adapter on."""
 
     adapter: Path | None = None
     model: Path | None = None
@@ -165,8 +139,6 @@ def resolve_init_from(path: str | None) -> InitFrom:
 
 @dataclass
 class Run:
-    """What `setup_run` decided: the config, the folder, the backend, the device, the resume point."""
-
     cfg: RunConfig
     files: RunFiles
     backend: str
@@ -183,8 +155,7 @@ class Run:
 
 
 def setup_run(cfg: RunConfig | None, resume: str | Path | None = None, hold: ExitStack | None = None) -> Run:
-    """Validate, choose the backend (importing Unsloth first), find the resume point, check the inputs, and
-    claim and lock the run folder (`hold` keeps the lock)."""
+    """Validate, choose the backend, check the inputs, claim and lock the run folder (`hold` keeps it)."""
     started = time.time()
     if resume is not None:
         run_dir = Path(resume)
@@ -251,9 +222,7 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | dict | None = No
 def _last_checkpoint(files: RunFiles) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    if not files.checkpoints.is_dir():
-        return None
-    last = get_last_checkpoint(str(files.checkpoints))
+    last = get_last_checkpoint(str(files.checkpoints)) if files.checkpoints.is_dir() else None
     return Path(last) if last else None
 
 
@@ -292,9 +261,8 @@ def _refuse_finished(files: RunFiles, checkpoint: Path, cfg: RunConfig) -> None:
         finished = step >= cfg.train.max_steps
         what = f"train.max_steps {cfg.train.max_steps}"
     else:
-        finished = step >= int(state.get("max_steps") or 0) > 0 and (cfg.train.epochs or 1) <= float(
-            state.get("epoch") or 0
-        ) + 1e-6
+        ran_all = step >= int(state.get("max_steps") or 0) > 0
+        finished = ran_all and (cfg.train.epochs or 1) <= float(state.get("epoch") or 0) + 1e-6
         what = f"train.epochs {cfg.train.epochs}"
     if finished:
         raise KitError(
@@ -303,21 +271,13 @@ def _refuse_finished(files: RunFiles, checkpoint: Path, cfg: RunConfig) -> None:
         )
 
 
-def _training_files(files: RunFiles) -> list[Path]:
-    """What a training run writes in its folder; other stages' subfolders (data/, stages/, eval/) are not."""
-    if not files.root.is_dir():
-        return []
+def _new_run_dir(cfg: RunConfig, files: RunFiles) -> list[Path]:
+    """Claim the run folder; an earlier run there is an error unless output.overwrite. Returns that run's
+    training files (not other stages' data/, stages/, eval/), which `start_run_folder` deletes."""
+    io.claim_dir(files.root, "run", "output.dir/output.name", known=(CONFIG, files.stages.name, files.data.name))
     mine = {files.config, files.data_fingerprints, files.result, files.loss_plot, files.metrics,
             files.checkpoints, files.adapter, files.trained_model}  # fmt: skip
-    return sorted(p for p in files.root.iterdir() if p in mine)
-
-
-def _new_run_dir(cfg: RunConfig, files: RunFiles) -> list[Path]:
-    """Claim the run folder (a user's folder the kit did not make is refused); an earlier run there is an error
-    unless output.overwrite. Returns that run's training files, which `start_run_folder` deletes once the model
-    and data loaded (the pipeline's prepared data in the same folder stays)."""
-    io.claim_dir(files.root, "run", "output.dir/output.name", known=(CONFIG, files.stages.name, files.data.name))
-    old = _training_files(files)
+    old = sorted(p for p in files.root.iterdir() if p in mine)
     if old and not cfg.output.overwrite:
         raise KitError(
             f"output.name: {files.root} already holds a run: resume it (--resume {files.root}), pick another "
@@ -347,8 +307,8 @@ def _check_same_data(files: RunFiles, cfg: RunConfig) -> None:
             )
 
 
-def _idle_cores(interval: float = 0.5) -> float | None:
-    """Cores left idle by other processes over `interval` seconds (Linux /proc/stat), None elsewhere."""
+def _idle_cores() -> float | None:
+    """Cores left idle by other processes over half a second (Linux /proc/stat), None elsewhere."""
 
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
@@ -357,7 +317,7 @@ def _idle_cores(interval: float = 0.5) -> float | None:
 
     try:
         i0, t0 = sample()
-        time.sleep(interval)
+        time.sleep(0.5)
         i1, t1 = sample()
     except (OSError, ValueError, IndexError):
         return None
@@ -366,9 +326,9 @@ def _idle_cores(interval: float = 0.5) -> float | None:
 
 
 def cpu_threads() -> tuple[int, str]:
-    """(torch threads, why) for CPU training. torch's OpenMP threads wait for each other at every op: with one
-    of two cores taken by another process, a demo step went from ~25 s to 60-100 s. Training on the cores that
-    are idle at the start degrades far less (TOOLCALL_KIT_THREADS overrides)."""
+    """(torch threads, why) for CPU training: the cores idle at the start (TOOLCALL_KIT_THREADS overrides).
+    torch's OpenMP threads wait for each other at every op: with one of two cores busy elsewhere, a demo step
+    went from ~25 s to 60-100 s."""
     import torch
 
     forced = os.environ.get("TOOLCALL_KIT_THREADS")
@@ -383,11 +343,9 @@ def cpu_threads() -> tuple[int, str]:
 
 
 # ------------------------------------------------------------------ step 2: load the model
-
-
 @dataclass
 class Loaded:
-    """The LoRA-wrapped model and its tokenizer, with the training chat template on it."""
+    """The model (LoRA-wrapped unless method: full) and its tokenizer, with the training chat template."""
 
     model: Any
     tokenizer: Any
@@ -399,7 +357,7 @@ class Loaded:
 
 
 def load_model(run: Run) -> Loaded:
-    """The base model (or init_from's merged model) with LoRA on it, and the tokenizer with the template."""
+    """The base model (or init_from's merged model) ready to train, and the tokenizer with the template."""
     from peft.tuners.lora import LoraLayer
 
     from .models import resolve_model
@@ -419,7 +377,7 @@ def load_model(run: Run) -> Loaded:
 
 
 def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
-    """The dtype the base weights are loaded in. CPU: fp32 (bf16 is autocast, see config.mixed_precision)."""
+    """CPU: fp32 (bf16 is autocast, see config.mixed_precision)."""
     import torch
 
     d = cfg.model.dtype
@@ -429,8 +387,7 @@ def _load_dtype(cfg: RunConfig, on_gpu: bool, bf16_ok: bool):
 
 
 def _target_modules(cfg: RunConfig, model) -> str | list[str]:
-    """lora.target_modules for PEFT; a name the model lacks is an error naming it (PEFT only complains when no
-    name matches)."""
+    """lora.target_modules for PEFT; a name the model lacks is an error (PEFT only minds if none match)."""
     import torch
 
     # The output layer is never wrapped: TRL's chunked loss reads its weight directly.
@@ -448,14 +405,12 @@ def _target_modules(cfg: RunConfig, model) -> str | list[str]:
 
 
 def _leaf_names(model, kind: type, skip=None) -> list[str]:
-    """The sorted leaf names (q_proj, ...) of the model's modules of class `kind`, leaving out `skip`."""
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, kind) and m is not skip}
     return sorted(names)
 
 
 def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
-    """Indices of the decoder layers training changes (`lora.top_layers` or `full.top_layers`: the top N),
-    None for all of them."""
+    """Indices of the top `lora.top_layers` / `full.top_layers` decoder layers; None: all of them."""
     top = cfg.lora.top_layers if cfg.method == "lora" else cfg.full.top_layers
     if top is None:
         return None
@@ -468,10 +423,9 @@ def adapted_layers(cfg: RunConfig, model) -> list[int] | None:
 
 
 def _unfreeze_for_full(cfg: RunConfig, model) -> None:
-    """method: full. Every weight of the trained decoder layers and everything outside the layers (the final
-    norm) trains, except the embeddings: on a small model they are tied to the output layer and hold a fifth
-    of the parameters (28M of SmolLM2-135M's 135M), whose optimizer state would cost 0.3 GB for a vocabulary-wide
-    update that a few hundred examples do not need."""
+    """method: full: the trained decoder layers and the final norm train, not the embeddings."""
+    # Tied to the output layer, they hold 28M of SmolLM2-135M's 135M parameters: 0.3 GB of optimizer state
+    # for a vocabulary-wide update that a few hundred examples do not need.
     layers = adapted_layers(cfg, model)
     frozen = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
               for p in m.parameters()}  # fmt: skip
@@ -481,8 +435,7 @@ def _unfreeze_for_full(cfg: RunConfig, model) -> None:
 
 
 def _prepare_base(cfg: RunConfig, model) -> None:
-    """Refuse a model.max_seq_length past the model's context; method: full unfreezes the trained layers
-    (the model then trains as it is; LoRA goes on it otherwise)."""
+    """Refuse a model.max_seq_length past the model's context; method: full unfreezes the trained layers."""
     ctx = getattr(model.config.get_text_config(), "max_position_embeddings", None)
     if ctx is not None and cfg.model.max_seq_length > ctx:
         raise KitError(
@@ -494,10 +447,8 @@ def _prepare_base(cfg: RunConfig, model) -> None:
 
 
 def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) -> None:
-    """Load init_from's adapter weights into the adapter just built (the same r and layers, trainable).
-
-    PEFT's `load_adapter` into the "default" adapter rather than `PeftModel.from_pretrained`: the latter would
-    take the old run's LoRA settings and, under Unsloth, skip its `get_peft_model`."""
+    """Load init_from's adapter weights into the adapter just built (the same r and layers, trainable)."""
+    # Not PeftModel.from_pretrained: it takes the old run's LoRA settings and skips Unsloth's get_peft_model.
     theirs = json.loads((adapter / ADAPTER_CONFIG).read_text())
     if theirs.get("r") != cfg.lora.r:
         raise KitError(
@@ -516,11 +467,8 @@ def _continue_adapter(cfg: RunConfig, model, adapter: Path, targets: list[str]) 
 
 
 def _apply_chat_template(cfg: RunConfig, tokenizer) -> tuple[str, str]:
-    """Put the training template on the tokenizer; returns (family name, template text).
-
-    The template trained with is the one saved beside the adapter (and so the one merge exports and vLLM
-    serves): the family's training template (templates.py), or model.chat_template's file.
-    """
+    """Put the training template (the family's, or model.chat_template's file) on the tokenizer, which saves
+    it beside the adapter for merge and vLLM; returns (family name, template text)."""
     from .templates import detect_family
 
     if cfg.model.chat_template:
@@ -538,7 +486,7 @@ def _apply_chat_template(cfg: RunConfig, tokenizer) -> tuple[str, str]:
 
 
 def load_hf(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
-    """transformers (+ bitsandbytes NF4) + PEFT LoRA. Returns (peft model, tokenizer)."""
+    """transformers (+ bitsandbytes NF4) + PEFT LoRA: (model, tokenizer)."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -592,10 +540,8 @@ def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
     _prepare_base(cfg, model)
     if cfg.method == "full":
         return model, tokenizer
-    checkpointing: bool | str = False
-    if cfg.train.gradient_checkpointing:
-        # "unsloth" offloads activations to CPU RAM between forward and backward: a GPU-only saving.
-        checkpointing = "unsloth" if on_gpu else True
+    # "unsloth" offloads activations to CPU RAM between forward and backward: a GPU-only saving.
+    checkpointing = ("unsloth" if on_gpu else True) if cfg.train.gradient_checkpointing else False
     model = FastLanguageModel.get_peft_model(
         model,  # unsloth's LoRA: its fast kernels and checkpointing
         r=cfg.lora.r,
@@ -613,15 +559,13 @@ def load_unsloth(cfg: RunConfig, model_path: str, on_gpu: bool, bf16_ok: bool):
 
 
 # ------------------------------------------------------------------ step 3: build the datasets
-
-
 @dataclass
 class Encoded:
-    """A tokenized split: the columns TRL gets, plus its token statistics (tokens.token_stats)."""
+    """A tokenized split: the columns TRL gets (it keeps a given `labels`), plus tokens.token_stats."""
 
     input_ids: list[list[int]]
     labels: list[list[int]]
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any]
 
 
 @dataclass
@@ -715,8 +659,8 @@ def build_datasets(run: Run, loaded: Loaded) -> Datasets:
 
 
 def start_run_folder(run: Run, data: Datasets) -> None:
-    """Only now that model and data loaded is an overwritten run's folder emptied; config.yaml (on resume
-    too: the config that trains, e.g. a larger max_steps) and data_fingerprints.json are written."""
+    """Empty an overwritten run's folder (only now that model and data loaded); write config.yaml (on resume
+    too: e.g. a larger max_steps) and data_fingerprints.json."""
     if not run.main:
         return
     for p in run.old_files:
@@ -739,12 +683,8 @@ def _dataset(enc: Encoded):
 
 
 # ------------------------------------------------------------------ step 4: build the trainer
-
-
 @dataclass
 class TrainerParts:
-    """The SFTTrainer and the kit's callbacks around it."""
-
     trainer: Any
     runlog: Any  # callbacks.RunLog: metrics.jsonl
     health: Any  # callbacks.HealthCallback: .fatal says why the run stopped
@@ -789,11 +729,8 @@ def build_trainer(run: Run, loaded: Loaded, data: Datasets, extra_callbacks=None
 
 
 # ------------------------------------------------------------------ step 5: fit
-
-
 def fit(run: Run, parts: TrainerParts) -> float:
-    """trainer.train (from the resume checkpoint if any); returns the seconds it took. Out of memory is a
-    KitError naming the settings that fix it."""
+    """trainer.train; returns its seconds. Out of memory is a KitError naming the settings that fix it."""
     import torch
 
     cfg, model = run.cfg, parts.trainer.model
@@ -823,8 +760,6 @@ def fit(run: Run, parts: TrainerParts) -> float:
 
 
 # ------------------------------------------------------------------ step 6: finish the run
-
-
 def finish_run(run: Run, loaded: Loaded, data: Datasets, parts: TrainerParts, train_seconds: float) -> dict:
     """The final eval loss, the adapter, result.json; a run the health checks stopped raises KitError."""
     trainer, runlog, health = parts.trainer, parts.runlog, parts.health
@@ -931,6 +866,5 @@ def summary(result: dict) -> str:
         f"peak RSS {result['peak_rss_gib']} GiB" + (f", GPU peak {gpu} GiB reserved" if gpu is not None else ""),
         f"adapter: {result['adapter']}" if result.get("adapter") else f"model: {result.get('trained_model')}",
     ]
-    for w in result.get("warnings") or []:
-        lines.append(f"warning at step {w['step']}: {w['message']}")
+    lines += [f"warning at step {w['step']}: {w['message']}" for w in result.get("warnings") or []]
     return "\n".join(lines)
