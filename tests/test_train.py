@@ -691,6 +691,21 @@ def test_unsloth_backend_trains_on_cpu_through_the_cli(tmp_path, data):
     final = adapter_tensors(Path(result["adapter"]))
     assert all(t.abs().sum() > 0 for k, t in final.items() if "lora_B" in k)
 
+    # Unsloth's own writer: its merged_16bit export, checked like the peft one. On CPU it writes bfloat16
+    # whatever it is asked, so float16 is refused rather than reported wrongly (and float32 failed its check).
+    merge = [sys.executable, "-m", "toolcall_kit.cli", "merge", str(tmp_path / "runs" / "u"), "--method", "unsloth"]
+    p = subprocess.run([*merge, "--out", str(tmp_path / "m")], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((tmp_path / "m" / "merge_report.json").read_text())
+    assert report["method"] == "unsloth" and report["dtype"] == "bfloat16"
+    assert report["max_abs_logit_diff"] <= report["tolerance"]
+    assert (tmp_path / "m" / "model.safetensors").is_file()  # not the pickle Unsloth falls back to on 2 CPUs
+    p = subprocess.run(
+        [*merge, "--out", str(tmp_path / "m16"), "--dtype", "float16"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert p.returncode == 2 and "Unsloth wrote bfloat16 weights where float16 was asked for" in p.stderr
+    assert not (tmp_path / "m16").exists()
+
 
 @pytest.mark.slow
 def test_unsloth_backend_fully_finetunes_on_cpu(tmp_path, data):

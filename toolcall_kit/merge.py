@@ -228,7 +228,8 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
     # For a full run, the model card names the model the run started from.
     run_model = ((info.get("config") or {}).get("model") or {}).get("name")
     base_name = (run_model or str(adapter_dir)) if full else base_for(adapter_cfg, info, base)
-    dtype = dtype or default_dtype(info, adapter_cfg)
+    # Unsloth's writer is its merged_16bit: a 16-bit export whatever the run trained in.
+    dtype = dtype or ("bfloat16" if method == "unsloth" else default_dtype(info, adapter_cfg))
     torch_dtype = getattr(torch, dtype)
     base_path = str(adapter_dir) if full else resolve_model(base_name)
     if Path(base_path).is_dir():
@@ -241,6 +242,13 @@ def _merge(adapter_dir: Path, run: Path | None, out: Path, base: str | None, dty
         if method == "unsloth":
             del model  # Unsloth loads the adapter again for its own writer
             _save_with_unsloth(adapter_dir, tokenizer, tmp, torch_dtype)
+            config = _read_json(tmp / MODEL_CONFIG)
+            written = config.get("dtype") or config.get("torch_dtype")
+            if written != dtype:  # on CPU it writes bfloat16 whatever it is asked; vLLM serves what it wrote
+                raise KitError(
+                    f"dtype: Unsloth wrote {written} weights where {dtype} was asked for: pass --dtype {written}, "
+                    f"or use --method peft; nothing was written to {out}"
+                )
         else:
             (model if full else model.merge_and_unload()).save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
@@ -295,7 +303,8 @@ def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) 
     from unsloth import FastLanguageModel
 
     model, _ = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
-    model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit")
+    # safe_serialization=None: on a host with two CPUs or fewer its default falls back to a pickle.
+    model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit", safe_serialization=None)
 
 
 def _max_logit_diff(folder: Path, tokenizer, tools: list[dict] | None, ref, torch_dtype) -> float:
