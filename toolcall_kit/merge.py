@@ -303,7 +303,7 @@ def _save_with_unsloth(adapter_dir: Path, tokenizer, folder: Path, torch_dtype) 
     from unsloth import FastLanguageModel
 
     model, _ = FastLanguageModel.from_pretrained(str(adapter_dir), load_in_4bit=False, dtype=torch_dtype)
-    # safe_serialization=None: on a host with two CPUs or fewer its default falls back to a pickle.
+    # safe_serialization=None: unsloth_save_model (unsloth/save.py) writes a pickle on hosts with <= 2 CPUs.
     model.save_pretrained_merged(str(folder), tokenizer, save_method="merged_16bit", safe_serialization=None)
 
 
