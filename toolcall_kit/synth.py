@@ -508,6 +508,13 @@ class Generator:
         today = dt.date(2026, 1, 5) + dt.timedelta(days=rng.randrange(340))
         return Ctx(rng, today, self.side, self.fraction, self.holdout_seed)
 
+    def affinity(self, tools: list[str]) -> str:
+        """Which system prompts fit these tools: any | general | customer_service."""
+        if any(t in self.cat.generic for t in tools):
+            return "any"
+        srcs = {self.cat.source[t] for t in tools}
+        return srcs.pop() if len(srcs) == 1 else "any"
+
     def render_single(self, c: Ctx, tool: str) -> Said:
         tpl = c.choice(self.single_templates(tool))
         slots = self.cat.intents[tool].sample(c)
@@ -788,9 +795,7 @@ class Generator:
 
     def system(self, c: Ctx, d: Draft) -> tuple[str | None, str | None]:
         # A prompt fits any catalog, or only the one that all the (shipped) tools come from.
-        tools = d.topic or d.needed or d.tool_order or []
-        srcs = {self.cat.source[t] for t in tools}
-        fits = ("any", srcs.pop() if len(srcs) == 1 and not self.cat.generic & set(tools) else "any")
+        fits = ("any", self.affinity(d.topic or d.needed or d.tool_order or []))
         prompts = [(i, t) for i, (aff, t) in self.dialogue("system", "system_prompts") if aff in fits]
         text, pid = None, None
         if prompts and not c.chance(P_NO_SYSTEM):
